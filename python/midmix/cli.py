@@ -1,0 +1,197 @@
+"""The `midmix` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from midmix import _core, registry, summary
+from midmix._core import MidmixError
+
+SIZE_UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "KIB": 1024, "M": 10**6, "MB": 10**6, "MIB": 1 << 20,
+              "G": 10**9, "GB": 10**9, "GIB": 1 << 30}
+
+
+def parse_size(text: str) -> int | None:
+    """`64MiB`, `1000000`, `none` → bytes (None = no limit)."""
+    t = text.strip().upper()
+    if t == "NONE":
+        return None
+    num = t.rstrip("KMGIB")
+    unit = t[len(num):]
+    if not num or unit not in SIZE_UNITS:
+        raise click.BadParameter(f"'{text}' is not a size such as 64MiB, 100MB or 1048576")
+    return int(float(num) * SIZE_UNITS[unit])
+
+
+def resolve_tokenizer(spec: str) -> Path:
+    """A tokenizer.json path, a directory holding one, or (online) a hub id."""
+    path = Path(spec)
+    if path.is_dir() and (path / "tokenizer.json").exists():
+        return path / "tokenizer.json"
+    if path.exists() or "/" not in spec or spec.endswith(".json"):
+        return path
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError as e:
+        raise click.UsageError(f"{spec} is not a file; hub ids need `huggingface_hub` installed") from e
+    return Path(hf_hub_download(spec, "tokenizer.json"))
+
+
+def fail(e: MidmixError) -> None:
+    raise click.ClickException(str(e)) from e
+
+
+@click.group()
+@click.version_option(_core.__version__, prog_name="midmix")
+def main() -> None:
+    """midmix: exact, fast, deterministic data mixing for language-model training."""
+
+
+@main.command()
+@click.argument("name")
+@click.argument("inputs", nargs=-1)
+@click.option("--tokenizer", required=True, help="tokenizer.json path (or a hub id when online)")
+@click.option("--seq-len", default=2048, show_default=True, type=click.IntRange(min=1))
+@click.option("--out", type=click.Path(path_type=Path), help="output directory [default: DATA_ROOT/NAME]")
+@click.option("--data-root", type=click.Path(path_type=Path), help="[default: $MIDMIX_DATA_ROOT or ./data]")
+@click.option("--text-field", default="text", show_default=True)
+@click.option("--text-per-line", is_flag=True, help=".txt inputs: one document per line, not per file")
+@click.option("--hf", "hf_name", help="read a `datasets` dataset (local dir/files, or hub name online)")
+@click.option("--hf-config", help="dataset configuration name for --hf")
+@click.option("--split", default="train", show_default=True, help="split for --hf")
+@click.option("--mode", type=click.Choice(["pretrain", "sft"]), default="pretrain", show_default=True)
+@click.option("--prompt-field", default="prompt", show_default=True)
+@click.option("--response-field", default="response", show_default=True)
+@click.option("--mask-prompt/--no-mask-prompt", default=True, show_default=True,
+              help="sft: labels are -100 over the prompt")
+@click.option("--eos", help="EOS token or id after each document ('none' for no EOS) [default: end-of-text]")
+@click.option("--bos", help="BOS token or id before each document [default: none]")
+@click.option("--compression", help="zstd or zstd:LEVEL")
+@click.option("--hashes", default="", help="comma-separated shard hashes, e.g. sha1,xxh3_64")
+@click.option("--size-limit", default="64MiB", show_default=True, help="shard size limit ('none' = one shard)")
+@click.option("--on-bad-record", type=click.Choice(["error", "skip"]), default="error", show_default=True)
+@click.option("--num-tasks", type=click.IntRange(min=1), help="split the inputs into this many parts…")
+@click.option("--task-index", type=click.IntRange(min=0), help="…and prepare this one (0-based)")
+@click.option("--threads", type=click.IntRange(min=1), help="[default: all cores]")
+@click.option("--encoder", type=click.Choice(["auto", "fast", "hf"]), default="auto", show_default=True,
+              help="auto: the fast exact encoder when it supports the tokenizer, else HF tokenizers")
+@click.option("--overwrite", is_flag=True, help="replace an existing output directory")
+@click.option("--quiet", is_flag=True, help="no progress bar or summary")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+def prepare(name: str, inputs: tuple[str, ...], tokenizer: str, seq_len: int, out: Path | None,
+            data_root: Path | None, text_field: str, text_per_line: bool, hf_name: str | None,
+            hf_config: str | None, split: str, mode: str, prompt_field: str, response_field: str,
+            mask_prompt: bool, eos: str | None, bos: str | None, compression: str | None, hashes: str,
+            size_limit: str, on_bad_record: str, num_tasks: int | None, task_index: int | None,
+            threads: int | None, encoder: str, overwrite: bool, quiet: bool, as_json: bool) -> None:
+    """Tokenize and pack corpus files INPUTS into an MDS dataset registered as NAME."""
+    if not inputs and not hf_name:
+        raise click.UsageError("give INPUT files/directories/globs, or --hf NAME")
+    if inputs and hf_name:
+        raise click.UsageError("give either INPUT files or --hf, not both")
+    if (num_tasks is None) != (task_index is None):
+        raise click.UsageError("--num-tasks and --task-index go together")
+    root = registry.data_root(data_root)
+    out = out or root / name
+    kwargs = dict(
+        encoder=encoder, overwrite=overwrite, mode=mode, text_field=text_field,
+        text_per_line=text_per_line, prompt_field=prompt_field, response_field=response_field,
+        mask_prompt=mask_prompt, eos=eos, bos=bos, compression=compression,
+        hashes=[h for h in hashes.split(",") if h], size_limit=parse_size(size_limit),
+        on_bad_record=on_bad_record, num_tasks=num_tasks, task_index=task_index, threads=threads,
+        progress=not quiet,
+    )
+    tok = resolve_tokenizer(tokenizer)
+    try:
+        if hf_name:
+            from midmix.hf import export_to_parquet
+
+            fields = [prompt_field, response_field] if mode == "sft" else [text_field]
+            with export_to_parquet(hf_name, hf_config, split, fields) as (path, label):
+                text = _core.prepare(name, [str(path)], tok, seq_len, out, input_labels=[label], **kwargs)
+        else:
+            text = _core.prepare(name, list(inputs), tok, seq_len, out, **kwargs)
+    except MidmixError as e:
+        fail(e)
+    report = json.loads(text)
+    if num_tasks is None:
+        registry.register(name, out, root)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    elif not quiet:
+        click.echo(f"prepared {out}")
+        click.echo("\n".join(summary.report_lines(report)))
+
+
+@main.command()
+@click.argument("parts", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path))
+@click.option("--data-root", type=click.Path(path_type=Path))
+@click.option("--overwrite", is_flag=True)
+@click.option("--quiet", is_flag=True)
+def merge(parts: tuple[Path, ...], out: Path, data_root: Path | None, overwrite: bool, quiet: bool) -> None:
+    """Combine the PARTS of a `prepare --num-tasks` run into the dataset a single run gives."""
+    try:
+        report = json.loads(_core.merge(list(parts), out, overwrite=overwrite, progress=not quiet))
+    except MidmixError as e:
+        fail(e)
+    registry.register(report["name"], out, registry.data_root(data_root))
+    if not quiet:
+        click.echo(f"merged {len(parts)} parts into {out}")
+        click.echo("\n".join(summary.report_lines(report)))
+
+
+@main.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--data-root", type=click.Path(path_type=Path), help="to look NAME up instead of a path")
+@click.option("--show", "show", type=click.IntRange(min=0), multiple=True, help="decode sample N as text")
+@click.option("--tokenizer", help="tokenizer for --show [default: the one recorded in midmix.json]")
+@click.option("--json", "as_json", is_flag=True, help="print midmix.json")
+def inspect(directory: Path, data_root: Path | None, show: tuple[int, ...], tokenizer: str | None,
+            as_json: bool) -> None:
+    """Summarize an MDS dataset (a directory, or a registered name) and decode samples."""
+    if not (directory / "index.json").exists():
+        try:
+            directory = registry.lookup(str(directory), registry.data_root(data_root))
+        except MidmixError as e:
+            fail(e)
+    report_path = directory / "midmix.json"
+    report = json.loads(report_path.read_text()) if report_path.exists() else None
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"dataset       {directory}")
+    click.echo("\n".join(summary.index_lines(summary.read_index(directory))))
+    if report:
+        click.echo("\n".join(summary.report_lines(report)))
+    if not show:
+        return
+    tok_path = tokenizer or (report and report["tokenizer"]["path"])
+    if not tok_path:
+        raise click.UsageError("--show needs --tokenizer (no midmix.json here)")
+    try:
+        tok = _core.Tokenizer(resolve_tokenizer(tok_path))
+        for n in show:
+            sample = _core.read_sample(directory, n)
+            click.echo(f"\n--- sample {n} " + "-" * 60)
+            if "tokens" in sample:
+                click.echo(tok.decode(sample["tokens"].tolist()))
+            elif "input_ids" in sample:
+                ids, labels = sample["input_ids"].tolist(), sample["labels"].tolist()
+                masked = sum(1 for x in labels if x == -100)
+                click.echo(f"[prompt, {masked} masked tokens]\n" + tok.decode(ids[:masked]))
+                click.echo(f"[trained, {len(ids) - masked} tokens]\n" + tok.decode(ids[masked:]))
+            else:
+                click.echo(repr(sample))
+    except IndexError as e:
+        raise click.ClickException(str(e)) from e
+    except MidmixError as e:
+        fail(e)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

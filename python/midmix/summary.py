@@ -1,0 +1,71 @@
+"""Human-readable summaries of prepared datasets (`prepare`'s final table, `midmix inspect`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def report_lines(r: dict[str, Any]) -> list[str]:
+    c = r["counts"]
+    tok = r["tokenizer"]
+    lines = [
+        f"name          {r['name']}  ({r['mode']}, seq_len {r['seq_len']}, {r['dtype']})",
+        f"tokenizer     {tok['path']}  [{tok['encoder']}, vocab {tok['vocab_size']}, sha256 {tok['sha256'][:12]}…]",
+        f"eos / bos     {r['eos_id']} / {r['bos_id']}",
+        f"inputs        {len(r['inputs'])} file(s), {human_bytes(c['input_bytes'])}; "
+        f"text {human_bytes(c['text_bytes'])}",
+        f"documents     {c['documents']:,}  ({c['document_tokens']:,} tokens incl. special)",
+        f"samples       {c['samples']:,}  ({c['tokens']:,} tokens, {human_bytes(c['output_bytes'])} on disk)",
+    ]
+    if r["mode"] == "pretrain":
+        lines.append(f"dropped tail  {c['dropped_tail_tokens']:,} tokens (final partial sample)")
+    else:
+        lines.append(
+            f"truncated     {c['truncated_samples']:,} samples ({c['truncated_tokens']:,} tokens); "
+            f"label tokens {c['label_tokens']:,}"
+        )
+    skipped = c.get("skipped") or {}
+    if skipped:
+        lines.append("skipped       " + ", ".join(f"{k} {v:,}" for k, v in sorted(skipped.items())))
+    else:
+        lines.append("skipped       none")
+    if r.get("task"):
+        t = r["task"]
+        lines.append(f"task          {t['index']} of {t['count']} (tail of {len(t['tail'])} tokens kept for merge)")
+    run = r.get("run") or {}
+    if run.get("elapsed_s"):
+        lines.append(
+            f"time          {run['elapsed_s']:.2f} s, {run.get('text_mb_per_s', 0):.1f} MB/s of text, "
+            f"{run.get('threads')} threads"
+        )
+    return lines
+
+
+def read_index(directory: Path) -> dict[str, Any]:
+    return json.loads((directory / "index.json").read_text())
+
+
+def index_lines(index: dict[str, Any]) -> list[str]:
+    shards = index["shards"]
+    samples = sum(s["samples"] for s in shards)
+    stored = sum((s["zip_data"] or s["raw_data"])["bytes"] for s in shards)
+    lines = [f"shards        {len(shards)}  ({samples:,} samples, {human_bytes(stored)} stored)"]
+    if shards:
+        s0 = shards[0]
+        cols = ", ".join(f"{n}:{e}" for n, e in zip(s0["column_names"], s0["column_encodings"], strict=True))
+        lines.append(f"columns       {cols}")
+        lines.append(
+            f"compression   {s0['compression'] or 'none'}; hashes {', '.join(s0['hashes']) or 'none'}; "
+            f"size_limit {s0['size_limit']}"
+        )
+    return lines

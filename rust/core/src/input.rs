@@ -1,0 +1,463 @@
+//! Finding input files and reading them as raw records, in input order.
+//!
+//! Reading only splits files into records (lines, Parquet rows, whole text files); parsing JSON,
+//! checking UTF-8 and extracting fields happen later, in parallel (see `record`).
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::error::{Error, Location, Result, Unit};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Jsonl(Compression),
+    Text(Compression),
+    Parquet,
+}
+
+#[derive(Debug, Clone)]
+pub struct InputFile {
+    pub path: PathBuf,
+    /// How errors and reports name it (the path, or e.g. `hf:gsm8k:train` for exported datasets).
+    pub label: String,
+    pub format: Format,
+    pub size: u64,
+}
+
+/// Format from a file name: `.jsonl`/`.json`/`.ndjson`, `.txt`, each optionally `.gz`/`.zst`,
+/// and `.parquet`.
+pub fn format_of(path: &Path) -> Option<Format> {
+    let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+    let (stem, comp) = if let Some(s) = name.strip_suffix(".gz") {
+        (s, Compression::Gzip)
+    } else if let Some(s) = name
+        .strip_suffix(".zst")
+        .or_else(|| name.strip_suffix(".zstd"))
+    {
+        (s, Compression::Zstd)
+    } else {
+        (name.as_str(), Compression::None)
+    };
+    if stem.ends_with(".jsonl") || stem.ends_with(".json") || stem.ends_with(".ndjson") {
+        Some(Format::Jsonl(comp))
+    } else if stem.ends_with(".txt") {
+        Some(Format::Text(comp))
+    } else if stem.ends_with(".parquet") && comp == Compression::None {
+        Some(Format::Parquet)
+    } else {
+        None
+    }
+}
+
+/// Expand files, directories (recursively) and globs into an ordered, de-duplicated file list.
+/// Directory and glob matches are sorted by path, so the order never depends on the file system.
+pub fn discover(specs: &[String]) -> Result<Vec<InputFile>> {
+    let mut out: Vec<InputFile> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for spec in specs {
+        let path = PathBuf::from(spec);
+        let mut found: Vec<PathBuf> = Vec::new();
+        if path.is_dir() {
+            walk(&path, &mut found)?;
+            found.retain(|p| format_of(p).is_some());
+            found.sort();
+            if found.is_empty() {
+                return Err(Error::Config(format!(
+                    "{spec}: directory holds no .jsonl/.json/.txt(.gz/.zst) or .parquet files"
+                )));
+            }
+        } else if spec.contains(['*', '?', '[']) {
+            let paths =
+                glob::glob(spec).map_err(|e| Error::Config(format!("bad glob '{spec}': {e}")))?;
+            for p in paths {
+                let p = p.map_err(|e| {
+                    let path = e.path().to_path_buf();
+                    Error::io(path, e.into())
+                })?;
+                if p.is_file() && format_of(&p).is_some() {
+                    found.push(p);
+                }
+            }
+            found.sort();
+            if found.is_empty() {
+                return Err(Error::Config(format!(
+                    "{spec}: glob matches no input files"
+                )));
+            }
+        } else if path.is_file() {
+            if format_of(&path).is_none() {
+                return Err(Error::Config(format!(
+                    "{spec}: unknown input format (expected .jsonl, .json, .ndjson, .txt, optionally .gz/.zst, or .parquet)"
+                )));
+            }
+            found.push(path);
+        } else {
+            return Err(Error::Config(format!("{spec}: no such file or directory")));
+        }
+        for p in found {
+            if seen.insert(p.clone()) {
+                let size = std::fs::metadata(&p).map_err(|e| Error::io(&p, e))?.len();
+                let format = format_of(&p).unwrap_or(Format::Jsonl(Compression::None));
+                out.push(InputFile {
+                    label: p.display().to_string(),
+                    path: p,
+                    format,
+                    size,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let p = entry.map_err(|e| Error::io(dir, e))?.path();
+        if p.is_dir() {
+            walk(&p, out)?;
+        } else {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Contiguous slice `index` of `count` over the files, balanced by bytes, so that
+/// concatenating the slices in order gives back the whole list.
+pub fn task_slice(files: &[InputFile], count: usize, index: usize) -> std::ops::Range<usize> {
+    let total: u64 = files.iter().map(|f| f.size.max(1)).sum();
+    let bound = |k: usize| -> usize {
+        if k == 0 {
+            return 0;
+        }
+        if k >= count {
+            return files.len();
+        }
+        let target = total as u128 * k as u128 / count as u128;
+        let mut acc = 0u128;
+        for (i, f) in files.iter().enumerate() {
+            // A file goes to the slice in which its midpoint lies.
+            let mid = acc + f.size.max(1) as u128 / 2;
+            if mid >= target {
+                return i;
+            }
+            acc += f.size.max(1) as u128;
+        }
+        files.len()
+    };
+    bound(index)..bound(index + 1)
+}
+
+/// A record as read, before parsing.
+pub enum Payload {
+    /// One JSON line.
+    Json(Vec<u8>),
+    /// A text document (a whole file or one line): bytes still to be checked as UTF-8.
+    Text(Vec<u8>),
+    /// Parquet values of the requested columns, in order (`None` = null).
+    Fields(Vec<Option<FieldValue>>),
+}
+
+pub enum FieldValue {
+    Str(String),
+    Bytes(Vec<u8>),
+    Other(&'static str),
+}
+
+pub struct RawRecord {
+    pub unit: Unit,
+    pub payload: Payload,
+}
+
+pub struct RawBatch {
+    pub file: usize,
+    pub records: Vec<RawRecord>,
+    /// Input bytes consumed when this batch was cut (for progress).
+    pub input_pos: u64,
+}
+
+const BATCH_BYTES: usize = 4 << 20;
+const BATCH_RECORDS: usize = 4096;
+
+/// Counts bytes read from the underlying file (compressed bytes for .gz/.zst).
+struct CountingReader<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+pub struct ReadOptions {
+    /// Fields to pull out of each Parquet row (JSON fields are extracted later).
+    pub fields: Vec<String>,
+    /// `.txt`: one document per line instead of one per file.
+    pub text_per_line: bool,
+}
+
+/// Read `files` in order, handing batches to `sink`. Stops at the first input-level error or when
+/// `sink` returns false.
+pub fn read_all(
+    files: &[InputFile],
+    opts: &ReadOptions,
+    consumed: &Arc<AtomicU64>,
+    sink: &mut dyn FnMut(RawBatch) -> bool,
+) -> Result<()> {
+    let mut done_bytes = 0u64;
+    for (fi, f) in files.iter().enumerate() {
+        let file_bytes = Arc::new(AtomicU64::new(0));
+        let progress = |fb: &Arc<AtomicU64>| done_bytes + fb.load(Ordering::Relaxed).min(f.size);
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0usize;
+        let mut emit = |batch: &mut Vec<RawRecord>, bytes: &mut usize, pos: u64| -> bool {
+            consumed.store(pos, Ordering::Relaxed);
+            *bytes = 0;
+            sink(RawBatch {
+                file: fi,
+                records: std::mem::take(batch),
+                input_pos: pos,
+            })
+        };
+        let loc = |unit| Location {
+            path: f.label.clone(),
+            unit,
+        };
+        match f.format {
+            Format::Parquet => {
+                let mut stop = false;
+                read_parquet(f, &opts.fields, &mut |row, values, frac| {
+                    let size: usize = values
+                        .iter()
+                        .map(|v| match v {
+                            Some(FieldValue::Str(s)) => s.len(),
+                            Some(FieldValue::Bytes(b)) => b.len(),
+                            _ => 0,
+                        })
+                        .sum();
+                    batch.push(RawRecord {
+                        unit: Unit::Row(row),
+                        payload: Payload::Fields(values),
+                    });
+                    batch_bytes += size;
+                    if batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_RECORDS {
+                        let pos = done_bytes + (f.size as f64 * frac) as u64;
+                        if !emit(&mut batch, &mut batch_bytes, pos) {
+                            stop = true;
+                        }
+                    }
+                    !stop
+                })?;
+                if stop {
+                    return Ok(());
+                }
+            }
+            Format::Jsonl(comp) | Format::Text(comp) => {
+                let file = File::open(&f.path).map_err(|e| Error::io(&f.path, e))?;
+                let counting = CountingReader {
+                    inner: file,
+                    count: file_bytes.clone(),
+                };
+                let mut reader: Box<dyn BufRead> = match comp {
+                    Compression::None => Box::new(BufReader::with_capacity(1 << 20, counting)),
+                    Compression::Gzip => Box::new(BufReader::with_capacity(
+                        1 << 20,
+                        flate2::read::MultiGzDecoder::new(BufReader::new(counting)),
+                    )),
+                    Compression::Zstd => Box::new(BufReader::with_capacity(
+                        1 << 20,
+                        zstd::stream::read::Decoder::new(counting)
+                            .map_err(|e| Error::io(&f.path, e))?,
+                    )),
+                };
+                let is_json = matches!(f.format, Format::Jsonl(_));
+                let corrupt = |line: u64, e: std::io::Error| Error::BadInput {
+                    loc: loc(Unit::Line(line)),
+                    msg: match comp {
+                        Compression::None => format!("read error: {e}"),
+                        _ => format!("truncated or corrupt compressed stream ({e})"),
+                    },
+                };
+                if !is_json && !opts.text_per_line {
+                    let mut text = Vec::new();
+                    reader.read_to_end(&mut text).map_err(|e| corrupt(1, e))?;
+                    batch.push(RawRecord {
+                        unit: Unit::File,
+                        payload: Payload::Text(text),
+                    });
+                } else {
+                    let mut line_no = 0u64;
+                    loop {
+                        let mut line = Vec::new();
+                        let n = reader
+                            .read_until(b'\n', &mut line)
+                            .map_err(|e| corrupt(line_no + 1, e))?;
+                        if n == 0 {
+                            break;
+                        }
+                        line_no += 1;
+                        if line.last() == Some(&b'\n') {
+                            line.pop();
+                            if line.last() == Some(&b'\r') {
+                                line.pop();
+                            }
+                        }
+                        batch_bytes += line.len();
+                        batch.push(RawRecord {
+                            unit: Unit::Line(line_no),
+                            payload: if is_json {
+                                Payload::Json(line)
+                            } else {
+                                Payload::Text(line)
+                            },
+                        });
+                        if (batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_RECORDS)
+                            && !emit(&mut batch, &mut batch_bytes, progress(&file_bytes))
+                        {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+        done_bytes += f.size;
+        if !batch.is_empty() && !emit(&mut batch, &mut batch_bytes, done_bytes) {
+            return Ok(());
+        }
+        consumed.store(done_bytes, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Stream a Parquet file's requested columns row by row: `row(index, values, fraction_done)`.
+fn read_parquet(
+    f: &InputFile,
+    fields: &[String],
+    row_fn: &mut dyn FnMut(u64, Vec<Option<FieldValue>>, f64) -> bool,
+) -> Result<()> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::Field;
+
+    let bad = |unit, msg: String| Error::BadInput {
+        loc: Location {
+            path: f.label.clone(),
+            unit,
+        },
+        msg,
+    };
+    let file = File::open(&f.path).map_err(|e| Error::io(&f.path, e))?;
+    let reader = SerializedFileReader::new(file)
+        .map_err(|e| bad(Unit::File, format!("not a readable Parquet file: {e}")))?;
+    let schema = reader.metadata().file_metadata().schema_descr_ptr();
+    let root = schema.root_schema();
+    let mut projected = Vec::new();
+    for name in fields {
+        let field = root
+            .get_fields()
+            .iter()
+            .find(|t| t.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = root.get_fields().iter().map(|t| t.name()).collect();
+                bad(
+                    Unit::File,
+                    format!("no column '{name}' (columns: {})", names.join(", ")),
+                )
+            })?;
+        projected.push(field.clone());
+    }
+    let projection = parquet::schema::types::Type::group_type_builder(root.name())
+        .with_fields(projected)
+        .build()
+        .map_err(|e| bad(Unit::File, e.to_string()))?;
+    let total_rows = reader.metadata().file_metadata().num_rows().max(1) as f64;
+    let rows = reader
+        .get_row_iter(Some(projection))
+        .map_err(|e| bad(Unit::File, format!("cannot read rows: {e}")))?;
+    for (i, row) in rows.enumerate() {
+        let i = i as u64;
+        let row = row.map_err(|e| {
+            bad(
+                Unit::Row(i),
+                format!("truncated or corrupt Parquet data: {e}"),
+            )
+        })?;
+        let mut values: Vec<Option<FieldValue>> = Vec::with_capacity(fields.len());
+        let cols: Vec<(&String, &Field)> = row.get_column_iter().collect();
+        for name in fields {
+            let v = cols.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+            values.push(match v {
+                None | Some(Field::Null) => None,
+                Some(Field::Str(s)) => Some(FieldValue::Str(s.clone())),
+                Some(Field::Bytes(b)) => Some(FieldValue::Bytes(b.data().to_vec())),
+                Some(Field::ListInternal(_)) => Some(FieldValue::Other("list")),
+                Some(Field::MapInternal(_)) => Some(FieldValue::Other("map")),
+                Some(Field::Group(_)) => Some(FieldValue::Other("struct")),
+                Some(_) => Some(FieldValue::Other("number or other scalar")),
+            });
+        }
+        if !row_fn(i, values, (i + 1) as f64 / total_rows) {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(size: u64) -> InputFile {
+        InputFile {
+            path: PathBuf::new(),
+            label: String::new(),
+            format: Format::Parquet,
+            size,
+        }
+    }
+
+    #[test]
+    fn task_slices_cover_everything_in_order() {
+        let files: Vec<InputFile> = [5, 1, 1, 9, 3, 3, 0, 7].iter().map(|&s| file(s)).collect();
+        for count in 1..12 {
+            let mut next = 0;
+            for i in 0..count {
+                let r = task_slice(&files, count, i);
+                assert_eq!(r.start, next);
+                next = r.end;
+            }
+            assert_eq!(next, files.len());
+        }
+    }
+
+    #[test]
+    fn formats_by_name() {
+        assert_eq!(
+            format_of(Path::new("a/b.jsonl.zst")),
+            Some(Format::Jsonl(Compression::Zstd))
+        );
+        assert_eq!(
+            format_of(Path::new("b.JSON.gz")),
+            Some(Format::Jsonl(Compression::Gzip))
+        );
+        assert_eq!(
+            format_of(Path::new("c.txt")),
+            Some(Format::Text(Compression::None))
+        );
+        assert_eq!(format_of(Path::new("d.parquet")), Some(Format::Parquet));
+        assert_eq!(format_of(Path::new("e.csv")), None);
+    }
+}

@@ -1,0 +1,19 @@
+//! midmix-core: the Python-free engine of midmix. Reads corpora, tokenizes exactly as Hugging
+//! Face `tokenizers` does, packs, and writes MosaicML Streaming MDS datasets.
+
+pub mod error;
+pub mod input;
+pub mod mds;
+pub mod merge;
+pub mod pack;
+pub mod prepare;
+pub mod progress;
+pub mod pyjson;
+pub mod record;
+pub mod report;
+pub mod staging;
+pub mod tokenize;
+
+pub use error::{Error, Location, Result, Unit};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,188 @@
+//! `midmix merge`: combine the parts of a `--num-tasks` prepare into one dataset whose samples
+//! are exactly those of a single-task run, in the same order.
+//!
+//! Each part keeps the tokens after its last full sample (its `tail`); merging re-cuts the
+//! concatenated token stream, copying ids without re-tokenizing.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::mds::{MdsDataset, MdsWriter, WriterOptions};
+use crate::pack::{self, Packer};
+use crate::progress::Progress;
+use crate::report::{Counts, Report, RunInfo};
+use crate::staging::StagedDir;
+
+#[derive(Debug, Clone)]
+pub struct MergeOptions {
+    pub parts: Vec<PathBuf>,
+    pub out: PathBuf,
+    pub overwrite: bool,
+    pub progress: bool,
+}
+
+fn same<T: PartialEq + std::fmt::Debug>(what: &str, part: &PathBuf, a: &T, b: &T) -> Result<()> {
+    if a != b {
+        return Err(Error::dataset(
+            part,
+            format!("{what} differs from the first part ({b:?} vs {a:?}); parts must come from one prepare command"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn merge(opts: &MergeOptions) -> Result<Report> {
+    let started = Instant::now();
+    if opts.parts.is_empty() {
+        return Err(Error::Config("merge needs at least one part".into()));
+    }
+    let mut parts: Vec<(PathBuf, Report)> = opts
+        .parts
+        .iter()
+        .map(|p| Ok((p.clone(), Report::read(p)?)))
+        .collect::<Result<_>>()?;
+    for (p, r) in &parts {
+        let Some(task) = &r.task else {
+            return Err(Error::dataset(
+                p,
+                "was not prepared with --num-tasks/--task-index, so its dropped tail is lost and an exact merge is impossible",
+            ));
+        };
+        if task.count != parts.len() {
+            return Err(Error::dataset(
+                p,
+                format!(
+                    "is part {} of {}, but {} parts were given",
+                    task.index,
+                    task.count,
+                    parts.len()
+                ),
+            ));
+        }
+    }
+    parts.sort_by_key(|(_, r)| r.task.as_ref().map(|t| t.index));
+    for (i, (p, r)) in parts.iter().enumerate() {
+        if r.task.as_ref().map(|t| t.index) != Some(i) {
+            return Err(Error::dataset(
+                p,
+                format!("part index {i} is missing or given twice"),
+            ));
+        }
+    }
+    let first = parts[0].1.clone();
+    for (p, r) in &parts[1..] {
+        same("mode", p, &r.mode, &first.mode)?;
+        same("tokenizer", p, &r.tokenizer.sha256, &first.tokenizer.sha256)?;
+        same("seq_len", p, &r.seq_len, &first.seq_len)?;
+        same("eos", p, &r.eos_id, &first.eos_id)?;
+        same("bos", p, &r.bos_id, &first.bos_id)?;
+        same("columns", p, &r.columns, &first.columns)?;
+        same("sft options", p, &r.sft, &first.sft)?;
+        same("writer options", p, &r.writer, &first.writer)?;
+        same("name", p, &r.name, &first.name)?;
+    }
+
+    let staged = StagedDir::new(&opts.out, opts.overwrite)?;
+    let columns: Vec<(&str, &str)> = first
+        .columns
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let writer_opts = WriterOptions {
+        compression: first.writer.compression.clone(),
+        hashes: first.writer.hashes.clone(),
+        size_limit: first.writer.size_limit,
+    };
+    let mut writer = MdsWriter::create(staged.path(), &columns, &writer_opts)?;
+    let dtype = crate::mds::Dtype::parse(&first.dtype)
+        .ok_or_else(|| Error::dataset(&parts[0].0, format!("unknown dtype {}", first.dtype)))?;
+    let pretrain = first.mode == "pretrain";
+    let mut packer = Packer::new(first.seq_len, dtype);
+    let total: u64 = parts.iter().map(|(_, r)| r.counts.samples).sum();
+    let progress = Progress::new(opts.progress, total, "merge");
+    let mut copied = 0u64;
+
+    let mut counts = Counts::default();
+    let mut inputs = Vec::new();
+    for (p, r) in &parts {
+        let ds = MdsDataset::open(p)?;
+        let tok_col = match ds.shards.len() {
+            0 => 0, // an empty part (more tasks than input files): nothing to copy
+            _ => ds
+                .column_index(if pretrain { "tokens" } else { "input_ids" })
+                .ok_or_else(|| Error::dataset(p, "has no token column"))?,
+        };
+        for si in 0..ds.shards.len() {
+            let shard = ds.load_shard(si)?;
+            for i in 0..shard.len() {
+                let sample = shard.sample(i).ok_or_else(|| {
+                    Error::dataset(p, format!("shard {si} sample {i} is corrupt"))
+                })?;
+                if pretrain {
+                    let cols = ds.split_sample(sample).ok_or_else(|| {
+                        Error::dataset(p, format!("shard {si} sample {i} is corrupt"))
+                    })?;
+                    packer.push(&pack::bytes_to_ids(cols[tok_col], dtype), &mut writer)?;
+                } else {
+                    writer.write_encoded(sample)?;
+                }
+                copied += 1;
+            }
+            progress.update(copied, 0, 0);
+        }
+        if let Some(task) = &r.task {
+            packer.push(&task.tail, &mut writer)?;
+        }
+        let c = &r.counts;
+        counts.documents += c.documents;
+        counts.document_tokens += c.document_tokens;
+        counts.text_bytes += c.text_bytes;
+        counts.input_bytes += c.input_bytes;
+        counts.truncated_samples += c.truncated_samples;
+        counts.truncated_tokens += c.truncated_tokens;
+        counts.label_tokens += c.label_tokens;
+        if !pretrain {
+            counts.tokens += c.tokens;
+        }
+        for (k, v) in &c.skipped {
+            *counts.skipped.entry(k.clone()).or_default() += v;
+        }
+        inputs.extend(r.inputs.iter().cloned());
+    }
+    if pretrain {
+        counts.samples = packer.samples;
+        counts.tokens = packer.samples * first.seq_len as u64;
+        counts.dropped_tail_tokens = packer.tail().len() as u64;
+    } else {
+        counts.samples = writer.samples_written();
+    }
+    let shards = writer.finish()?;
+    counts.output_bytes = shards
+        .iter()
+        .map(|s| {
+            s["zip_data"]["bytes"]
+                .as_u64()
+                .or_else(|| s["raw_data"]["bytes"].as_u64())
+                .unwrap_or(0)
+        })
+        .sum();
+    progress.finish();
+
+    let elapsed = started.elapsed().as_secs_f64();
+    let report = Report {
+        counts,
+        inputs,
+        task: None,
+        run: RunInfo {
+            elapsed_s: elapsed,
+            threads: 1,
+            text_mb_per_s: 0.0,
+        },
+        midmix_version: crate::VERSION.to_string(),
+        ..first
+    };
+    report.write(staged.path())?;
+    staged.commit()?;
+    Ok(report)
+}

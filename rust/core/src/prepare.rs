@@ -1,0 +1,505 @@
+//! `midmix prepare`: corpus files → tokenized, packed MDS dataset + `midmix.json`.
+//!
+//! One reader thread splits files into record batches in input order; each batch is parsed and
+//! tokenized in parallel (rayon) and then consumed in order, so the output does not depend on
+//! the thread count.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Location, Result};
+use crate::input::{self, Format, InputFile, ReadOptions};
+use crate::mds::{ColumnValue, Dtype, MdsWriter, WriterOptions};
+use crate::pack::{self, Packer};
+use crate::progress::Progress;
+use crate::record::{self, Extracted, SkipReason};
+use crate::report::{
+    Counts, InputInfo, Report, RunInfo, SftInfo, TaskInfo, TokenizerInfo, WriterInfo,
+};
+use crate::staging::StagedDir;
+use crate::tokenize::{Encoder, EncoderChoice};
+
+#[derive(Debug, Clone)]
+pub enum Mode {
+    Pretrain {
+        text_field: String,
+        text_per_line: bool,
+    },
+    Sft(SftInfo),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnBadRecord {
+    Error,
+    Skip,
+}
+
+#[derive(Debug, Clone)]
+pub struct PrepareOptions {
+    pub name: String,
+    /// Files, directories or globs.
+    pub inputs: Vec<String>,
+    /// Names for the inputs in errors and reports, one per input when given (for inputs that
+    /// are exports of something else, such as an HF dataset).
+    pub input_labels: Option<Vec<String>>,
+    pub tokenizer: PathBuf,
+    pub encoder: EncoderChoice,
+    pub seq_len: usize,
+    pub out: PathBuf,
+    pub overwrite: bool,
+    pub mode: Mode,
+    /// Token string or id; `None` = the tokenizer's end-of-text token; `"none"` = no EOS.
+    pub eos: Option<String>,
+    pub bos: Option<String>,
+    pub writer: WriterOptions,
+    pub on_bad_record: OnBadRecord,
+    /// `(count, index)`: prepare only slice `index` of `count` of the inputs.
+    pub task: Option<(usize, usize)>,
+    pub threads: Option<usize>,
+    pub progress: bool,
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl PrepareOptions {
+    pub fn new(
+        name: &str,
+        inputs: Vec<String>,
+        tokenizer: PathBuf,
+        seq_len: usize,
+        out: PathBuf,
+    ) -> Self {
+        PrepareOptions {
+            name: name.to_string(),
+            inputs,
+            input_labels: None,
+            tokenizer,
+            encoder: EncoderChoice::Auto,
+            seq_len,
+            out,
+            overwrite: false,
+            mode: Mode::Pretrain {
+                text_field: "text".into(),
+                text_per_line: false,
+            },
+            eos: None,
+            bos: None,
+            writer: WriterOptions {
+                size_limit: Some(crate::mds::DEFAULT_SIZE_LIMIT),
+                ..Default::default()
+            },
+            on_bad_record: OnBadRecord::Error,
+            task: None,
+            threads: None,
+            progress: false,
+            cancel: None,
+        }
+    }
+}
+
+pub fn thread_pool(threads: Option<usize>) -> Result<rayon::ThreadPool> {
+    let mut b = rayon::ThreadPoolBuilder::new();
+    if let Some(n) = threads {
+        if n == 0 {
+            return Err(Error::Config("--threads must be at least 1".into()));
+        }
+        b = b.num_threads(n);
+    }
+    b.build()
+        .map_err(|e| Error::Config(format!("cannot start threads: {e}")))
+}
+
+/// Resolve `--eos`/`--bos` against the tokenizer.
+fn special_ids(enc: &Encoder, opts: &PrepareOptions) -> Result<(Option<u32>, Option<u32>)> {
+    let eos = match opts.eos.as_deref() {
+        Some("none") => None,
+        Some(spec) => Some(enc.resolve_token(spec)?),
+        None => Some(
+            enc.default_eos()
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "{} has no end-of-text token midmix recognizes: pass --eos TOKEN (or --eos none)",
+                        enc.path().display()
+                    ))
+                })?
+                .1,
+        ),
+    };
+    let bos = opts
+        .bos
+        .as_deref()
+        .map(|s| enc.resolve_token(s))
+        .transpose()?;
+    Ok((eos, bos))
+}
+
+fn format_name(f: Format) -> &'static str {
+    use input::Compression::*;
+    match f {
+        Format::Jsonl(None) => "jsonl",
+        Format::Jsonl(Gzip) => "jsonl.gz",
+        Format::Jsonl(Zstd) => "jsonl.zst",
+        Format::Text(None) => "txt",
+        Format::Text(Gzip) => "txt.gz",
+        Format::Text(Zstd) => "txt.zst",
+        Format::Parquet => "parquet",
+    }
+}
+
+/// xxh3-128 of each file's bytes, in parallel.
+fn fingerprints(files: &[InputFile]) -> Result<Vec<String>> {
+    files
+        .par_iter()
+        .map(|f| {
+            use std::io::Read;
+            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            let mut file = std::fs::File::open(&f.path).map_err(|e| Error::io(&f.path, e))?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = file.read(&mut buf).map_err(|e| Error::io(&f.path, e))?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            Ok(format!("{:032x}", h.digest128()))
+        })
+        .collect()
+}
+
+/// One record after parsing and tokenizing.
+enum Encoded {
+    Doc {
+        parts: Vec<Vec<u32>>,
+        text_bytes: usize,
+    },
+    Rejected(SkipReason, String),
+    Failed(Error),
+}
+
+pub fn prepare(opts: &PrepareOptions) -> Result<Report> {
+    let started = Instant::now();
+    if opts.seq_len == 0 {
+        return Err(Error::Config("--seq-len must be at least 1".into()));
+    }
+    if let Some((count, index)) = opts.task {
+        if count == 0 || index >= count {
+            return Err(Error::Config(format!(
+                "--task-index {index} must be below --num-tasks {count}"
+            )));
+        }
+    }
+    let pool = thread_pool(opts.threads)?;
+    let enc = Encoder::from_file(&opts.tokenizer, opts.encoder)?;
+    let (eos, bos) = special_ids(&enc, opts)?;
+    let dtype = pack::token_dtype(enc.vocab_size);
+
+    let mut files = input::discover(&opts.inputs)?;
+    if let Some(labels) = &opts.input_labels {
+        if labels.len() != files.len() {
+            return Err(Error::Config("one label per input file is needed".into()));
+        }
+        for (f, l) in files.iter_mut().zip(labels) {
+            f.label = l.clone();
+        }
+    }
+    if let Some((count, index)) = opts.task {
+        files = files[input::task_slice(&files, count, index)].to_vec();
+    }
+    let (fields, text_per_line) = match &opts.mode {
+        Mode::Pretrain {
+            text_field,
+            text_per_line,
+        } => (vec![text_field.clone()], *text_per_line),
+        Mode::Sft(s) => {
+            if let Some(f) = files.iter().find(|f| matches!(f.format, Format::Text(_))) {
+                return Err(Error::Config(format!(
+                    "{}: SFT mode needs prompt and response fields; .txt inputs have none",
+                    f.label
+                )));
+            }
+            (
+                vec![s.prompt_field.clone(), s.response_field.clone()],
+                false,
+            )
+        }
+    };
+    let sums = pool.install(|| fingerprints(&files))?;
+
+    let staged = StagedDir::new(&opts.out, opts.overwrite)?;
+    let columns: Vec<(String, String)> = match &opts.mode {
+        Mode::Pretrain { .. } => vec![(
+            "tokens".into(),
+            format!("ndarray:{}:{}", dtype.name(), opts.seq_len),
+        )],
+        Mode::Sft(_) => vec![
+            ("input_ids".into(), format!("ndarray:{}", dtype.name())),
+            ("labels".into(), "ndarray:int32".into()),
+        ],
+    };
+    let col_refs: Vec<(&str, &str)> = columns
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let mut writer = MdsWriter::create(staged.path(), &col_refs, &opts.writer)?;
+
+    let total_bytes: u64 = files.iter().map(|f| f.size).sum();
+    let progress = Progress::new(
+        opts.progress,
+        total_bytes,
+        &format!("prepare {}", opts.name),
+    );
+    let mut counts = Counts {
+        input_bytes: total_bytes,
+        ..Default::default()
+    };
+    let mut docs_per_file = vec![0u64; files.len()];
+    let mut packer = Packer::new(opts.seq_len, dtype);
+    let mut ids_bytes = Vec::new();
+    let mut label_bytes = Vec::new();
+
+    // Reader thread → bounded channel → ordered, parallel encoding here.
+    let consumed = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = mpsc::sync_channel::<input::RawBatch>(2);
+    let read_opts = ReadOptions {
+        fields: fields.clone(),
+        text_per_line,
+    };
+    let reader_files = files.clone();
+    let reader_consumed = consumed.clone();
+    let reader = std::thread::spawn(move || {
+        input::read_all(&reader_files, &read_opts, &reader_consumed, &mut |b| {
+            tx.send(b).is_ok()
+        })
+    });
+
+    let mut failure: Option<Error> = None;
+    for batch in rx.iter() {
+        if opts
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+        {
+            failure = Some(Error::Interrupted);
+            break;
+        }
+        let file = &files[batch.file];
+        let encoded: Vec<(crate::error::Unit, Encoded)> = pool.install(|| {
+            batch
+                .records
+                .into_par_iter()
+                .map(|rec| {
+                    let out = match record::extract(rec.payload, &fields) {
+                        Extracted::Rejected(r, m) => Encoded::Rejected(r, m),
+                        Extracted::Fields(f) if f.last().is_none_or(|s| s.is_empty()) => {
+                            Encoded::Rejected(SkipReason::EmptyDocument, "empty document".into())
+                        }
+                        Extracted::Fields(f) => {
+                            let text_bytes = f.iter().map(String::len).sum();
+                            match f.iter().map(|s| enc.encode(s)).collect::<Result<Vec<_>>>() {
+                                Ok(parts) => Encoded::Doc { parts, text_bytes },
+                                Err(e) => Encoded::Failed(e),
+                            }
+                        }
+                    };
+                    (rec.unit, out)
+                })
+                .collect()
+        });
+        for (unit, e) in encoded {
+            let loc = || Location {
+                path: file.label.clone(),
+                unit,
+            };
+            let (parts, text_bytes) = match e {
+                Encoded::Failed(err) => {
+                    failure = Some(err);
+                    break;
+                }
+                Encoded::Rejected(reason, msg) => {
+                    if opts.on_bad_record == OnBadRecord::Error && !reason.is_benign() {
+                        failure = Some(Error::BadRecord { loc: loc(), msg });
+                        break;
+                    }
+                    *counts
+                        .skipped
+                        .entry(reason.as_str().to_string())
+                        .or_default() += 1;
+                    continue;
+                }
+                Encoded::Doc { parts, text_bytes } => (parts, text_bytes),
+            };
+            match &opts.mode {
+                Mode::Pretrain { .. } => {
+                    let mut doc: Vec<u32> = Vec::with_capacity(parts[0].len() + 2);
+                    doc.extend(bos);
+                    doc.extend_from_slice(&parts[0]);
+                    doc.extend(eos);
+                    counts.document_tokens += doc.len() as u64;
+                    packer.push(&doc, &mut writer)?;
+                }
+                Mode::Sft(s) => {
+                    counts.document_tokens += (parts[0].len() + parts[1].len()) as u64;
+                    let Some(sample) = pack::sft_sample(
+                        bos,
+                        &parts[0],
+                        &parts[1],
+                        eos,
+                        opts.seq_len,
+                        s.mask_prompt,
+                    ) else {
+                        if opts.on_bad_record == OnBadRecord::Error {
+                            failure = Some(Error::BadRecord {
+                                loc: loc(),
+                                msg: format!(
+                                    "the prompt alone fills --seq-len {} and leaves no response token to train on (pass --on-bad-record skip to skip such examples)",
+                                    opts.seq_len
+                                ),
+                            });
+                            break;
+                        }
+                        *counts
+                            .skipped
+                            .entry(SkipReason::PromptTooLong.as_str().into())
+                            .or_default() += 1;
+                        continue;
+                    };
+                    if sample.truncated_tokens > 0 {
+                        counts.truncated_samples += 1;
+                        counts.truncated_tokens += sample.truncated_tokens as u64;
+                    }
+                    counts.label_tokens +=
+                        sample.labels.iter().filter(|&&l| l != -100).count() as u64;
+                    counts.tokens += sample.input_ids.len() as u64;
+                    pack::ids_to_bytes(&sample.input_ids, dtype, &mut ids_bytes);
+                    label_bytes.clear();
+                    label_bytes.extend(sample.labels.iter().flat_map(|l| l.to_le_bytes()));
+                    let n = [sample.input_ids.len() as u64];
+                    writer.write(&[
+                        ColumnValue::Array {
+                            dtype,
+                            shape: &n,
+                            data: &ids_bytes,
+                        },
+                        ColumnValue::Array {
+                            dtype: Dtype::I32,
+                            shape: &n,
+                            data: &label_bytes,
+                        },
+                    ])?;
+                }
+            }
+            counts.documents += 1;
+            counts.text_bytes += text_bytes as u64;
+            docs_per_file[batch.file] += 1;
+        }
+        if failure.is_some() {
+            break;
+        }
+        progress.update(batch.input_pos, counts.documents, counts.document_tokens);
+    }
+    drop(rx);
+    let read_result = reader
+        .join()
+        .map_err(|_| Error::Config("input reader thread panicked".into()))?;
+    if let Some(e) = failure {
+        progress.abandon();
+        return Err(e);
+    }
+    read_result?;
+
+    let task = opts.task.map(|(count, index)| TaskInfo {
+        index,
+        count,
+        tail: packer.tail().to_vec(),
+    });
+    if let Mode::Pretrain { .. } = opts.mode {
+        counts.samples = packer.samples;
+        counts.tokens = packer.samples * opts.seq_len as u64;
+        counts.dropped_tail_tokens = if task.is_some() {
+            0
+        } else {
+            packer.tail().len() as u64
+        };
+    } else {
+        counts.samples = writer.samples_written();
+    }
+    let shards = writer.finish()?;
+    counts.output_bytes = shards
+        .iter()
+        .map(|s| {
+            s["zip_data"]["bytes"]
+                .as_u64()
+                .or_else(|| s["raw_data"]["bytes"].as_u64())
+                .unwrap_or(0)
+        })
+        .sum();
+    progress.finish();
+
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut hashes = opts.writer.hashes.clone();
+    hashes.sort();
+    hashes.dedup();
+    let report = Report {
+        midmix_version: crate::VERSION.to_string(),
+        kind: "prepared".into(),
+        name: opts.name.clone(),
+        mode: match opts.mode {
+            Mode::Pretrain { .. } => "pretrain".into(),
+            Mode::Sft(_) => "sft".into(),
+        },
+        tokenizer: TokenizerInfo {
+            path: opts.tokenizer.display().to_string(),
+            sha256: enc.fingerprint.clone(),
+            vocab_size: enc.vocab_size,
+            encoder: enc.backend_name().into(),
+            fallback_reason: enc.fallback_reason.clone(),
+        },
+        seq_len: opts.seq_len,
+        eos_id: eos,
+        bos_id: bos,
+        dtype: dtype.name().into(),
+        columns: columns.into_iter().collect::<BTreeMap<_, _>>(),
+        text_field: match &opts.mode {
+            Mode::Pretrain { text_field, .. } => Some(text_field.clone()),
+            Mode::Sft(_) => None,
+        },
+        sft: match &opts.mode {
+            Mode::Sft(s) => Some(s.clone()),
+            Mode::Pretrain { .. } => None,
+        },
+        counts,
+        inputs: files
+            .iter()
+            .zip(sums)
+            .zip(docs_per_file)
+            .map(|((f, sum), docs)| InputInfo {
+                path: f.label.clone(),
+                format: format_name(f.format).into(),
+                bytes: f.size,
+                xxh3_128: sum,
+                documents: docs,
+            })
+            .collect(),
+        writer: WriterInfo {
+            compression: opts.writer.compression.clone(),
+            hashes,
+            size_limit: opts.writer.size_limit,
+        },
+        task,
+        run: RunInfo {
+            elapsed_s: elapsed,
+            threads: pool.current_num_threads(),
+            text_mb_per_s: 0.0,
+        },
+    };
+    let mut report = report;
+    report.run.text_mb_per_s = report.counts.text_bytes as f64 / 1e6 / elapsed.max(1e-9);
+    report.write(staged.path())?;
+    staged.commit()?;
+    Ok(report)
+}

@@ -1,0 +1,214 @@
+//! Exact tokenization of a Hugging Face `tokenizer.json`.
+//!
+//! Ids must equal `tokenizers.Tokenizer.from_file(p).encode(text, add_special_tokens=False).ids`.
+//! The fast path is the `fastokens` crate (ids identical to HF on the whole shared test corpus,
+//! ~35x its speed); any tokenizer.json it cannot load goes to the HF `tokenizers` crate itself.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// Which encoder to use. `Auto` takes the fast one whenever it accepts the tokenizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncoderChoice {
+    Auto,
+    Fast,
+    Hf,
+}
+
+impl EncoderChoice {
+    pub fn parse(s: &str) -> Result<EncoderChoice> {
+        match s {
+            "auto" => Ok(EncoderChoice::Auto),
+            "fast" | "fastokens" => Ok(EncoderChoice::Fast),
+            "hf" | "tokenizers" => Ok(EncoderChoice::Hf),
+            _ => Err(Error::Config(format!(
+                "unknown encoder '{s}': use auto, fast or hf"
+            ))),
+        }
+    }
+}
+
+enum Backend {
+    Fast(Box<fastokens::Tokenizer>),
+    Hf(Box<tokenizers::Tokenizer>),
+}
+
+pub struct Encoder {
+    backend: Backend,
+    path: PathBuf,
+    /// sha256 of the tokenizer.json bytes.
+    pub fingerprint: String,
+    /// Largest id + 1 over the model vocabulary and the added tokens.
+    pub vocab_size: u64,
+    /// Why the fast path was not taken, when it was not.
+    pub fallback_reason: Option<String>,
+    added: Vec<AddedToken>,
+}
+
+/// An entry of tokenizer.json's `added_tokens`.
+struct AddedToken {
+    content: String,
+    id: u32,
+    special: bool,
+}
+
+/// Special tokens that end a document, in the order they are looked for.
+const EOS_NAMES: &[&str] = &[
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "</s>",
+    "<eos>",
+    "<|eos|>",
+    "<|im_end|>",
+];
+
+impl Encoder {
+    pub fn from_file(path: &Path, choice: EncoderChoice) -> Result<Encoder> {
+        let terr = |msg: String| Error::Tokenizer {
+            path: path.display().to_string(),
+            msg,
+        };
+        let bytes = std::fs::read(path).map_err(|e| terr(format!("cannot read: {e}")))?;
+        let json: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| terr(format!("not a valid tokenizer.json: {e}")))?;
+        let fingerprint = hex::encode(Sha256::digest(&bytes));
+        let (vocab_size, added) =
+            vocab_facts(&json).ok_or_else(|| terr("has no model vocabulary".into()))?;
+
+        let hf = || -> Result<tokenizers::Tokenizer> {
+            tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| terr(format!("cannot load: {e}")))
+        };
+        let (backend, fallback_reason) = match choice {
+            EncoderChoice::Hf => (
+                Backend::Hf(Box::new(hf()?)),
+                Some("--encoder hf".to_string()),
+            ),
+            EncoderChoice::Fast => match fastokens::Tokenizer::from_json(json.clone()) {
+                Ok(t) => (Backend::Fast(Box::new(t)), None),
+                Err(e) => return Err(terr(format!("the fast encoder does not support it: {e}"))),
+            },
+            EncoderChoice::Auto => match fastokens::Tokenizer::from_json(json.clone()) {
+                Ok(t) => (Backend::Fast(Box::new(t)), None),
+                Err(e) => (
+                    Backend::Hf(Box::new(hf()?)),
+                    Some(format!("fast encoder unsupported: {e}")),
+                ),
+            },
+        };
+        Ok(Encoder {
+            backend,
+            path: path.to_path_buf(),
+            fingerprint,
+            vocab_size,
+            fallback_reason,
+            added,
+        })
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Fast(_) => "fastokens",
+            Backend::Hf(_) => "hf-tokenizers",
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Ids of `text` without post-processor special tokens (added tokens in the text still match).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        match &self.backend {
+            Backend::Fast(t) => {
+                t.encode_with_special_tokens(text, false)
+                    .map_err(|e| Error::Tokenizer {
+                        path: self.path.display().to_string(),
+                        msg: format!("encoding failed: {e}"),
+                    })
+            }
+            Backend::Hf(t) => t
+                .encode_fast(text, false)
+                .map(|enc| enc.get_ids().to_vec())
+                .map_err(|e| Error::Tokenizer {
+                    path: self.path.display().to_string(),
+                    msg: format!("encoding failed: {e}"),
+                }),
+        }
+    }
+
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        let r = match &self.backend {
+            Backend::Fast(t) => t
+                .decode(ids, skip_special_tokens)
+                .map_err(|e| e.to_string()),
+            Backend::Hf(t) => t
+                .decode(ids, skip_special_tokens)
+                .map_err(|e| e.to_string()),
+        };
+        r.map_err(|msg| Error::Tokenizer {
+            path: self.path.display().to_string(),
+            msg: format!("decoding failed: {msg}"),
+        })
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        match &self.backend {
+            Backend::Fast(t) => t.token_to_id(token),
+            Backend::Hf(t) => t.token_to_id(token),
+        }
+    }
+
+    /// The end-of-text token: the first special added token with a conventional EOS name.
+    pub fn default_eos(&self) -> Option<(String, u32)> {
+        EOS_NAMES.iter().find_map(|name| {
+            self.added
+                .iter()
+                .find(|t| t.special && t.content == *name)
+                .map(|t| (t.content.clone(), t.id))
+        })
+    }
+
+    /// Resolve `--eos`/`--bos`: a token string of the vocabulary, or a numeric id.
+    pub fn resolve_token(&self, spec: &str) -> Result<u32> {
+        if let Some(id) = self.token_to_id(spec) {
+            return Ok(id);
+        }
+        match spec.parse::<u64>() {
+            Ok(id) if id < self.vocab_size => Ok(id as u32),
+            _ => Err(Error::Config(format!(
+                "'{spec}' is neither a token of {} nor an id below its vocabulary size {}",
+                self.path.display(),
+                self.vocab_size
+            ))),
+        }
+    }
+}
+
+/// (largest id + 1, added tokens as (content, id, special)) from a tokenizer.json.
+fn vocab_facts(json: &Value) -> Option<(u64, Vec<AddedToken>)> {
+    let model_max = match &json["model"]["vocab"] {
+        Value::Object(m) => m.values().filter_map(Value::as_u64).max().map(|m| m + 1),
+        Value::Array(a) => Some(a.len() as u64),
+        _ => None,
+    }?;
+    let added: Vec<AddedToken> = json["added_tokens"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| {
+                    Some(AddedToken {
+                        content: t["content"].as_str()?.to_string(),
+                        id: t["id"].as_u64()? as u32,
+                        special: t["special"].as_bool().unwrap_or(false),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let added_max = added.iter().map(|t| t.id as u64 + 1).max().unwrap_or(0);
+    Some((model_max.max(added_max), added))
+}

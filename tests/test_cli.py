@@ -1,0 +1,98 @@
+"""The `midmix` command line: prepare → registry → inspect, merge, --hf, and error reporting."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import PYTHIA, token_stream
+from midmix.cli import main, parse_size
+
+DEMO = Path(__file__).resolve().parent.parent / "demo" / "data"
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_prepare_registers_and_inspect_decodes(tmp_path) -> None:
+    root = tmp_path / "root"
+    r = invoke("prepare", "prose", DEMO / "prose.jsonl", "--tokenizer", PYTHIA, "--seq-len", 256,
+               "--data-root", root)
+    assert r.exit_code == 0, r.output
+    assert "samples" in r.output and "dropped tail" in r.output
+    reg = json.loads((root / "registry.json").read_text())
+    assert Path(reg["prose"]) == (root / "prose").resolve()
+    r = invoke("inspect", "prose", "--data-root", root, "--show", 0)
+    assert r.exit_code == 0, r.output
+    assert "tokens:ndarray:uint16:256" in r.output and "--- sample 0" in r.output
+    first_doc = json.loads((DEMO / "prose.jsonl").read_text().splitlines()[0])["text"]
+    assert first_doc[:40] in r.output
+    r = invoke("inspect", "nothing", "--data-root", root)
+    assert r.exit_code != 0 and "known: prose" in r.output
+
+
+def test_errors_are_clean_messages(tmp_path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{oops}\n')
+    r = invoke("prepare", "x", bad, "--tokenizer", PYTHIA, "--out", tmp_path / "out")
+    assert r.exit_code == 1
+    assert f"{bad}:2" in r.output and "invalid JSON" in r.output
+    assert not (tmp_path / "out").exists()
+    r = invoke("prepare", "x", bad, "--tokenizer", PYTHIA, "--out", tmp_path / "out", "--on-bad-record", "skip",
+               "--quiet")
+    assert r.exit_code == 0
+    assert json.loads((tmp_path / "out" / "midmix.json").read_text())["counts"]["skipped"] == {"invalid_json": 1}
+    r = invoke("prepare", "x", "--tokenizer", PYTHIA)
+    assert r.exit_code == 2 and "--hf" in r.output
+
+
+def test_cli_parts_and_merge(tmp_path) -> None:
+    root = tmp_path / "root"
+    parts = []
+    for i in range(2):
+        out = tmp_path / f"p{i}"
+        r = invoke("prepare", "mix", DEMO / "prose.jsonl", DEMO / "code.jsonl.zst", "--tokenizer", PYTHIA,
+                   "--seq-len", 300, "--num-tasks", 2, "--task-index", i, "--out", out, "--data-root", root,
+                   "--quiet")
+        assert r.exit_code == 0, r.output
+        parts.append(out)
+    assert not (root / "registry.json").exists()  # parts are not registered
+    r = invoke("merge", *parts, "--out", tmp_path / "merged", "--data-root", root)
+    assert r.exit_code == 0, r.output
+    assert "mix" in json.loads((root / "registry.json").read_text())
+
+
+def test_parse_size() -> None:
+    assert parse_size("64MiB") == 64 << 20 and parse_size("100MB") == 10**8
+    assert parse_size("none") is None and parse_size("123") == 123
+
+
+def test_hf_local_dataset(tmp_path, monkeypatch) -> None:
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    docs = ["first doc", "second doc", "third"]
+    saved = tmp_path / "saved"
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"body": docs, "n": [1, 2, 3]})}).save_to_disk(saved)
+    out = tmp_path / "out"
+    r = invoke("prepare", "hfds", "--hf", saved, "--split", "train", "--text-field", "body", "--tokenizer", PYTHIA,
+               "--seq-len", 2, "--out", out, "--data-root", tmp_path / "root", "--num-tasks", 1, "--task-index", 0)
+    assert r.exit_code == 0, r.output
+    rep = json.loads((out / "midmix.json").read_text())
+    assert rep["inputs"][0]["path"] == f"hf:{saved}:train"
+    import tokenizers
+    t = tokenizers.Tokenizer.from_file(str(PYTHIA))
+    assert token_stream(out).tolist() == [i for d in docs for i in (*t.encode(d, add_special_tokens=False).ids, 0)]
+    r = invoke("prepare", "hfds", "--hf", saved, "--split", "test", "--tokenizer", PYTHIA, "--out", tmp_path / "o2")
+    assert r.exit_code == 1 and "no split 'test'" in r.output
+
+    # A local directory of data files, read through load_dataset.
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "train.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    r = invoke("prepare", "hf2", "--hf", files, "--tokenizer", PYTHIA, "--seq-len", 2, "--out", tmp_path / "o3",
+               "--quiet")
+    assert r.exit_code == 0, r.output

@@ -1,0 +1,70 @@
+"""`--num-tasks`/`--task-index` parts merge into exactly the single-task dataset."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import PYTHIA, tree_bytes
+from midmix import DatasetError, _core
+
+DEMO = Path(__file__).resolve().parent.parent / "demo" / "data"
+
+
+def make_inputs(tmp_path: Path) -> list[str]:
+    """Split the demo prose into several files of uneven size."""
+    lines = (DEMO / "prose.jsonl").read_text().splitlines(keepends=True)
+    d = tmp_path / "in"
+    d.mkdir()
+    cuts = [0, 5, 6, 40, 41, 90, len(lines)]
+    for i, (a, b) in enumerate(zip(cuts, cuts[1:], strict=True)):
+        (d / f"part{i}.jsonl").write_text("".join(lines[a:b]))
+    return [str(d), str(DEMO / "code.jsonl.zst")]
+
+
+@pytest.mark.parametrize("tasks", [1, 3, 4, 9])
+@pytest.mark.parametrize("mode", ["pretrain", "sft"])
+def test_merged_parts_equal_single_run(tmp_path, tasks, mode) -> None:
+    inputs = make_inputs(tmp_path)
+    kw = dict(size_limit=200_000, hashes=["xxh3_64"])
+    if mode == "sft":  # prompt = the id, response = the text
+        kw.update(mode="sft", prompt_field="id", response_field="text")
+    single = tmp_path / "single"
+    _core.prepare("p", inputs, PYTHIA, 1000, single, **kw)
+    parts = []
+    for i in range(tasks):
+        part = tmp_path / f"part{i}"
+        _core.prepare("p", inputs, PYTHIA, 1000, part, num_tasks=tasks, task_index=i, **kw)
+        parts.append(part)
+    merged = tmp_path / "merged"
+    rep = json.loads(_core.merge(list(reversed(parts)), merged))  # order of arguments does not matter
+    a, b = tree_bytes(single), tree_bytes(merged)
+    ra, rb = json.loads(a.pop("midmix.json")), json.loads(b.pop("midmix.json"))
+    assert a == b  # index.json and every shard byte-identical
+    assert ra["counts"] == rb["counts"] and ra["inputs"] == rb["inputs"]
+    assert rep["task"] is None
+
+
+def test_merge_rejects_incomplete_or_foreign_parts(tmp_path) -> None:
+    inputs = make_inputs(tmp_path)
+    parts = []
+    for i in range(3):
+        part = tmp_path / f"part{i}"
+        _core.prepare("p", inputs, PYTHIA, 64, part, num_tasks=3, task_index=i)
+        parts.append(part)
+    with pytest.raises(DatasetError, match="3 parts were given|part 0 of 3"):
+        _core.merge(parts[:2], tmp_path / "m")
+    other = tmp_path / "other"
+    _core.prepare("p", inputs, PYTHIA, 32, other, num_tasks=3, task_index=2)
+    with pytest.raises(DatasetError, match="seq_len"):
+        _core.merge(parts[:2] + [other], tmp_path / "m")
+    single = tmp_path / "single"
+    _core.prepare("p", inputs, PYTHIA, 64, single)
+    with pytest.raises(DatasetError, match="--num-tasks"):
+        _core.merge([single], tmp_path / "m")
+    shutil.copytree(parts[1], tmp_path / "dup")
+    with pytest.raises(DatasetError, match="missing or given twice"):
+        _core.merge([parts[0], parts[1], tmp_path / "dup"], tmp_path / "m")
+    assert not (tmp_path / "m").exists()
