@@ -15,9 +15,9 @@ $(STAMP): pyproject.toml Cargo.toml rust/core/Cargo.toml rust/py/Cargo.toml
 	$(VENV)/bin/pip install -e '.[dev]'
 	touch $(STAMP)
 
-# Rebuild the extension when Rust sources changed since the last install.
+# Rebuild the extension (release profile) when Rust sources changed since the last build.
 $(VENV)/.built: $(STAMP) $(shell find rust -name '*.rs')
-	$(VENV)/bin/pip install --no-deps --no-build-isolation -e . -q
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --skip-install -q
 	touch $(VENV)/.built
 
 demo: $(VENV)/.built

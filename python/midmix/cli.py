@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from midmix import _core, registry, summary
+from midmix import _core, mixspec, registry, summary
 from midmix._core import MidmixError
 
 SIZE_UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "KIB": 1024, "M": 10**6, "MB": 10**6, "MIB": 1 << 20,
@@ -145,6 +145,61 @@ def merge(parts: tuple[Path, ...], out: Path, data_root: Path | None, overwrite:
         click.echo("\n".join(summary.report_lines(report)))
 
 
+@main.command("build-mix")
+@click.option("--weights", help="token shares, e.g. starcoder=0.2,c4=0.8")
+@click.option("--schedule", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="YAML file of phases (instead of --weights)")
+@click.option("--tokens", help="budget in tokens (2B, 500M, …) [default: largest with no repeats]")
+@click.option("--samples", help="budget in samples")
+@click.option("--source", "source_paths", multiple=True, help="NAME=PATH of a prepared dataset (repeatable)")
+@click.option("--data-root", type=click.Path(path_type=Path), help="where sources are found by name")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--global-batch", type=click.IntRange(min=1), help="make the total (and phase ends) multiples of G")
+@click.option("--exact-per-batch", is_flag=True, help="each global batch holds its exact largest-remainder share")
+@click.option("--on-exhaust", type=click.Choice(["error", "repeat", "stop"]), default="error", show_default=True)
+@click.option("--max-repeat", type=click.IntRange(min=1), help="with repeat: at most this many passes per source")
+@click.option("--size-limit", default="64MiB", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1))
+@click.option("--out", required=True, type=click.Path(path_type=Path))
+@click.option("--overwrite", is_flag=True)
+@click.option("--quiet", is_flag=True)
+def build_mix(weights: str | None, schedule: Path | None, tokens: str | None, samples: str | None,
+              source_paths: tuple[str, ...], data_root: Path | None, seed: int, global_batch: int | None,
+              exact_per_batch: bool, on_exhaust: str, max_repeat: int | None, size_limit: str,
+              threads: int | None, out: Path, overwrite: bool, quiet: bool) -> None:
+    """Interleave prepared sources by weight (or a schedule) into one MDS stream in training order."""
+    if (weights is None) == (schedule is None):
+        raise click.UsageError("give --weights or --schedule")
+    if exact_per_batch and not global_batch:
+        raise click.UsageError("--exact-per-batch needs --global-batch")
+    try:
+        if schedule:
+            if tokens or samples:
+                raise click.UsageError("a schedule sets its own lengths: drop --tokens/--samples")
+            phases = mixspec.load_schedule(schedule)
+        else:
+            phases = mixspec.phases_from_weights(weights or "", tokens, samples)
+        explicit = {}
+        for item in source_paths:
+            name, sep, path = item.partition("=")
+            if not sep:
+                raise click.UsageError(f"--source {item!r}: use NAME=PATH")
+            explicit[name] = Path(path)
+        root = registry.data_root(data_root)
+        names = mixspec.source_order(phases)
+        sources = [(n, str(explicit[n] if n in explicit else registry.lookup(n, root))) for n in names]
+        text = _core.build_mix(
+            sources, [p.as_core() for p in phases], out, seed=seed, global_batch=global_batch,
+            exact_per_batch=exact_per_batch, on_exhaust=on_exhaust, max_repeat=max_repeat, overwrite=overwrite,
+            size_limit=parse_size(size_limit), threads=threads, progress=not quiet,
+        )
+    except MidmixError as e:
+        fail(e)
+    if not quiet:
+        click.echo(f"built {out}")
+        click.echo("\n".join(summary.mix_lines(json.loads(text))))
+
+
 @main.command()
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--data-root", type=click.Path(path_type=Path), help="to look NAME up instead of a path")
@@ -166,11 +221,13 @@ def inspect(directory: Path, data_root: Path | None, show: tuple[int, ...], toke
         return
     click.echo(f"dataset       {directory}")
     click.echo("\n".join(summary.index_lines(summary.read_index(directory))))
-    if report:
+    if report and report.get("kind") == "mix":
+        click.echo("\n".join(summary.mix_lines(report)))
+    elif report:
         click.echo("\n".join(summary.report_lines(report)))
     if not show:
         return
-    tok_path = tokenizer or (report and report["tokenizer"]["path"])
+    tok_path = tokenizer or (report and report.get("tokenizer", {}).get("path"))
     if not tok_path:
         raise click.UsageError("--show needs --tokenizer (no midmix.json here)")
     try:

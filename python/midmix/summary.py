@@ -69,3 +69,34 @@ def index_lines(index: dict[str, Any]) -> list[str]:
             f"size_limit {s0['size_limit']}"
         )
     return lines
+
+
+def _bar(share: float, width: int = 24) -> str:
+    filled = int(round(share * width))
+    return "█" * filled + "·" * (width - filled)
+
+
+def mix_lines(r: dict[str, Any]) -> list[str]:
+    """Plan vs realized shares per phase and source, and the schedule as a text chart."""
+    total = r["total_samples"]
+    lines = [
+        f"mix           {len(r['sources'])} sources, {total:,} samples = {r['total_tokens']:,} tokens "
+        f"(seq_len {r['seq_len']}, seed {r['seed']}, global batch {r['global_batch'] or '-'})",
+        f"exactness     max |count - target| over every prefix = {r['max_deviation']:.4f}"
+        + ("  (exact)" if r["max_deviation"] < 1 else "  (NOT within 1)"),
+        "",
+        f"{'phase':<7}{'samples':>22}  {'source':<16}{'plan':>8}{'realized':>10}  share",
+    ]
+    for p, ph in enumerate(r["phases"], start=1):
+        n = ph["end_sample"] - ph["start_sample"]
+        span = f"{ph['start_sample']:,}-{ph['end_sample']:,}"
+        for j, name in enumerate(r["sources"]):
+            real = ph["samples"][name] / n if n else 0.0
+            plan = ph["planned_share"][name]
+            head = (f"{p}{' ramp' if ph['ramp'] else '':<6}" if j == 0 else "").ljust(7)
+            lines.append(f"{head}{span if j == 0 else '':>22}  {name:<16}{plan:>8.4f}{real:>10.4f}  {_bar(real)}")
+    lines.append("")
+    lines.append("passes        " + ", ".join(f"{k} {v:.3f}" for k, v in r["passes"].items()))
+    if r.get("elapsed_s"):
+        lines.append(f"time          {r['elapsed_s']:.2f} s")
+    return lines

@@ -397,32 +397,20 @@ pub struct WriterOptions {
     pub size_limit: Option<u64>,
 }
 
-struct FlushJob {
-    index: usize,
-    samples: u64,
-    bytes: Vec<u8>,
-}
-
-/// Writes an MDS directory. Shards are hashed, compressed and written on a background thread
-/// while the caller goes on producing samples.
-pub struct MdsWriter {
-    dir: PathBuf,
-    columns: Vec<Column>,
+/// What every shard of one dataset shares: its columns, the embedded config JSON and compression.
+/// Used by the streaming `MdsWriter` and by writers that build shards in parallel.
+#[derive(Clone)]
+pub struct ShardFormat {
+    pub columns: Vec<Column>,
+    config: Value,
     config_json: String,
-    size_limit: Option<u64>,
-    // The shard being filled: its samples back to back, and where each ends.
-    data: Vec<u8>,
-    ends: Vec<u32>,
-    shard_size: u64,
-    shards_started: usize,
-    samples_written: u64,
-    tx: Option<mpsc::SyncSender<FlushJob>>,
-    flusher: Option<thread::JoinHandle<Result<Vec<Value>>>>,
-    scratch: Vec<u8>,
+    compression: Option<Compression>,
+    hashes: Vec<String>,
+    pub size_limit: Option<u64>,
 }
 
-impl MdsWriter {
-    pub fn create(dir: &Path, columns: &[(&str, &str)], opts: &WriterOptions) -> Result<MdsWriter> {
+impl ShardFormat {
+    pub fn new(columns: &[(&str, &str)], opts: &WriterOptions) -> Result<ShardFormat> {
         let columns = sorted_columns(columns)?;
         let compression = opts
             .compression
@@ -447,7 +435,6 @@ impl MdsWriter {
                 )));
             }
         }
-        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let config = json!({
             "column_encodings": columns.iter().map(|c| c.spec.clone()).collect::<Vec<_>>(),
             "column_names": columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
@@ -458,29 +445,134 @@ impl MdsWriter {
             "size_limit": opts.size_limit,
             "version": 2,
         });
-        let config_json = pyjson::dumps(&config);
+        Ok(ShardFormat {
+            config_json: pyjson::dumps(&config),
+            columns,
+            config,
+            compression,
+            hashes,
+            size_limit: opts.size_limit,
+        })
+    }
 
+    /// Bytes a shard takes before its samples, as `MDSWriter` counts them when splitting.
+    fn base_size(&self) -> u64 {
+        4 + 4 + self.config_json.len() as u64
+    }
+
+    /// How many fixed-size samples of `sample_size` bytes `MDSWriter` puts in each shard.
+    pub fn samples_per_shard(&self, sample_size: usize) -> u64 {
+        match self.size_limit {
+            None => u64::MAX,
+            Some(limit) => {
+                (limit.saturating_sub(self.base_size()) / (sample_size as u64 + 4)).max(1)
+            }
+        }
+    }
+
+    /// A shard file: `u32 N | u32 offsets[N+1] | config JSON | samples`, given where each sample ends.
+    pub fn assemble(&self, ends: &[u32], data: &[u8]) -> Vec<u8> {
+        let n = ends.len();
+        let header = 4 + 4 * (n + 1) + self.config_json.len();
+        let mut bytes = Vec::with_capacity(header + data.len());
+        bytes.extend_from_slice(&(n as u32).to_le_bytes());
+        bytes.extend_from_slice(&(header as u32).to_le_bytes());
+        for &end in ends {
+            bytes.extend_from_slice(&(header as u32 + end).to_le_bytes());
+        }
+        bytes.extend_from_slice(self.config_json.as_bytes());
+        bytes.extend_from_slice(data);
+        bytes
+    }
+
+    /// Hash, compress and write shard `index`; returns its `index.json` entry.
+    pub fn write_shard(
+        &self,
+        dir: &Path,
+        index: usize,
+        samples: u64,
+        bytes: &[u8],
+    ) -> Result<Value> {
+        let hash_map = |data: &[u8]| -> Value {
+            let mut m = serde_json::Map::new();
+            for h in &self.hashes {
+                if let Some(hex) = hash_hex(h, data) {
+                    m.insert(h.clone(), Value::String(hex));
+                }
+            }
+            Value::Object(m)
+        };
+        let basename = format!("shard.{index:05}.mds");
+        let raw = json!({"basename": basename, "bytes": bytes.len(), "hashes": hash_map(bytes)});
+        let zip = match &self.compression {
+            None => {
+                write_file(&dir.join(&basename), bytes)?;
+                Value::Null
+            }
+            Some(c) => {
+                // bulk::compress writes the content size into the frame header, which old
+                // python-zstd releases need to decompress it.
+                let z = zstd::bulk::compress(bytes, c.level)
+                    .map_err(|e| Error::io(dir.join(&basename), e))?;
+                let zname = format!("{basename}.zstd");
+                write_file(&dir.join(&zname), &z)?;
+                json!({"basename": zname, "bytes": z.len(), "hashes": hash_map(&z)})
+            }
+        };
+        let mut shard = self.config.clone();
+        if let Value::Object(m) = &mut shard {
+            m.insert("raw_data".into(), raw);
+            m.insert("samples".into(), json!(samples));
+            m.insert("zip_data".into(), zip);
+        }
+        Ok(shard)
+    }
+}
+
+/// Write `index.json` for the given shard entries.
+pub fn write_index(dir: &Path, shards: &[Value]) -> Result<()> {
+    let index = json!({"shards": shards, "version": 2});
+    let path = dir.join(INDEX_FILE);
+    fs::write(&path, pyjson::dumps(&index)).map_err(|e| Error::io(&path, e))
+}
+
+struct FlushJob {
+    index: usize,
+    samples: u64,
+    bytes: Vec<u8>,
+}
+
+/// Writes an MDS directory sample by sample. Shards are hashed, compressed and written on a
+/// background thread while the caller goes on producing samples.
+pub struct MdsWriter {
+    dir: PathBuf,
+    format: ShardFormat,
+    // The shard being filled: its samples back to back, and where each ends.
+    data: Vec<u8>,
+    ends: Vec<u32>,
+    shard_size: u64,
+    shards_started: usize,
+    samples_written: u64,
+    tx: Option<mpsc::SyncSender<FlushJob>>,
+    flusher: Option<thread::JoinHandle<Result<Vec<Value>>>>,
+    scratch: Vec<u8>,
+}
+
+impl MdsWriter {
+    pub fn create(dir: &Path, columns: &[(&str, &str)], opts: &WriterOptions) -> Result<MdsWriter> {
+        let format = ShardFormat::new(columns, opts)?;
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let (tx, rx) = mpsc::sync_channel::<FlushJob>(2);
         let flush_dir = dir.to_path_buf();
-        let flush_config = config.clone();
+        let flush_format = format.clone();
         let flusher = thread::spawn(move || -> Result<Vec<Value>> {
-            let mut shards = Vec::new();
-            for job in rx {
-                shards.push(flush_shard(
-                    &flush_dir,
-                    &flush_config,
-                    compression.as_ref(),
-                    job,
-                )?);
-            }
-            Ok(shards)
+            rx.into_iter()
+                .map(|job| flush_format.write_shard(&flush_dir, job.index, job.samples, &job.bytes))
+                .collect()
         });
-
         let mut w = MdsWriter {
             dir: dir.to_path_buf(),
-            columns,
-            config_json,
-            size_limit: opts.size_limit,
+            format,
             data: Vec::new(),
             ends: Vec::new(),
             shard_size: 0,
@@ -495,7 +587,7 @@ impl MdsWriter {
     }
 
     pub fn columns(&self) -> &[Column] {
-        &self.columns
+        &self.format.columns
     }
 
     pub fn samples_written(&self) -> u64 {
@@ -505,13 +597,13 @@ impl MdsWriter {
     fn reset_shard(&mut self) {
         self.data.clear();
         self.ends.clear();
-        self.shard_size = 4 + 4 + self.config_json.len() as u64;
+        self.shard_size = self.format.base_size();
     }
 
     pub fn write(&mut self, values: &[ColumnValue<'_>]) -> Result<()> {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
-        encode_sample(&self.columns, values, &mut scratch)?;
+        encode_sample(&self.format.columns, values, &mut scratch)?;
         let r = self.write_encoded(&scratch);
         self.scratch = scratch;
         r
@@ -520,7 +612,7 @@ impl MdsWriter {
     /// Append a sample already in MDS sample form.
     pub fn write_encoded(&mut self, sample: &[u8]) -> Result<()> {
         let size = sample.len() as u64 + 4;
-        if let Some(limit) = self.size_limit {
+        if let Some(limit) = self.format.size_limit {
             if limit < self.shard_size + size && !self.ends.is_empty() {
                 self.flush()?;
             }
@@ -540,15 +632,7 @@ impl MdsWriter {
 
     fn flush(&mut self) -> Result<()> {
         let n = self.ends.len();
-        let header = 4 + 4 * (n + 1) + self.config_json.len();
-        let mut bytes = Vec::with_capacity(header + self.data.len());
-        bytes.extend_from_slice(&(n as u32).to_le_bytes());
-        bytes.extend_from_slice(&(header as u32).to_le_bytes());
-        for &end in &self.ends {
-            bytes.extend_from_slice(&(header as u32 + end).to_le_bytes());
-        }
-        bytes.extend_from_slice(self.config_json.as_bytes());
-        bytes.extend_from_slice(&self.data);
+        let bytes = self.format.assemble(&self.ends, &self.data);
         let job = FlushJob {
             index: self.shards_started,
             samples: n as u64,
@@ -586,61 +670,9 @@ impl MdsWriter {
             self.flush()?;
         }
         let shards = self.join_flusher()?;
-        let index = json!({"shards": shards, "version": 2});
-        let path = self.dir.join(INDEX_FILE);
-        fs::write(&path, pyjson::dumps(&index)).map_err(|e| Error::io(&path, e))?;
+        write_index(&self.dir, &shards)?;
         Ok(shards)
     }
-}
-
-fn flush_shard(
-    dir: &Path,
-    config: &Value,
-    compression: Option<&Compression>,
-    job: FlushJob,
-) -> Result<Value> {
-    let hashes: Vec<String> = config["hashes"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|h| h.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    let hash_map = |data: &[u8]| -> Value {
-        let mut m = serde_json::Map::new();
-        for h in &hashes {
-            if let Some(hex) = hash_hex(h, data) {
-                m.insert(h.clone(), Value::String(hex));
-            }
-        }
-        Value::Object(m)
-    };
-    let basename = format!("shard.{:05}.mds", job.index);
-    let raw =
-        json!({"basename": basename, "bytes": job.bytes.len(), "hashes": hash_map(&job.bytes)});
-    let zip = match compression {
-        None => {
-            write_file(&dir.join(&basename), &job.bytes)?;
-            Value::Null
-        }
-        Some(c) => {
-            // bulk::compress writes the content size into the frame header, which old
-            // python-zstd releases need to decompress it.
-            let z = zstd::bulk::compress(&job.bytes, c.level)
-                .map_err(|e| Error::io(dir.join(&basename), e))?;
-            let zname = format!("{basename}.zstd");
-            write_file(&dir.join(&zname), &z)?;
-            json!({"basename": zname, "bytes": z.len(), "hashes": hash_map(&z)})
-        }
-    };
-    let mut shard = config.clone();
-    if let Value::Object(m) = &mut shard {
-        m.insert("raw_data".into(), raw);
-        m.insert("samples".into(), json!(job.samples));
-        m.insert("zip_data".into(), zip);
-    }
-    Ok(shard)
 }
 
 fn write_file(path: &Path, data: &[u8]) -> Result<()> {
@@ -676,6 +708,11 @@ impl Shard {
 
     pub fn is_empty(&self) -> bool {
         self.n == 0
+    }
+
+    /// The whole (decompressed) shard file.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
     }
 
     /// The encoded bytes of sample `i`.
@@ -1004,7 +1041,7 @@ mod tests {
         };
         let mut w =
             MdsWriter::create(dir.path(), &[("tokens", "ndarray:uint16:8")], &opts).unwrap();
-        let base = 8 + w.config_json.len() as u64;
+        let base = w.format.base_size();
         let per = 16 + 4;
         let fit = (400 - base) / per;
         for _ in 0..(fit * 2 + 1) {

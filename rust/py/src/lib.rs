@@ -308,6 +308,173 @@ fn array(py: Python<'_>, d: Dtype, b: &[u8]) -> PyResult<Py<PyAny>> {
     })
 }
 
+/// Build a weighted, scheduled mix; returns its report (`midmix.json`) as a JSON string.
+/// `phases`: (length kind "tokens" | "samples" | "fill", length, [(source, weight)], ramp).
+#[pyfunction]
+#[pyo3(signature = (
+    sources, phases, out, *, seed=0, global_batch=None, exact_per_batch=false, on_exhaust="error",
+    max_repeat=None, overwrite=false, size_limit=Some(mds::DEFAULT_SIZE_LIMIT), threads=None, progress=false
+))]
+#[allow(clippy::too_many_arguments)]
+fn build_mix(
+    py: Python<'_>,
+    sources: Vec<(String, PathBuf)>,
+    phases: Vec<(String, u64, Vec<(String, f64)>, bool)>,
+    out: PathBuf,
+    seed: u64,
+    global_batch: Option<u64>,
+    exact_per_batch: bool,
+    on_exhaust: &str,
+    max_repeat: Option<u64>,
+    overwrite: bool,
+    size_limit: Option<u64>,
+    threads: Option<usize>,
+    progress: bool,
+) -> PyResult<String> {
+    use midmix_core::mix::{Length, MixOptions, OnExhaust, PhaseSpec};
+    let phases = phases
+        .into_iter()
+        .map(|(kind, n, weights, ramp)| {
+            let length = match kind.as_str() {
+                "tokens" => Length::Tokens(n),
+                "samples" => Length::Samples(n),
+                "fill" => Length::Fill,
+                k => {
+                    return Err(ConfigError::new_err(format!(
+                        "unknown phase length kind '{k}'"
+                    )))
+                }
+            };
+            Ok(PhaseSpec {
+                length,
+                weights,
+                ramp,
+            })
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    let on_exhaust = match (on_exhaust, max_repeat) {
+        ("error", None) => OnExhaust::Error,
+        ("repeat", m) => OnExhaust::Repeat(m),
+        ("stop", None) => OnExhaust::Stop,
+        (_, Some(_)) => {
+            return Err(ConfigError::new_err(
+                "--max-repeat goes with --on-exhaust repeat",
+            ))
+        }
+        (m, _) => {
+            return Err(ConfigError::new_err(format!(
+                "unknown --on-exhaust '{m}': use error, repeat or stop"
+            )))
+        }
+    };
+    let opts = MixOptions {
+        sources,
+        phases,
+        seed,
+        global_batch,
+        exact_per_batch,
+        on_exhaust,
+        out,
+        overwrite,
+        size_limit,
+        threads,
+        progress,
+    };
+    let report = run_interruptible(py, Arc::new(AtomicBool::new(false)), move || {
+        midmix_core::mix::build_mix(&opts)
+    })?;
+    serde_json::to_string(&report).map_err(|e| MidmixError::new_err(e.to_string()))
+}
+
+/// Random access to a pretraining or mix dataset's fixed-size `tokens` (and `source`) columns,
+/// from memory-mapped shards: the gather runs in Rust, without decoding, into one numpy array.
+#[pyclass(name = "MixReader", frozen)]
+struct PyMixReader {
+    source: midmix_core::mix::Source,
+    seq_len: usize,
+    dtype: Dtype,
+    has_source: bool,
+}
+
+#[pymethods]
+impl PyMixReader {
+    #[new]
+    fn new(dir: PathBuf) -> PyResult<Self> {
+        let cache = std::env::temp_dir().join(format!("midmix-reader-{}", std::process::id()));
+        let source = midmix_core::mix::Source::open(&dir, &cache).map_err(to_py)?;
+        let cols = &source.dataset().columns;
+        let bad = || {
+            DatasetError::new_err(format!(
+                "{}: expected fixed-size columns tokens [+ source]",
+                dir.display()
+            ))
+        };
+        let names: Vec<&str> = cols.iter().map(|c| c.name.as_str()).collect();
+        let has_source = match names.as_slice() {
+            ["tokens"] => false,
+            ["source", "tokens"] => cols[0].encoding == Encoding::Scalar(Dtype::U8),
+            _ => return Err(bad()),
+        };
+        let Encoding::NdArray {
+            dtype: Some(dtype),
+            shape: Some(shape),
+        } = &cols[cols.len() - 1].encoding
+        else {
+            return Err(bad());
+        };
+        Ok(PyMixReader {
+            seq_len: shape.iter().product::<u64>() as usize,
+            dtype: *dtype,
+            source,
+            has_source,
+        })
+    }
+
+    #[getter]
+    fn num_samples(&self) -> u64 {
+        self.source.num_samples()
+    }
+
+    #[getter]
+    fn seq_len(&self) -> usize {
+        self.seq_len
+    }
+
+    /// Samples `indices` as (tokens [n, seq_len], source [n] or None).
+    fn gather<'py>(
+        &self,
+        py: Python<'py>,
+        indices: Vec<u64>,
+    ) -> PyResult<(Bound<'py, PyAny>, Option<Bound<'py, PyArray1<u8>>>)> {
+        let width = self.dtype.size() * self.seq_len;
+        let skip = usize::from(self.has_source);
+        let mut tokens = vec![0u8; indices.len() * width];
+        let mut sources = vec![0u8; if self.has_source { indices.len() } else { 0 }];
+        for (j, &k) in indices.iter().enumerate() {
+            let s = self
+                .source
+                .sample(k)
+                .filter(|s| s.len() == width + skip)
+                .ok_or_else(|| {
+                    pyo3::exceptions::PyIndexError::new_err(format!(
+                        "sample {k} out of range or corrupt"
+                    ))
+                })?;
+            if self.has_source {
+                sources[j] = s[0];
+            }
+            tokens[j * width..(j + 1) * width].copy_from_slice(&s[skip..]);
+        }
+        let shape = [indices.len(), self.seq_len];
+        let arr = array(py, self.dtype, &tokens)?.into_bound(py);
+        let arr = arr.call_method1("reshape", (shape,))?;
+        Ok((
+            arr,
+            self.has_source.then(|| PyArray1::from_vec(py, sources)),
+        ))
+    }
+}
+
 /// A tokenizer.json loaded with midmix's encoder (the same one `prepare` uses).
 #[pyclass(name = "Tokenizer", frozen)]
 struct PyTokenizer {
@@ -395,6 +562,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(prepare, m)?)?;
     m.add_function(wrap_pyfunction!(merge, m)?)?;
     m.add_function(wrap_pyfunction!(read_sample, m)?)?;
+    m.add_function(wrap_pyfunction!(build_mix, m)?)?;
     m.add_class::<PyTokenizer>()?;
+    m.add_class::<PyMixReader>()?;
     Ok(())
 }

@@ -1,0 +1,146 @@
+"""Parsing what `build-mix` is asked for: weights, token budgets and schedule files.
+
+Only parsing and validation live here; planning and writing happen in the Rust core.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from midmix._core import ConfigError
+
+_SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
+
+
+def parse_count(text: str | int | float, what: str = "count") -> int:
+    """`2B`, `500M`, `12.6B`, `1e9`, `4096` → an integer (B = 10^9)."""
+    if isinstance(text, bool):
+        raise ConfigError(f"bad {what}: {text!r}")
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMbBgGtT]?)\s*", str(text))
+        if not m:
+            raise ConfigError(f"bad {what} {text!r}: use a number such as 4096, 500M, 2B or 12.6B")
+        value = float(m.group(1)) * _SUFFIX[m.group(2).upper()]
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"bad {what} {text!r}: must be positive")
+    return int(round(value))
+
+
+def parse_weights(text: str) -> list[tuple[str, float]]:
+    """`starcoder=0.2,c4=0.8` → [("starcoder", 0.2), ("c4", 0.8)], checked."""
+    out: list[tuple[str, float]] = []
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ConfigError(f"bad weight {part!r}: use NAME=WEIGHT, e.g. c4=0.8")
+        try:
+            w = float(value)
+        except ValueError as e:
+            raise ConfigError(f"bad weight {part!r}: {value!r} is not a number") from e
+        out.append((name, w))
+    return check_weights(out, "--weights")
+
+
+def check_weights(weights: list[tuple[str, float]], where: str) -> list[tuple[str, float]]:
+    names = [n for n, _ in weights]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{where}: source {', '.join(dupes)} given twice")
+    if not weights:
+        raise ConfigError(f"{where}: no weights given")
+    for n, w in weights:
+        if not math.isfinite(w) or w < 0:
+            raise ConfigError(f"{where}: weight of '{n}' must be a non-negative number, got {w}")
+    if sum(w for _, w in weights) <= 0:
+        raise ConfigError(f"{where}: weights are all zero")
+    return weights
+
+
+@dataclass
+class PhaseSpec:
+    kind: str  # "tokens" | "samples" | "fill"
+    length: int
+    weights: list[tuple[str, float]]
+    ramp: bool = False
+
+    def as_core(self) -> tuple[str, int, list[tuple[str, float]], bool]:
+        return (self.kind, self.length, self.weights, self.ramp)
+
+
+def phases_from_weights(weights: str, tokens: str | None, samples: str | None) -> list[PhaseSpec]:
+    w = parse_weights(weights)
+    if tokens and samples:
+        raise ConfigError("give --tokens or --samples, not both")
+    if tokens:
+        return [PhaseSpec("tokens", parse_count(tokens, "--tokens"), w)]
+    if samples:
+        return [PhaseSpec("samples", parse_count(samples, "--samples"), w)]
+    return [PhaseSpec("fill", 0, w)]
+
+
+PHASE_KEYS = {"tokens", "samples", "weights", "ramp"}
+
+
+def load_schedule(path: Path) -> list[PhaseSpec]:
+    """A YAML file `phases: [{tokens|samples: N, weights: {name: w}, ramp: linear}]`; the last
+    phase may leave out its length (run until a source would repeat)."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read schedule: {e}") from e
+    if not isinstance(doc, dict) or set(doc) != {"phases"} or not isinstance(doc["phases"], list):
+        raise ConfigError(f"{path}: a schedule is a mapping with one key, 'phases', holding a list")
+    phases = []
+    for i, ph in enumerate(doc["phases"], start=1):
+        where = f"{path}: phase {i}"
+        if not isinstance(ph, dict):
+            raise ConfigError(f"{where}: expected a mapping")
+        unknown = set(ph) - PHASE_KEYS
+        if unknown:
+            allowed = ", ".join(sorted(PHASE_KEYS))
+            raise ConfigError(f"{where}: unknown key {', '.join(sorted(unknown))} (allowed: {allowed})")
+        if "tokens" in ph and "samples" in ph:
+            raise ConfigError(f"{where}: give tokens or samples, not both")
+        weights = ph.get("weights")
+        if not isinstance(weights, dict):
+            raise ConfigError(f"{where}: 'weights' must map source names to weights")
+        try:
+            w = [(str(k), float(v)) for k, v in weights.items()]
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{where}: weights must be numbers ({e})") from e
+        w = check_weights(w, where)
+        ramp = ph.get("ramp")
+        if ramp not in (None, "linear"):
+            raise ConfigError(f"{where}: ramp must be 'linear' (or absent), got {ramp!r}")
+        if "tokens" in ph:
+            spec = PhaseSpec("tokens", parse_count(ph["tokens"], f"phase {i} tokens"), w, ramp == "linear")
+        elif "samples" in ph:
+            spec = PhaseSpec("samples", parse_count(ph["samples"], f"phase {i} samples"), w, ramp == "linear")
+        elif i == len(doc["phases"]):
+            spec = PhaseSpec("fill", 0, w, ramp == "linear")
+        else:
+            raise ConfigError(f"{where}: needs 'tokens' or 'samples' (only the last phase may leave it out)")
+        phases.append(spec)
+    if not phases:
+        raise ConfigError(f"{path}: no phases")
+    return phases
+
+
+def source_order(phases: list[PhaseSpec]) -> list[str]:
+    """Sources in order of first appearance: their index in the `source` column."""
+    seen: list[str] = []
+    for ph in phases:
+        for name, _ in ph.weights:
+            if name not in seen:
+                seen.append(name)
+    return seen

@@ -1,0 +1,597 @@
+//! `midmix build-mix`: interleave prepared sources by (scheduled) weights into one MDS stream
+//! whose order is the training order.
+//!
+//! Each source's samples are taken in a permutation that depends only on the seed and the source
+//! name (a fresh one per pass). Output shards hold a fixed number of fixed-size samples, so they
+//! are independent and are written in parallel, copying token bytes without decoding them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::mds::{write_index, MdsDataset, ShardFormat, WriterOptions};
+use crate::plan::{self, Phase, Schedule};
+use crate::progress::Progress;
+use crate::report::Report;
+use crate::staging::StagedDir;
+
+/// How a phase's length is given.
+#[derive(Debug, Clone, Copy)]
+pub enum Length {
+    Tokens(u64),
+    Samples(u64),
+    /// Until a source would repeat (only the last phase).
+    Fill,
+}
+
+#[derive(Debug, Clone)]
+pub struct PhaseSpec {
+    pub length: Length,
+    /// Raw weights per source name (normalized here).
+    pub weights: Vec<(String, f64)>,
+    pub ramp: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnExhaust {
+    Error,
+    /// A fresh permutation per pass, at most this many passes per source.
+    Repeat(Option<u64>),
+    Stop,
+}
+
+#[derive(Debug, Clone)]
+pub struct MixOptions {
+    /// (name, prepared dataset directory), in the order their index is written to `source`.
+    pub sources: Vec<(String, PathBuf)>,
+    pub phases: Vec<PhaseSpec>,
+    pub seed: u64,
+    pub global_batch: Option<u64>,
+    pub exact_per_batch: bool,
+    pub on_exhaust: OnExhaust,
+    pub out: PathBuf,
+    pub overwrite: bool,
+    pub size_limit: Option<u64>,
+    pub threads: Option<usize>,
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourceInfo {
+    pub name: String,
+    pub path: String,
+    pub samples: u64,
+    pub tokens: u64,
+    /// xxh3-128 over the source's `index.json` (which holds its shards' sizes and hashes).
+    pub index_xxh3_128: String,
+    pub tokenizer_sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PhaseReport {
+    pub start_sample: u64,
+    pub end_sample: u64,
+    pub ramp: bool,
+    /// Normalized weights by source name (the phase's end weights when ramping).
+    pub weights: BTreeMap<String, f64>,
+    /// The scheduled share of each source over the phase (its average weight when ramping).
+    pub planned_share: BTreeMap<String, f64>,
+    /// Samples realized per source in this phase.
+    pub samples: BTreeMap<String, u64>,
+    pub tokens: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MixReport {
+    pub midmix_version: String,
+    pub kind: String,
+    pub sources: Vec<String>,
+    pub source_info: Vec<SourceInfo>,
+    pub seed: u64,
+    pub seq_len: usize,
+    pub dtype: String,
+    pub tokenizer_sha256: String,
+    pub global_batch: Option<u64>,
+    pub exact_per_batch: bool,
+    pub on_exhaust: String,
+    pub total_samples: u64,
+    pub total_tokens: u64,
+    pub phases: Vec<PhaseReport>,
+    /// Samples used per source over all phases, and passes over it (fractional).
+    pub samples_per_source: BTreeMap<String, u64>,
+    pub passes: BTreeMap<String, f64>,
+    /// Largest |count_i(n) - target_i(n)| over every prefix n and source i (< 1 means exact).
+    pub max_deviation: f64,
+    pub columns: BTreeMap<String, String>,
+    pub elapsed_s: f64,
+}
+
+/// An MDS dataset opened for random access by sample index (memory-mapped shards).
+pub struct Source {
+    ds: MdsDataset,
+    /// Memory maps of the shards (uncompressed), and the first sample index of each.
+    maps: Vec<memmap2::Mmap>,
+    starts: Vec<u64>,
+    samples: u64,
+}
+
+impl Source {
+    /// Open `dir`; compressed shards are decompressed once into `cache`.
+    pub fn open(dir: &Path, cache: &Path) -> Result<Source> {
+        let ds = MdsDataset::open(dir)?;
+        let mut maps = Vec::new();
+        let mut starts = Vec::new();
+        let mut next = 0u64;
+        for (i, sh) in ds.shards.iter().enumerate() {
+            let raw = dir.join(&sh.raw_basename);
+            let path = if raw.exists() {
+                raw
+            } else {
+                // Compressed source: decompress each shard once into the staging area.
+                let bytes = ds.load_shard(i)?.into_bytes();
+                std::fs::create_dir_all(cache).map_err(|e| Error::io(cache, e))?;
+                let out = cache.join(format!("{}-{}", starts.len(), sh.raw_basename));
+                std::fs::write(&out, bytes).map_err(|e| Error::io(&out, e))?;
+                out
+            };
+            let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+            // SAFETY: the shard files are not modified while the mix is built.
+            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+            starts.push(next);
+            next += sh.samples;
+            maps.push(map);
+        }
+        Ok(Source {
+            ds,
+            maps,
+            starts,
+            samples: next,
+        })
+    }
+
+    pub fn num_samples(&self) -> u64 {
+        self.samples
+    }
+
+    pub fn dataset(&self) -> &MdsDataset {
+        &self.ds
+    }
+
+    /// The bytes of sample `k`.
+    pub fn sample(&self, k: u64) -> Option<&[u8]> {
+        let s = self.starts.partition_point(|&st| st <= k).checked_sub(1)?;
+        let local = (k - self.starts[s]) as usize;
+        let m = &self.maps[s];
+        let at = 4 + 4 * local;
+        let begin = u32::from_le_bytes(m.get(at..at + 4)?.try_into().ok()?) as usize;
+        let end = u32::from_le_bytes(m.get(at + 4..at + 8)?.try_into().ok()?) as usize;
+        m.get(begin..end)
+    }
+}
+
+/// SplitMix64: a small, fully specified generator, so permutations are the same on every platform.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in 0..n (Lemire's multiply-shift with rejection).
+    fn below(&mut self, n: u64) -> u64 {
+        loop {
+            let m = (self.next() as u128) * (n as u128);
+            if (m as u64) >= n.wrapping_neg() % n {
+                return (m >> 64) as u64;
+            }
+        }
+    }
+}
+
+/// The order in which pass `pass` over a source of `n` samples takes them: a Fisher-Yates
+/// shuffle seeded by (seed, source name, pass) only.
+pub fn permutation(seed: u64, source: &str, pass: u64, n: u64) -> Vec<u32> {
+    let key = format!("midmix-permutation\0{seed}\0{source}\0{pass}");
+    let mut rng = SplitMix64(xxhash_rust::xxh3::xxh3_64(key.as_bytes()));
+    let mut p: Vec<u32> = (0..n as u32).collect();
+    for i in (1..p.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        p.swap(i, j);
+    }
+    p
+}
+
+fn fingerprint_file(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes)))
+}
+
+pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
+    let started = Instant::now();
+    let k = opts.sources.len();
+    if k == 0 {
+        return Err(Error::Config("a mix needs at least one source".into()));
+    }
+    if k > 256 {
+        return Err(Error::Config(
+            "at most 256 sources fit the uint8 `source` column".into(),
+        ));
+    }
+    let pool = crate::prepare::thread_pool(opts.threads)?;
+
+    // Sources must agree on tokenizer, seq_len and token column.
+    let reports: Vec<Report> = opts
+        .sources
+        .iter()
+        .map(|(_, d)| Report::read(d))
+        .collect::<Result<_>>()?;
+    let first = &reports[0];
+    for ((name, dir), r) in opts.sources.iter().zip(&reports) {
+        if r.mode != "pretrain" {
+            return Err(Error::dataset(
+                dir,
+                format!("source '{name}' is an SFT dataset; mixes take pretraining data"),
+            ));
+        }
+        if r.tokenizer.sha256 != first.tokenizer.sha256 {
+            return Err(Error::dataset(
+                dir,
+                format!(
+                    "source '{name}' was tokenized with {} (sha256 {}…), '{}' with {} (sha256 {}…): sources must share a tokenizer",
+                    r.tokenizer.path,
+                    &r.tokenizer.sha256[..12],
+                    opts.sources[0].0,
+                    first.tokenizer.path,
+                    &first.tokenizer.sha256[..12]
+                ),
+            ));
+        }
+        if r.seq_len != first.seq_len || r.columns != first.columns {
+            return Err(Error::dataset(
+                dir,
+                format!(
+                    "source '{name}' has seq_len {} ({:?}), '{}' has {} ({:?}): sources must share seq_len and dtype",
+                    r.seq_len, r.columns, opts.sources[0].0, first.seq_len, first.columns
+                ),
+            ));
+        }
+    }
+    let seq_len = first.seq_len;
+    let tokens_spec = first
+        .columns
+        .get("tokens")
+        .cloned()
+        .ok_or_else(|| Error::dataset(&opts.sources[0].1, "has no tokens column"))?;
+
+    // Phases: lengths in samples, weights normalized over the source list.
+    let names: Vec<&str> = opts.sources.iter().map(|(n, _)| n.as_str()).collect();
+    let g = opts.global_batch.unwrap_or(0);
+    if opts.global_batch == Some(0) {
+        return Err(Error::Config("--global-batch must be at least 1".into()));
+    }
+    let mut phases = Vec::new();
+    let mut cum = 0u64;
+    for (p, spec) in opts.phases.iter().enumerate() {
+        let mut w = vec![0.0; k];
+        for (name, v) in &spec.weights {
+            let i = names.iter().position(|n| n == name).ok_or_else(|| {
+                Error::Config(format!(
+                    "phase {}: unknown source '{name}' (sources: {})",
+                    p + 1,
+                    names.join(", ")
+                ))
+            })?;
+            if !(v.is_finite() && *v >= 0.0) {
+                return Err(Error::Config(format!(
+                    "phase {}: weight of '{name}' must be >= 0, got {v}",
+                    p + 1
+                )));
+            }
+            w[i] = *v;
+        }
+        let sum: f64 = w.iter().sum();
+        if sum <= 0.0 {
+            return Err(Error::Config(format!(
+                "phase {}: weights are all zero",
+                p + 1
+            )));
+        }
+        let samples = match spec.length {
+            Length::Samples(n) => Some(n),
+            Length::Tokens(t) => Some(t / seq_len as u64),
+            Length::Fill => None,
+        };
+        // Phase ends fall on global-batch boundaries, so a checkpoint can branch exactly there.
+        let samples = samples.map(|n| {
+            let end = cum + n;
+            let end = if g > 0 { (end + g / 2) / g * g } else { end };
+            let len = end.saturating_sub(cum);
+            cum = end;
+            len
+        });
+        if samples == Some(0) {
+            return Err(Error::Config(format!(
+                "phase {} is shorter than one sample (or global batch)",
+                p + 1
+            )));
+        }
+        phases.push(Phase {
+            samples,
+            weights: w.iter().map(|v| v / sum).collect(),
+            ramp: spec.ramp,
+        });
+    }
+    let schedule = Schedule::new(&phases)?;
+
+    let staged = StagedDir::new(&opts.out, opts.overwrite)?;
+    let cache = staged.path().join(".source-cache");
+    let sources: Vec<Source> = opts
+        .sources
+        .iter()
+        .map(|(_, d)| Source::open(d, &cache))
+        .collect::<Result<_>>()?;
+    let avail: Vec<u64> = sources.iter().map(|s| s.samples).collect();
+
+    // Plan. `Fill` and `stop` end at the first sample a source cannot give without repeating.
+    let max_passes = match opts.on_exhaust {
+        OnExhaust::Repeat(m) => m.unwrap_or(u64::MAX),
+        _ => 1,
+    };
+    let stop_at_limit = opts.on_exhaust == OnExhaust::Stop || schedule.total().is_none();
+    let planned_len = schedule.total().unwrap_or_else(|| avail.iter().sum());
+    let plan = if stop_at_limit {
+        plan::build(
+            &schedule,
+            planned_len,
+            if opts.exact_per_batch { g } else { 0 },
+            &|i, c| c < avail[i],
+        )
+    } else {
+        plan::build(
+            &schedule,
+            planned_len,
+            if opts.exact_per_batch { g } else { 0 },
+            &|_, _| true,
+        )
+    };
+    let mut used = vec![0u64; k];
+    for &s in &plan.sources {
+        used[s as usize] += 1;
+    }
+    if !stop_at_limit {
+        for i in 0..k {
+            let passes = if avail[i] == 0 {
+                u64::MAX
+            } else {
+                used[i].div_ceil(avail[i])
+            };
+            if used[i] > 0 && (passes > max_passes) {
+                let what = match opts.on_exhaust {
+                    OnExhaust::Repeat(Some(m)) => format!("more than --max-repeat {m} passes"),
+                    _ => "more than it has (use --on-exhaust repeat or stop, or a smaller budget)"
+                        .to_string(),
+                };
+                return Err(Error::Config(format!(
+                    "source '{}' runs out: the plan needs {} tokens ({} samples) but it has {} tokens ({} samples), {what}",
+                    names[i],
+                    used[i] * seq_len as u64,
+                    used[i],
+                    avail[i] * seq_len as u64,
+                    avail[i]
+                )));
+            }
+        }
+    }
+    let mut total = plan.sources.len() as u64;
+    if g > 0 {
+        total = total / g * g;
+    }
+    if total == 0 {
+        return Err(Error::Config(
+            "the mix would be empty (budget below one sample or global batch, or an empty source)"
+                .into(),
+        ));
+    }
+    let plan_sources = &plan.sources[..total as usize];
+
+    // Resolve each position to (source, sample index): pass p of source i takes permutation p.
+    let mut seen = vec![0u64; k];
+    let mut picks: Vec<(u8, u32)> = Vec::with_capacity(total as usize);
+    let mut perms: Vec<Vec<u32>> = vec![Vec::new(); k];
+    let mut perm_pass = vec![u64::MAX; k];
+    for &s in plan_sources {
+        let i = s as usize;
+        let pass = seen[i] / avail[i];
+        if perm_pass[i] != pass {
+            perms[i] = permutation(opts.seed, names[i], pass, avail[i]);
+            perm_pass[i] = pass;
+        }
+        picks.push((s, perms[i][(seen[i] % avail[i]) as usize]));
+        seen[i] += 1;
+    }
+    drop(perms);
+
+    // Write shards in parallel: each holds a fixed count of fixed-size samples.
+    let format = ShardFormat::new(
+        &[("source", "uint8"), ("tokens", tokens_spec.as_str())],
+        &WriterOptions {
+            compression: None,
+            hashes: Vec::new(),
+            size_limit: opts.size_limit,
+        },
+    )?;
+    let sample_size = 1 + sources[0]
+        .ds
+        .columns
+        .first()
+        .and_then(|c| c.encoding.fixed_size())
+        .ok_or_else(|| Error::dataset(&opts.sources[0].1, "tokens column is not fixed-size"))?;
+    let per_shard = format.samples_per_shard(sample_size).min(total);
+    let n_shards = total.div_ceil(per_shard) as usize;
+    let progress = Progress::new(opts.progress, total * sample_size as u64, "build-mix");
+    let written = std::sync::atomic::AtomicU64::new(0);
+    let shards: Vec<serde_json::Value> = pool.install(|| {
+        (0..n_shards)
+            .into_par_iter()
+            .map(|si| {
+                let lo = si as u64 * per_shard;
+                let hi = (lo + per_shard).min(total);
+                let mut data = Vec::with_capacity((hi - lo) as usize * sample_size);
+                let mut ends = Vec::with_capacity((hi - lo) as usize);
+                for &(s, idx) in &picks[lo as usize..hi as usize] {
+                    let src = &sources[s as usize];
+                    let bytes = src
+                        .sample(idx as u64)
+                        .filter(|b| b.len() + 1 == sample_size)
+                        .ok_or_else(|| {
+                            Error::dataset(
+                                &opts.sources[s as usize].1,
+                                format!("sample {idx} is missing or corrupt"),
+                            )
+                        })?;
+                    data.push(s);
+                    data.extend_from_slice(bytes);
+                    ends.push(data.len() as u32);
+                }
+                let file = format.assemble(&ends, &data);
+                let entry = format.write_shard(staged.path(), si, hi - lo, &file)?;
+                let done =
+                    written.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                progress.update(done + data.len() as u64, 0, 0);
+                Ok(entry)
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    write_index(staged.path(), &shards)?;
+    progress.finish();
+    drop(sources);
+    if cache.exists() {
+        std::fs::remove_dir_all(&cache).map_err(|e| Error::io(&cache, e))?;
+    }
+
+    // Realized counts per phase and source, from the plan actually written.
+    let tok = seq_len as u64;
+    let mut phase_reports = Vec::new();
+    for ((start, end), ph) in schedule.phase_bounds().into_iter().zip(&phases) {
+        if start >= total {
+            break;
+        }
+        let end = end.min(total);
+        let mut samples = BTreeMap::new();
+        for &s in &plan_sources[start as usize..end as usize] {
+            *samples.entry(names[s as usize].to_string()).or_insert(0u64) += 1;
+        }
+        for n in &names {
+            samples.entry(n.to_string()).or_insert(0);
+        }
+        phase_reports.push(PhaseReport {
+            start_sample: start,
+            end_sample: end,
+            ramp: ph.ramp,
+            weights: names
+                .iter()
+                .zip(&ph.weights)
+                .map(|(n, w)| (n.to_string(), *w))
+                .collect(),
+            planned_share: names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    let planned = schedule.target(i, end) - schedule.target(i, start);
+                    (n.to_string(), planned / (end - start) as f64)
+                })
+                .collect(),
+            tokens: samples.iter().map(|(n, c)| (n.clone(), c * tok)).collect(),
+            samples,
+        });
+    }
+    let samples_per_source: BTreeMap<String, u64> = names
+        .iter()
+        .zip(&seen)
+        .map(|(n, c)| (n.to_string(), *c))
+        .collect();
+    let passes = names
+        .iter()
+        .zip(seen.iter().zip(&avail))
+        .map(|(n, (c, a))| (n.to_string(), *c as f64 / (*a).max(1) as f64))
+        .collect();
+    let source_info = opts
+        .sources
+        .iter()
+        .zip(&reports)
+        .zip(&avail)
+        .map(|(((name, dir), r), a)| {
+            Ok(SourceInfo {
+                name: name.clone(),
+                path: dir.display().to_string(),
+                samples: *a,
+                tokens: a * tok,
+                index_xxh3_128: fingerprint_file(&dir.join(crate::mds::INDEX_FILE))?,
+                tokenizer_sha256: r.tokenizer.sha256.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let report = MixReport {
+        midmix_version: crate::VERSION.into(),
+        kind: "mix".into(),
+        sources: names.iter().map(|s| s.to_string()).collect(),
+        source_info,
+        seed: opts.seed,
+        seq_len,
+        dtype: first.dtype.clone(),
+        tokenizer_sha256: first.tokenizer.sha256.clone(),
+        global_batch: opts.global_batch,
+        exact_per_batch: opts.exact_per_batch,
+        on_exhaust: match opts.on_exhaust {
+            OnExhaust::Error => "error".into(),
+            OnExhaust::Repeat(m) => format!(
+                "repeat (max {})",
+                m.map(|m| m.to_string()).unwrap_or("unlimited".into())
+            ),
+            OnExhaust::Stop => "stop".into(),
+        },
+        total_samples: total,
+        total_tokens: total * tok,
+        phases: phase_reports,
+        samples_per_source,
+        passes,
+        max_deviation: plan.max_deviation,
+        columns: [
+            ("source".to_string(), "uint8".to_string()),
+            ("tokens".to_string(), tokens_spec),
+        ]
+        .into_iter()
+        .collect(),
+        elapsed_s: started.elapsed().as_secs_f64(),
+    };
+    let path = staged.path().join(crate::report::REPORT_FILE);
+    let text =
+        serde_json::to_string_pretty(&report).map_err(|e| Error::dataset(&path, e.to_string()))?;
+    std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))?;
+    staged.commit()?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permutations_are_seeded_by_source_and_pass_only() {
+        let a = permutation(0, "c4", 0, 1000);
+        assert_eq!(a, permutation(0, "c4", 0, 1000));
+        assert_ne!(a, permutation(0, "c4", 1, 1000));
+        assert_ne!(a, permutation(1, "c4", 0, 1000));
+        let mut sorted = a.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..1000).collect::<Vec<u32>>());
+    }
+}
