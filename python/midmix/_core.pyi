@@ -67,3 +67,34 @@ class Tokenizer:
     def backend(self) -> str: ...
     @property
     def eos_id(self) -> int | None: ...
+
+def build_mix(
+    sources: list[tuple[str, str]],
+    phases: list[tuple[str, int, list[tuple[str, float]], bool]],
+    out: str | Path,
+    *,
+    seed: int = 0,
+    global_batch: int | None = None,
+    exact_per_batch: bool = False,
+    on_exhaust: str = "error",
+    max_repeat: int | None = None,
+    overwrite: bool = False,
+    size_limit: int | None = ...,
+    threads: int | None = None,
+    progress: bool = False,
+) -> str:
+    """Build a mix; phases are ("tokens" | "samples" | "fill", length, [(source, weight)], ramp).
+    Returns the mix's `midmix.json` report as a JSON string."""
+
+class MixReader:
+    """Memory-mapped random access to a mix's (or prepared dataset's) fixed-size samples."""
+
+    def __init__(self, dir: str | Path) -> None: ...
+    @property
+    def num_samples(self) -> int: ...
+    @property
+    def seq_len(self) -> int: ...
+    def gather(self, indices: list[int]) -> tuple[np.ndarray, np.ndarray | None]:
+        """(tokens [n, seq_len] in the stored dtype, source [n] or None)."""
+    def read_strided(self, start: int, stride: int, count: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Samples start + stride*j (j < count) as (int64 tokens [count, seq_len], source or None)."""

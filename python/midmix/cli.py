@@ -229,12 +229,15 @@ def inspect(directory: Path, data_root: Path | None, show: tuple[int, ...], toke
         return
     tok_path = tokenizer or (report and report.get("tokenizer", {}).get("path"))
     if not tok_path:
-        raise click.UsageError("--show needs --tokenizer (no midmix.json here)")
+        raise click.UsageError("--show needs --tokenizer (none is recorded in midmix.json here)")
     try:
         tok = _core.Tokenizer(resolve_tokenizer(tok_path))
         for n in show:
             sample = _core.read_sample(directory, n)
-            click.echo(f"\n--- sample {n} " + "-" * 60)
+            origin = ""
+            if "source" in sample and report and report.get("sources"):
+                origin = f"(source {report['sources'][sample['source']]}) "
+            click.echo(f"\n--- sample {n} {origin}" + "-" * 60)
             if "tokens" in sample:
                 click.echo(tok.decode(sample["tokens"].tolist()))
             elif "input_ids" in sample:

@@ -529,6 +529,51 @@ impl ShardFormat {
     }
 }
 
+impl ShardFormat {
+    /// Write shard `index` of `n` fixed-size samples of `sample_size` bytes, produced by `fill`
+    /// straight into the file (the header is known up front), so no shard-sized buffer is built.
+    /// With hashes or compression the whole shard is needed at once, and it is buffered.
+    pub fn write_fixed_shard(
+        &self,
+        dir: &Path,
+        index: usize,
+        n: usize,
+        sample_size: usize,
+        fill: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
+    ) -> Result<Value> {
+        let header = 4 + 4 * (n + 1) + self.config_json.len();
+        let mut head = Vec::with_capacity(header);
+        head.extend_from_slice(&(n as u32).to_le_bytes());
+        for j in 0..=n {
+            head.extend_from_slice(&((header + j * sample_size) as u32).to_le_bytes());
+        }
+        head.extend_from_slice(self.config_json.as_bytes());
+        if !self.hashes.is_empty() || self.compression.is_some() {
+            let mut bytes = head;
+            fill(&mut bytes)?;
+            return self.write_shard(dir, index, n as u64, &bytes);
+        }
+        let basename = format!("shard.{index:05}.mds");
+        let path = dir.join(&basename);
+        let file = fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+        w.write_all(&head).map_err(|e| Error::io(&path, e))?;
+        fill(&mut w)?;
+        w.flush().map_err(|e| Error::io(&path, e))?;
+        let mut shard = self.config.clone();
+        if let Value::Object(m) = &mut shard {
+            let bytes = header + n * sample_size;
+            m.insert(
+                "raw_data".into(),
+                json!({"basename": basename, "bytes": bytes, "hashes": {}}),
+            );
+            m.insert("samples".into(), json!(n));
+            m.insert("zip_data".into(), Value::Null);
+        }
+        Ok(shard)
+    }
+}
+
 /// Write `index.json` for the given shard entries.
 pub fn write_index(dir: &Path, shards: &[Value]) -> Result<()> {
     let index = json!({"shards": shards, "version": 2});

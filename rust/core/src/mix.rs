@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::mds::{write_index, MdsDataset, ShardFormat, WriterOptions};
 use crate::plan::{self, Phase, Schedule};
 use crate::progress::Progress;
-use crate::report::Report;
+use crate::report::{Report, TokenizerInfo};
 use crate::staging::StagedDir;
 
 /// How a phase's length is given.
@@ -94,7 +94,8 @@ pub struct MixReport {
     pub seed: u64,
     pub seq_len: usize,
     pub dtype: String,
-    pub tokenizer_sha256: String,
+    /// The sources' common tokenizer (as the first source recorded it).
+    pub tokenizer: TokenizerInfo,
     pub global_batch: Option<u64>,
     pub exact_per_batch: bool,
     pub on_exhaust: String,
@@ -312,7 +313,10 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
         // Phase ends fall on global-batch boundaries, so a checkpoint can branch exactly there.
         let samples = samples.map(|n| {
             let end = cum + n;
-            let end = if g > 0 { (end + g / 2) / g * g } else { end };
+            let end = match opts.global_batch {
+                Some(g) => (end + g / 2) / g * g,
+                None => end,
+            };
             let len = end.saturating_sub(cum);
             cum = end;
             len
@@ -391,7 +395,7 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
         }
     }
     let mut total = plan.sources.len() as u64;
-    if g > 0 {
+    if let Some(g) = opts.global_batch {
         total = total / g * g;
     }
     if total == 0 {
@@ -444,28 +448,27 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
             .map(|si| {
                 let lo = si as u64 * per_shard;
                 let hi = (lo + per_shard).min(total);
-                let mut data = Vec::with_capacity((hi - lo) as usize * sample_size);
-                let mut ends = Vec::with_capacity((hi - lo) as usize);
-                for &(s, idx) in &picks[lo as usize..hi as usize] {
-                    let src = &sources[s as usize];
-                    let bytes = src
-                        .sample(idx as u64)
-                        .filter(|b| b.len() + 1 == sample_size)
-                        .ok_or_else(|| {
-                            Error::dataset(
-                                &opts.sources[s as usize].1,
-                                format!("sample {idx} is missing or corrupt"),
-                            )
-                        })?;
-                    data.push(s);
-                    data.extend_from_slice(bytes);
-                    ends.push(data.len() as u32);
-                }
-                let file = format.assemble(&ends, &data);
-                let entry = format.write_shard(staged.path(), si, hi - lo, &file)?;
-                let done =
-                    written.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                progress.update(done + data.len() as u64, 0, 0);
+                let mut fill = |w: &mut dyn std::io::Write| -> Result<()> {
+                    for &(s, idx) in &picks[lo as usize..hi as usize] {
+                        let bytes = sources[s as usize]
+                            .sample(idx as u64)
+                            .filter(|b| b.len() + 1 == sample_size)
+                            .ok_or_else(|| {
+                                let dir = &opts.sources[s as usize].1;
+                                Error::dataset(dir, format!("sample {idx} is missing or corrupt"))
+                            })?;
+                        w.write_all(&[s])
+                            .and_then(|_| w.write_all(bytes))
+                            .map_err(|e| Error::io(staged.path(), e))?;
+                    }
+                    Ok(())
+                };
+                let n = (hi - lo) as usize;
+                let entry =
+                    format.write_fixed_shard(staged.path(), si, n, sample_size, &mut fill)?;
+                let bytes = (n * sample_size) as u64;
+                let done = written.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+                progress.update(done + bytes, 0, 0);
                 Ok(entry)
             })
             .collect::<Result<Vec<_>>>()
@@ -547,7 +550,7 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
         seed: opts.seed,
         seq_len,
         dtype: first.dtype.clone(),
-        tokenizer_sha256: first.tokenizer.sha256.clone(),
+        tokenizer: first.tokenizer.clone(),
         global_batch: opts.global_batch,
         exact_per_batch: opts.exact_per_batch,
         on_exhaust: match opts.on_exhaust {

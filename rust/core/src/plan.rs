@@ -232,8 +232,8 @@ mod tests {
         let mut worst = 0.0f64;
         for (n, &src) in plan.sources.iter().enumerate() {
             c[src as usize] += 1;
-            for i in 0..k {
-                worst = worst.max((c[i] as f64 - s.target(i, n as u64 + 1)).abs());
+            for (i, &ci) in c.iter().enumerate() {
+                worst = worst.max((ci as f64 - s.target(i, n as u64 + 1)).abs());
             }
         }
         worst

@@ -308,6 +308,11 @@ fn array(py: Python<'_>, d: Dtype, b: &[u8]) -> PyResult<Py<PyAny>> {
     })
 }
 
+/// A phase as Python passes it: (length kind, length, [(source, weight)], ramp).
+type PhaseTuple = (String, u64, Vec<(String, f64)>, bool);
+/// A gathered batch: tokens [n, seq_len] and, for mixes, the source of each sample.
+type Batch<'py> = (Bound<'py, PyAny>, Option<Bound<'py, PyArray1<u8>>>);
+
 /// Build a weighted, scheduled mix; returns its report (`midmix.json`) as a JSON string.
 /// `phases`: (length kind "tokens" | "samples" | "fill", length, [(source, weight)], ramp).
 #[pyfunction]
@@ -319,7 +324,7 @@ fn array(py: Python<'_>, d: Dtype, b: &[u8]) -> PyResult<Py<PyAny>> {
 fn build_mix(
     py: Python<'_>,
     sources: Vec<(String, PathBuf)>,
-    phases: Vec<(String, u64, Vec<(String, f64)>, bool)>,
+    phases: Vec<PhaseTuple>,
     out: PathBuf,
     seed: u64,
     global_batch: Option<u64>,
@@ -440,38 +445,83 @@ impl PyMixReader {
         self.seq_len
     }
 
-    /// Samples `indices` as (tokens [n, seq_len], source [n] or None).
-    fn gather<'py>(
-        &self,
-        py: Python<'py>,
-        indices: Vec<u64>,
-    ) -> PyResult<(Bound<'py, PyAny>, Option<Bound<'py, PyArray1<u8>>>)> {
+    /// Samples `indices` as (tokens [n, seq_len] in the stored dtype, source [n] or None).
+    fn gather<'py>(&self, py: Python<'py>, indices: Vec<u64>) -> PyResult<Batch<'py>> {
         let width = self.dtype.size() * self.seq_len;
-        let skip = usize::from(self.has_source);
         let mut tokens = vec![0u8; indices.len() * width];
         let mut sources = vec![0u8; if self.has_source { indices.len() } else { 0 }];
         for (j, &k) in indices.iter().enumerate() {
-            let s = self
-                .source
-                .sample(k)
-                .filter(|s| s.len() == width + skip)
-                .ok_or_else(|| {
-                    pyo3::exceptions::PyIndexError::new_err(format!(
-                        "sample {k} out of range or corrupt"
-                    ))
-                })?;
+            let (src, row) = self.row(k)?;
             if self.has_source {
-                sources[j] = s[0];
+                sources[j] = src;
             }
-            tokens[j * width..(j + 1) * width].copy_from_slice(&s[skip..]);
+            tokens[j * width..(j + 1) * width].copy_from_slice(row);
         }
-        let shape = [indices.len(), self.seq_len];
         let arr = array(py, self.dtype, &tokens)?.into_bound(py);
-        let arr = arr.call_method1("reshape", (shape,))?;
+        let arr = arr.call_method1("reshape", ([indices.len(), self.seq_len],))?;
         Ok((
             arr,
             self.has_source.then(|| PyArray1::from_vec(py, sources)),
         ))
+    }
+
+    /// Samples `start + stride·j` for j < count, decoded straight into int64 (what embedding layers
+    /// take), as (tokens [count, seq_len], source [count] or None). One pass, no intermediate copy.
+    fn read_strided<'py>(
+        &self,
+        py: Python<'py>,
+        start: u64,
+        stride: u64,
+        count: usize,
+    ) -> PyResult<(
+        Bound<'py, numpy::PyArray2<i64>>,
+        Option<Bound<'py, PyArray1<u8>>>,
+    )> {
+        let mut tokens = vec![0i64; count * self.seq_len];
+        let mut sources = vec![0u8; if self.has_source { count } else { 0 }];
+        for j in 0..count {
+            let (src, row) = self.row(start + stride * j as u64)?;
+            if self.has_source {
+                sources[j] = src;
+            }
+            let out = &mut tokens[j * self.seq_len..(j + 1) * self.seq_len];
+            match self.dtype {
+                Dtype::U16 => {
+                    for (o, c) in out.iter_mut().zip(row.chunks_exact(2)) {
+                        *o = u16::from_le_bytes([c[0], c[1]]) as i64;
+                    }
+                }
+                _ => {
+                    for (o, c) in out.iter_mut().zip(row.chunks_exact(4)) {
+                        *o = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64;
+                    }
+                }
+            }
+        }
+        let arr = numpy::ndarray::Array2::from_shape_vec((count, self.seq_len), tokens)
+            .map_err(|e| MidmixError::new_err(e.to_string()))?;
+        Ok((
+            numpy::PyArray2::from_owned_array(py, arr),
+            self.has_source.then(|| PyArray1::from_vec(py, sources)),
+        ))
+    }
+}
+
+impl PyMixReader {
+    /// (source index, token bytes) of sample `k`.
+    fn row(&self, k: u64) -> PyResult<(u8, &[u8])> {
+        let width = self.dtype.size() * self.seq_len;
+        let skip = usize::from(self.has_source);
+        let s = self
+            .source
+            .sample(k)
+            .filter(|s| s.len() == width + skip)
+            .ok_or_else(|| {
+                pyo3::exceptions::PyIndexError::new_err(format!(
+                    "sample {k} out of range or corrupt"
+                ))
+            })?;
+        Ok((if self.has_source { s[0] } else { 0 }, &s[skip..]))
     }
 }
 

@@ -1,0 +1,164 @@
+"""Benchmark `build-mix` and the midmix loader against the standard tools, side by side.
+
+Run: `.venv/bin/python benchmarks/mix_bench.py` (uses the shared corpora when present, else the
+bundled demo data). Prints MB/s and ratios; compare ratios on shared machines.
+
+1. Building a 20% code / 80% prose mix: `midmix build-mix` vs `cp -r` of the same source shards
+   (same bytes, warm page cache), vs iterating the same number of samples through
+   `StreamingDataset` with two `Stream(proportion=…)`s (what a user does without midmix).
+2. Reading the mix in training order: the midmix loader (`MixDataset`, per-device batches as int64
+   tensors) vs `StreamingDataset(shuffle=False)` under a DataLoader, vs a numpy memmap of the same
+   tokens sliced into the same batches and converted the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data"
+PYTHIA = ROOT / "tests" / "fixtures" / "pythia.json"
+
+
+def dir_bytes(d: Path) -> int:
+    return sum(p.stat().st_size for p in d.rglob("*") if p.is_file())
+
+
+def best_of(n: int, fn) -> float:
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seq-len", type=int, default=2048)
+    ap.add_argument("--batch", type=int, default=8, help="per-device batch for the loader benchmark")
+    ap.add_argument("--read-samples", type=int, default=4000, help="samples to read in the StreamingDataset runs")
+    ap.add_argument("--passes", type=float, default=4.0, help="passes over prose the mix may take")
+    args = ap.parse_args()
+    from midmix import _core
+
+    work = Path(tempfile.mkdtemp(prefix="midmix-mixbench-"))
+    os.environ["TMPDIR"] = str(work)
+    try:
+        corpora = SHARED / "corpora"
+        if SHARED.exists():
+            inputs = {"code": [corpora / "starcoder_like.parquet"],
+                      "prose": [corpora / f for f in ("c4_like.parquet", "dclm_like.parquet", "flan_like.parquet")]}
+        else:
+            demo = ROOT / "demo" / "data"
+            inputs = {"code": [demo / "code.jsonl.zst"], "prose": [demo / "prose.jsonl"]}
+        src = {}
+        for name, paths in inputs.items():
+            src[name] = work / name
+            _core.prepare(name, [str(p) for p in paths], PYTHIA, args.seq_len, src[name])
+        n = {k: json.loads((v / "midmix.json").read_text())["counts"]["samples"] for k, v in src.items()}
+        # Large enough (up to ~4 passes over prose) that fixed start-up costs do not dominate.
+        total = int(min(n["code"] / 0.2, args.passes * n["prose"] / 0.8))
+        print(f"sources: code {n['code']:,} samples, prose {n['prose']:,}; mix of {total:,} samples "
+              f"(seq_len {args.seq_len}), {os.cpu_count()} cores\n")
+
+        print("== building a 20% code / 80% prose mix ==")
+        src_mb = dir_bytes(src["code"]) / 1e6 + dir_bytes(src["prose"]) / 1e6
+
+        def cp() -> None:
+            dst = work / "cp"
+            shutil.rmtree(dst, ignore_errors=True)
+            dst.mkdir()
+            subprocess.run(["cp", "-r", str(src["code"]), str(src["prose"]), str(dst)], check=True)
+
+        t_cp = best_of(3, cp)
+        mix = work / "mix"
+
+        def build() -> None:
+            _core.build_mix([("code", str(src["code"])), ("prose", str(src["prose"]))],
+                            [("samples", total, [("code", 0.2), ("prose", 0.8)], False)], mix, overwrite=True,
+                            on_exhaust="repeat")
+
+        t_mix = best_of(3, build)
+        mix_mb = dir_bytes(mix) / 1e6
+        print(f"cp -r of the source shards      {src_mb / t_cp:9.1f} MB/s ({src_mb:.0f} MB, best of 3)")
+        print(f"midmix build-mix                {mix_mb / t_mix:9.1f} MB/s ({mix_mb:.0f} MB written)"
+              f"   = {100 * (mix_mb / t_mix) / (src_mb / t_cp):.0f}% of cp")
+        try:
+            from streaming import Stream, StreamingDataset
+
+            k = min(args.read_samples, total)
+            streams = [Stream(local=str(src["code"]), proportion=0.2),
+                       Stream(local=str(src["prose"]), proportion=0.8)]
+            ds = StreamingDataset(streams=streams, shuffle=False, batch_size=args.batch, epoch_size=total)
+            t0 = time.perf_counter()
+            for i, _ in enumerate(ds):
+                if i + 1 >= k:
+                    break
+            t_sd = time.perf_counter() - t0
+            rate_sd = k / t_sd
+            print(f"StreamingDataset 2x Stream(proportion), iterate  {rate_sd * args.seq_len / 1e6:9.2f} M tokens/s"
+                  f"  ({k:,} samples; a mix of {total:,} would take {total / rate_sd:.1f} s vs build-mix {t_mix:.2f} s"
+                  f" = x{(total / rate_sd) / t_mix:.0f})")
+        except ImportError:
+            print("StreamingDataset: not installed")
+
+        print("\n== reading the mix in training order (per-device batch of "
+              f"{args.batch}, 1 rank, 0 workers) ==")
+        import torch
+        from midmix.data import MixDataset
+
+        md = MixDataset(mix, args.batch, rank=0, world_size=1)
+        steps = len(md)
+        tokens = steps * args.batch * args.seq_len
+        def midmix_batches() -> None:
+            for _ in md:  # consume like the memmap loop below: nothing is kept
+                pass
+
+        t_md = best_of(3, midmix_batches)
+        print(f"midmix MixDataset                {tokens / t_md / 1e6:9.1f} M tokens/s")
+
+        flat = work / "tokens.u16"
+        rows, _ = _core.MixReader(mix).gather(list(range(steps * args.batch)))
+        rows.astype(np.uint16).tofile(flat)
+        mm = np.memmap(flat, dtype=np.uint16, mode="r").reshape(-1, args.seq_len)
+
+        def memmap_batches() -> None:
+            for s in range(steps):
+                torch.from_numpy(np.asarray(mm[s * args.batch:(s + 1) * args.batch]).astype(np.int64))
+
+        t_mm = best_of(3, memmap_batches)
+        print(f"numpy memmap, same batches       {tokens / t_mm / 1e6:9.1f} M tokens/s"
+              f"   midmix = {100 * t_mm / t_md:.0f}% of memmap")
+        try:
+            from streaming import StreamingDataset
+            from torch.utils.data import DataLoader
+
+            sd = StreamingDataset(local=str(mix), shuffle=False, num_canonical_nodes=1, batch_size=args.batch)
+            k = min(args.read_samples // args.batch, steps)
+            t0 = time.perf_counter()
+            for i, _ in enumerate(DataLoader(sd, batch_size=args.batch)):
+                if i + 1 >= k:
+                    break
+            t_sd = time.perf_counter() - t0
+            rate = k * args.batch * args.seq_len / t_sd
+            print(f"StreamingDataset + DataLoader    {rate / 1e6:9.1f} M tokens/s"
+                  f"   midmix = x{(tokens / t_md) / rate:.1f}")
+        except ImportError:
+            print("StreamingDataset: not installed")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

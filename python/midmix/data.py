@@ -1,0 +1,104 @@
+"""Reading a mix in training order: a memory-mapped, Rust-backed loader for PyTorch and Composer.
+
+Global step s is samples `[s·G, (s+1)·G)` of the dataset, as `build-mix` wrote them. Within a
+global batch, rank r of W gets samples `s·G + r + W·j` (j < G/W): the same strided layout
+`streaming.StreamingDataset(shuffle=False, num_canonical_nodes=1)` gives, so both loaders feed
+each device the same samples. DataLoader workers take whole per-device batches in turn, which the
+DataLoader's in-order fetching puts back in step order.
+
+Use it with `DataLoader(dataset, batch_size=None, num_workers=N)`: the dataset yields batches.
+Needs torch (`pip install 'midmix[train]'`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from midmix._core import ConfigError, MixReader
+
+
+def _world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+class MixDataset(IterableDataset):
+    """Per-device batches of a mix (or any prepared pretraining dataset) in training order.
+
+    Each item is `{"input_ids": LongTensor[B, seq_len], "source": ByteTensor[B]}` (no `source` for
+    plain prepared datasets), where B = global_batch / world_size.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], global_batch: int, *, rank: int | None = None,
+                 world_size: int | None = None) -> None:
+        self.path = Path(path)
+        env_rank, env_world = _world()
+        self.rank = env_rank if rank is None else rank
+        self.world_size = env_world if world_size is None else world_size
+        if global_batch < 1 or global_batch % self.world_size:
+            raise ConfigError(f"global batch {global_batch} must be a positive multiple of the world size "
+                              f"{self.world_size}")
+        if not 0 <= self.rank < self.world_size:
+            raise ConfigError(f"rank {self.rank} is outside world size {self.world_size}")
+        self.global_batch = global_batch
+        self.per_device = global_batch // self.world_size
+        self._reader: MixReader | None = None
+        self.num_steps = self.reader.num_samples // global_batch
+        self._start_step = 0
+
+    @property
+    def reader(self) -> MixReader:
+        if self._reader is None:  # opened lazily: worker processes open their own maps
+            self._reader = MixReader(self.path)
+        return self._reader
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_reader"] = None
+        return state
+
+    def __len__(self) -> int:
+        return self.num_steps - self._start_step
+
+    def indices(self, step: int) -> np.ndarray:
+        """The sample indices this rank reads at global step `step`."""
+        return step * self.global_batch + self.rank + self.world_size * np.arange(self.per_device, dtype=np.uint64)
+
+    def batch(self, step: int) -> dict[str, torch.Tensor]:
+        start = step * self.global_batch + self.rank
+        tokens, source = self.reader.read_strided(start, self.world_size, self.per_device)
+        out = {"input_ids": torch.from_numpy(tokens)}
+        if source is not None:
+            out["source"] = torch.from_numpy(source)
+        return out
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        for step in range(self._start_step + worker, self.num_steps, workers):
+            yield self.batch(step)
+
+    # Composer saves `dataset.state_dict(sample_in_epoch, True)` and restores it with
+    # `load_state_dict`, then skips spinning the loader (see the README).
+    def state_dict(self, num_samples: int, from_beginning: bool = True) -> dict[str, Any]:
+        done = num_samples if from_beginning else self._start_step * self.global_batch + num_samples
+        return {"sample_in_epoch": int(done), "global_batch": self.global_batch,
+                "num_samples": int(self.reader.num_samples)}
+
+    def load_state_dict(self, obj: dict[str, Any]) -> None:
+        """Resume at the next global batch (applies to the next pass over the data)."""
+        sample = int(obj["sample_in_epoch"])
+        if obj.get("global_batch", self.global_batch) != self.global_batch:
+            raise ConfigError(f"checkpoint was taken with global batch {obj['global_batch']}, "
+                              f"this run uses {self.global_batch}")
+        if sample % self.global_batch:
+            raise ConfigError(f"resume position {sample} is not at a global-batch boundary of {self.global_batch}")
+        self._start_step = sample // self.global_batch
