@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -19,7 +20,7 @@ def make_inputs(tmp_path: Path) -> list[str]:
     d = tmp_path / "in"
     d.mkdir()
     cuts = [0, 5, 6, 40, 41, 90, len(lines)]
-    for i, (a, b) in enumerate(zip(cuts, cuts[1:], strict=True)):
+    for i, (a, b) in enumerate(itertools.pairwise(cuts)):
         (d / f"part{i}.jsonl").write_text("".join(lines[a:b]))
     return [str(d), str(DEMO / "code.jsonl.zst")]
 
