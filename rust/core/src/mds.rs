@@ -574,6 +574,18 @@ impl ShardFormat {
     }
 }
 
+/// Bytes the shards take on disk (the compressed files when compressed), from their index entries.
+pub fn stored_bytes(shards: &[Value]) -> u64 {
+    shards
+        .iter()
+        .filter_map(|s| {
+            s["zip_data"]["bytes"]
+                .as_u64()
+                .or_else(|| s["raw_data"]["bytes"].as_u64())
+        })
+        .sum()
+}
+
 /// Write `index.json` for the given shard entries.
 pub fn write_index(dir: &Path, shards: &[Value]) -> Result<()> {
     let index = json!({"shards": shards, "version": 2});

@@ -158,15 +158,7 @@ pub fn merge(opts: &MergeOptions) -> Result<Report> {
         counts.samples = writer.samples_written();
     }
     let shards = writer.finish()?;
-    counts.output_bytes = shards
-        .iter()
-        .map(|s| {
-            s["zip_data"]["bytes"]
-                .as_u64()
-                .or_else(|| s["raw_data"]["bytes"].as_u64())
-                .unwrap_or(0)
-        })
-        .sum();
+    counts.output_bytes = crate::mds::stored_bytes(&shards);
     progress.finish();
 
     let elapsed = started.elapsed().as_secs_f64();

@@ -312,6 +312,11 @@ fn array(py: Python<'_>, d: Dtype, b: &[u8]) -> PyResult<Py<PyAny>> {
 type PhaseTuple = (String, u64, Vec<(String, f64)>, bool);
 /// A gathered batch: tokens [n, seq_len] and, for mixes, the source of each sample.
 type Batch<'py> = (Bound<'py, PyAny>, Option<Bound<'py, PyArray1<u8>>>);
+/// The same with the tokens decoded to int64.
+type Int64Batch<'py> = (
+    Bound<'py, numpy::PyArray2<i64>>,
+    Option<Bound<'py, PyArray1<u8>>>,
+);
 
 /// Build a weighted, scheduled mix; returns its report (`midmix.json`) as a JSON string.
 /// `phases`: (length kind "tokens" | "samples" | "fill", length, [(source, weight)], ramp).
@@ -473,10 +478,7 @@ impl PyMixReader {
         start: u64,
         stride: u64,
         count: usize,
-    ) -> PyResult<(
-        Bound<'py, numpy::PyArray2<i64>>,
-        Option<Bound<'py, PyArray1<u8>>>,
-    )> {
+    ) -> PyResult<Int64Batch<'py>> {
         let mut tokens = vec![0i64; count * self.seq_len];
         let mut sources = vec![0u8; if self.has_source { count } else { 0 }];
         for j in 0..count {
