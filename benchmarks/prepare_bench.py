@@ -9,7 +9,7 @@ and ratios against the baseline: these machines are shared and noisy, so compare
 1. End to end (JSONL → MDS): the LLM Foundry-style baseline (json.loads, HF `tokenizers`
    `encode_batch`, concatenate + EOS, cut to seq_len, `streaming.MDSWriter`) vs `midmix prepare`.
 2. Tokenization alone, on in-memory texts: HF `encode_batch`, tiktoken (GPT-2, local files),
-   fastokens (PyPI), and midmix's encoder through `midmix.Tokenizer.encode_batch`.
+   fastokens (PyPI, `encode_batch_flat`), and midmix's encoder (`midmix.Tokenizer.encode_batch_flat`).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def row(name: str, mb: float, wall: float, cpu: float, base: tuple[float, float]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mb", type=float, default=40.0, help="MB of text to use [40]")
+    ap.add_argument("--mb", type=float, default=60.0, help="MB of text to use [60]")
     ap.add_argument("--seq-len", type=int, default=2048)
     ap.add_argument("--skip-baseline", action="store_true")
     args = ap.parse_args()
@@ -159,13 +159,13 @@ def main() -> None:
                 import fastokens
 
                 ft = fastokens.Tokenizer.from_file(str(path))
-                wall, cpu = measure(lambda ft=ft: ft.encode_batch(texts, add_special_tokens=False))
-                print(row(f"[{name}] fastokens (PyPI) encode_batch", mb, wall, cpu, hf_rate))
+                wall, cpu = measure(lambda ft=ft: ft.encode_batch_flat(texts, add_special_tokens=False))
+                print(row(f"[{name}] fastokens (PyPI) encode_batch_flat", mb, wall, cpu, hf_rate))
             except (ImportError, AttributeError) as e:
                 print(f"[{name}] fastokens: unavailable ({e})")
             ours = midmix.Tokenizer(path)
-            wall, cpu = measure(lambda ours=ours: ours.encode_batch(texts))
-            print(row(f"[{name}] midmix Tokenizer.encode_batch ({ours.backend})", mb, wall, cpu, hf_rate))
+            wall, cpu = measure(lambda ours=ours: ours.encode_batch_flat(texts))
+            print(row(f"[{name}] midmix Tokenizer.encode_batch_flat ({ours.backend})", mb, wall, cpu, hf_rate))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -97,6 +98,8 @@ def prepare(name: str, inputs: tuple[str, ...], tokenizer: str, seq_len: int, ou
         raise click.UsageError("--num-tasks and --task-index go together")
     root = registry.data_root(data_root)
     out = out or root / name
+    if threads:  # the fast encoder sizes its own worker pool from this, once per process
+        os.environ.setdefault("FASTOKENS_BPE_THREADS", str(threads))
     kwargs = dict(
         encoder=encoder, overwrite=overwrite, mode=mode, text_field=text_field,
         text_per_line=text_per_line, prompt_field=prompt_field, response_field=response_field,

@@ -171,14 +171,48 @@ fn fingerprints(files: &[InputFile]) -> Result<Vec<String>> {
         .collect()
 }
 
-/// One record after parsing and tokenizing.
-enum Encoded {
-    Doc {
-        parts: Vec<Vec<u32>>,
-        text_bytes: usize,
-    },
-    Rejected(SkipReason, String),
-    Failed(Error),
+/// One record after parsing: its text fields, or why it cannot be used.
+type Parsed = std::result::Result<Vec<String>, (SkipReason, String)>;
+/// A record's location, what parsing made of it, and its token ids per field.
+type EncodedRecord = (crate::error::Unit, Parsed, Vec<Vec<u32>>);
+
+/// Parse a batch in parallel, tokenize all its texts in one call, and return each record's
+/// token ids per field (or why it was rejected), in input order.
+fn encode_batch(
+    pool: &rayon::ThreadPool,
+    enc: &Encoder,
+    records: Vec<input::RawRecord>,
+    fields: &[String],
+) -> Result<Vec<EncodedRecord>> {
+    let parsed: Vec<(crate::error::Unit, Parsed)> = pool.install(|| {
+        records
+            .into_par_iter()
+            .map(|rec| {
+                let p = match record::extract(rec.payload, fields) {
+                    Extracted::Rejected(r, m) => Err((r, m)),
+                    Extracted::Fields(f) if f.last().is_none_or(|s| s.is_empty()) => {
+                        Err((SkipReason::EmptyDocument, "empty document".into()))
+                    }
+                    Extracted::Fields(f) => Ok(f),
+                };
+                (rec.unit, p)
+            })
+            .collect()
+    });
+    let texts: Vec<&str> = parsed
+        .iter()
+        .filter_map(|(_, p)| p.as_ref().ok())
+        .flat_map(|f| f.iter().map(String::as_str))
+        .collect();
+    let mut ids = pool.install(|| enc.encode_batch(&texts))?.into_iter();
+    Ok(parsed
+        .into_iter()
+        .map(|(unit, p)| {
+            let n = p.as_ref().map_or(0, Vec::len);
+            let parts: Vec<Vec<u32>> = ids.by_ref().take(n).collect();
+            (unit, p, parts)
+        })
+        .collect())
 }
 
 pub fn prepare(opts: &PrepareOptions) -> Result<Report> {
@@ -288,39 +322,20 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Report> {
             break;
         }
         let file = &files[batch.file];
-        let encoded: Vec<(crate::error::Unit, Encoded)> = pool.install(|| {
-            batch
-                .records
-                .into_par_iter()
-                .map(|rec| {
-                    let out = match record::extract(rec.payload, &fields) {
-                        Extracted::Rejected(r, m) => Encoded::Rejected(r, m),
-                        Extracted::Fields(f) if f.last().is_none_or(|s| s.is_empty()) => {
-                            Encoded::Rejected(SkipReason::EmptyDocument, "empty document".into())
-                        }
-                        Extracted::Fields(f) => {
-                            let text_bytes = f.iter().map(String::len).sum();
-                            match f.iter().map(|s| enc.encode(s)).collect::<Result<Vec<_>>>() {
-                                Ok(parts) => Encoded::Doc { parts, text_bytes },
-                                Err(e) => Encoded::Failed(e),
-                            }
-                        }
-                    };
-                    (rec.unit, out)
-                })
-                .collect()
-        });
-        for (unit, e) in encoded {
+        let encoded = match encode_batch(&pool, &enc, batch.records, &fields) {
+            Ok(e) => e,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        };
+        for (unit, parsed, parts) in encoded {
             let loc = || Location {
                 path: file.label.clone(),
                 unit,
             };
-            let (parts, text_bytes) = match e {
-                Encoded::Failed(err) => {
-                    failure = Some(err);
-                    break;
-                }
-                Encoded::Rejected(reason, msg) => {
+            let text_bytes = match parsed {
+                Err((reason, msg)) => {
                     if opts.on_bad_record == OnBadRecord::Error && !reason.is_benign() {
                         failure = Some(Error::BadRecord { loc: loc(), msg });
                         break;
@@ -331,7 +346,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Report> {
                         .or_default() += 1;
                     continue;
                 }
-                Encoded::Doc { parts, text_bytes } => (parts, text_bytes),
+                Ok(fields) => fields.iter().map(String::len).sum::<usize>(),
             };
             match &opts.mode {
                 Mode::Pretrain { .. } => {

@@ -79,19 +79,32 @@ impl Encoder {
         let (vocab_size, added) =
             vocab_facts(&json).ok_or_else(|| terr("has no model vocabulary".into()))?;
 
+        // Truncation and padding configured in the tokenizer.json are switched off in both
+        // encoders: a data pipeline must never cut or pad documents.
         let hf = || -> Result<tokenizers::Tokenizer> {
-            tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| terr(format!("cannot load: {e}")))
+            let mut t = tokenizers::Tokenizer::from_bytes(&bytes)
+                .map_err(|e| terr(format!("cannot load: {e}")))?;
+            t.with_truncation(None)
+                .map_err(|e| terr(format!("cannot disable truncation: {e}")))?;
+            t.with_padding(None);
+            Ok(t)
+        };
+        let fast = |json: Value| -> std::result::Result<fastokens::Tokenizer, fastokens::Error> {
+            let mut t = fastokens::Tokenizer::from_json(json)?;
+            t.set_truncation(None);
+            t.set_padding(None);
+            Ok(t)
         };
         let (backend, fallback_reason) = match choice {
             EncoderChoice::Hf => (
                 Backend::Hf(Box::new(hf()?)),
                 Some("--encoder hf".to_string()),
             ),
-            EncoderChoice::Fast => match fastokens::Tokenizer::from_json(json.clone()) {
+            EncoderChoice::Fast => match fast(json.clone()) {
                 Ok(t) => (Backend::Fast(Box::new(t)), None),
                 Err(e) => return Err(terr(format!("the fast encoder does not support it: {e}"))),
             },
-            EncoderChoice::Auto => match fastokens::Tokenizer::from_json(json.clone()) {
+            EncoderChoice::Auto => match fast(json.clone()) {
                 Ok(t) => (Backend::Fast(Box::new(t)), None),
                 Err(e) => (
                     Backend::Hf(Box::new(hf()?)),
@@ -137,6 +150,27 @@ impl Encoder {
                     path: self.path.display().to_string(),
                     msg: format!("encoding failed: {e}"),
                 }),
+        }
+    }
+
+    /// Ids of each text. The fast encoder spreads the batch (and long texts) over its own worker
+    /// threads (`FASTOKENS_BPE_THREADS`); the HF encoder over the current rayon pool.
+    pub fn encode_batch(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        match &self.backend {
+            Backend::Fast(t) => t
+                .encode_batch_unpadded::<Vec<u32>, &str>(
+                    texts,
+                    false,
+                    fastokens::AddedTokenPolicy::All,
+                )
+                .map_err(|e| Error::Tokenizer {
+                    path: self.path.display().to_string(),
+                    msg: format!("encoding failed: {e}"),
+                }),
+            Backend::Hf(_) => {
+                use rayon::prelude::*;
+                texts.par_iter().map(|t| self.encode(t)).collect()
+            }
         }
     }
 

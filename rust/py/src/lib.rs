@@ -312,6 +312,8 @@ fn array(py: Python<'_>, d: Dtype, b: &[u8]) -> PyResult<Py<PyAny>> {
 type PhaseTuple = (String, u64, Vec<(String, f64)>, bool);
 /// A gathered batch: tokens [n, seq_len] and, for mixes, the source of each sample.
 type Batch<'py> = (Bound<'py, PyAny>, Option<Bound<'py, PyArray1<u8>>>);
+/// Concatenated ids and the offsets of each text's ids.
+type FlatIds<'py> = (Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<u64>>);
 /// The same with the tokens decoded to int64.
 type Int64Batch<'py> = (
     Bound<'py, numpy::PyArray2<i64>>,
@@ -549,7 +551,7 @@ impl PyTokenizer {
         py.detach(|| self.inner.encode(text)).map_err(to_py)
     }
 
-    /// Ids of each text, encoded in parallel.
+    /// Ids of each text, encoded in parallel (as `prepare` encodes its batches).
     #[pyo3(signature = (texts, threads=None))]
     fn encode_batch(
         &self,
@@ -557,18 +559,44 @@ impl PyTokenizer {
         texts: Vec<String>,
         threads: Option<usize>,
     ) -> PyResult<Vec<Vec<u32>>> {
-        use rayon::prelude::*;
         let enc = self.inner.clone();
         py.detach(move || {
             let pool = midmix_core::prepare::thread_pool(threads)?;
-            pool.install(|| {
-                texts
-                    .par_iter()
-                    .map(|t| enc.encode(t))
-                    .collect::<midmix_core::Result<Vec<_>>>()
-            })
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            pool.install(|| enc.encode_batch(&refs))
         })
         .map_err(to_py)
+    }
+
+    /// All texts' ids concatenated (uint32) and where each text's ids start and end (uint64,
+    /// len(texts) + 1 offsets): no Python list per token.
+    #[pyo3(signature = (texts, threads=None))]
+    fn encode_batch_flat<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<String>,
+        threads: Option<usize>,
+    ) -> PyResult<FlatIds<'py>> {
+        let enc = self.inner.clone();
+        let (flat, offsets) = py
+            .detach(move || {
+                let pool = midmix_core::prepare::thread_pool(threads)?;
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                let ids = pool.install(|| enc.encode_batch(&refs))?;
+                let mut offsets = Vec::with_capacity(ids.len() + 1);
+                offsets.push(0u64);
+                let mut flat = Vec::with_capacity(ids.iter().map(Vec::len).sum());
+                for doc in ids {
+                    flat.extend_from_slice(&doc);
+                    offsets.push(flat.len() as u64);
+                }
+                Ok::<_, midmix_core::Error>((flat, offsets))
+            })
+            .map_err(to_py)?;
+        Ok((
+            PyArray1::from_vec(py, flat),
+            PyArray1::from_vec(py, offsets),
+        ))
     }
 
     #[pyo3(signature = (ids, skip_special_tokens=false))]
