@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -68,11 +67,8 @@ class MixDataset(IterableDataset):
     def __len__(self) -> int:
         return self.num_steps - self._start_step
 
-    def indices(self, step: int) -> np.ndarray:
-        """The sample indices this rank reads at global step `step`."""
-        return step * self.global_batch + self.rank + self.world_size * np.arange(self.per_device, dtype=np.uint64)
-
     def batch(self, step: int) -> dict[str, torch.Tensor]:
+        """This rank's part of global step `step`: samples step·G + rank + world_size·j."""
         start = step * self.global_batch + self.rank
         tokens, source = self.reader.read_strided(start, self.world_size, self.per_device)
         out = {"input_ids": torch.from_numpy(tokens)}
@@ -83,8 +79,9 @@ class MixDataset(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        batch = self.batch
         for step in range(self._start_step + worker, self.num_steps, workers):
-            yield self.batch(step)
+            yield batch(step)
 
     # Composer saves `dataset.state_dict(sample_in_epoch, True)` and restores it with
     # `load_state_dict`, then skips spinning the loader (see the README).

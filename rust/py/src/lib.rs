@@ -481,25 +481,23 @@ impl PyMixReader {
         stride: u64,
         count: usize,
     ) -> PyResult<Int64Batch<'py>> {
-        let mut tokens = vec![0i64; count * self.seq_len];
-        let mut sources = vec![0u8; if self.has_source { count } else { 0 }];
+        // Filled by extending (no zeroing pass first): one write per token.
+        let mut tokens: Vec<i64> = Vec::with_capacity(count * self.seq_len);
+        let mut sources = Vec::with_capacity(if self.has_source { count } else { 0 });
         for j in 0..count {
             let (src, row) = self.row(start + stride * j as u64)?;
             if self.has_source {
-                sources[j] = src;
+                sources.push(src);
             }
-            let out = &mut tokens[j * self.seq_len..(j + 1) * self.seq_len];
             match self.dtype {
-                Dtype::U16 => {
-                    for (o, c) in out.iter_mut().zip(row.chunks_exact(2)) {
-                        *o = u16::from_le_bytes([c[0], c[1]]) as i64;
-                    }
-                }
-                _ => {
-                    for (o, c) in out.iter_mut().zip(row.chunks_exact(4)) {
-                        *o = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64;
-                    }
-                }
+                Dtype::U16 => tokens.extend(
+                    row.chunks_exact(2)
+                        .map(|c| u16::from_le_bytes([c[0], c[1]]) as i64),
+                ),
+                _ => tokens.extend(
+                    row.chunks_exact(4)
+                        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64),
+                ),
             }
         }
         let arr = numpy::ndarray::Array2::from_shape_vec((count, self.seq_len), tokens)
