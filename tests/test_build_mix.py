@@ -188,15 +188,36 @@ def test_cli_prints_plan_and_inspect_shows_shares(sources, tmp_path) -> None:
 
 @needs_shared()
 def test_shared_corpora_scheduled_mix(tmp_path) -> None:
-    """A three-source midtraining schedule on the shared corpora: exact at every prefix."""
+    """On the shared corpora: a ramped three-source midtraining schedule is exact at every prefix,
+    byte-identical across thread counts, branch-equivalent to its first phase alone, and the
+    exhaustion policies behave."""
     from conftest import PYTHIA
     srcs = {}
     for name in ("c4_like", "starcoder_like", "math_like"):
         srcs[name] = tmp_path / name
         _core.prepare(name, [str(SHARED / "corpora" / f"{name}.parquet")], PYTHIA, 512, srcs[name])
+    names = list(srcs)
     phases = [(8192, [1.0, 0.0, 0.0], False), (4096, [0.8, 0.2, 0.0], True), (12288, [0.8, 0.08, 0.12], False)]
-    spec = [("samples", n, [("c4_like", w[0]), ("starcoder_like", w[1]), ("math_like", w[2])], r) for n, w, r in phases]
-    rep = mix(srcs, spec, tmp_path / "mix", global_batch=256, names=list(srcs))
-    src, _ = read_mix(tmp_path / "mix")
+    spec = [("samples", n, list(zip(names, w, strict=True)), r) for n, w, r in phases]
+    trees = []
+    for t in (1, 2):
+        rep = mix(srcs, spec, tmp_path / f"mix{t}", global_batch=256, names=names, threads=t, size_limit=4 << 20)
+        tree = tree_bytes(tmp_path / f"mix{t}", ignore_run=False)
+        trees.append((tree, {k: v for k, v in json.loads(tree.pop("midmix.json")).items() if k != "elapsed_s"}))
+    assert trees[0] == trees[1]
+    src, rows = read_mix(tmp_path / "mix1")
     assert len(src) == 24576 and rep["total_samples"] == 24576
     assert max_deviation(src, scheduled_targets(phases, len(src))) < 1
+
+    mix(srcs, [("samples", 8192, [("c4_like", 1.0)], False)], tmp_path / "base", global_batch=256, names=names)
+    bsrc, brows = read_mix(tmp_path / "base")
+    assert (bsrc == src[:8192]).all() and (brows == rows[:8192]).all()
+
+    n_math = json.loads((srcs["math_like"] / "midmix.json").read_text())["counts"]["samples"]
+    heavy = [("samples", 2 * n_math, [("math_like", 0.9), ("c4_like", 0.1)], False)]
+    with pytest.raises(ConfigError, match="source 'math_like' runs out"):
+        mix(srcs, heavy, tmp_path / "x", names=names)
+    rep = mix(srcs, heavy, tmp_path / "rep", names=names, on_exhaust="repeat", max_repeat=2)
+    assert 1 < rep["passes"]["math_like"] <= 2
+    rep = mix(srcs, heavy, tmp_path / "stop", names=names, on_exhaust="stop")
+    assert rep["samples_per_source"]["math_like"] == n_math
