@@ -35,6 +35,7 @@ lint: $(VENV)/.built
 bench: $(VENV)/.built
 	$(VENV)/bin/python benchmarks/prepare_bench.py
 	$(VENV)/bin/python benchmarks/mix_bench.py
+	$(VENV)/bin/python benchmarks/stats_bench.py
 
 clean:
 	rm -rf $(VENV) target demo-out bench-out

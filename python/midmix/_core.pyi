@@ -100,3 +100,22 @@ class MixReader:
         """(tokens [n, seq_len] in the stored dtype, source [n] or None)."""
     def read_strided(self, start: int, stride: int, count: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Samples start + stride*j (j < count) as (int64 tokens [count, seq_len], source or None)."""
+
+def unigram_raw(
+    inputs: list[str],
+    tokenizer: str | Path,
+    *,
+    fields: list[str] = ...,
+    text_per_line: bool = False,
+    max_docs: int | None = None,
+    max_tokens_per_doc: int | None = None,
+    seed: int = 0,
+    encoder: str = "auto",
+    threads: int | None = None,
+) -> tuple[np.ndarray, int, int, int]:
+    """Token-id counts over raw inputs: (uint64 counts, documents, tokens, skipped records)."""
+
+def unigram_dataset(
+    dir: str | Path, *, exclude: list[int] = ..., threads: int | None = None
+) -> tuple[np.ndarray, int, int, int]:
+    """Token-id counts of a prepared or mixed dataset: (uint64 counts, samples, tokens, 0)."""

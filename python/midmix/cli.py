@@ -203,6 +203,113 @@ def build_mix(weights: str | None, schedule: Path | None, tokens: str | None, sa
         click.echo("\n".join(summary.mix_lines(json.loads(text))))
 
 
+def _unigram_options(f):
+    for opt in reversed([
+        click.option("--tokenizer", help="tokenizer.json for raw files (and decoding top tokens)"),
+        click.option("--data-root", type=click.Path(path_type=Path), help="where bare names are found"),
+        click.option("--fields", help="raw files: comma-separated fields to count [default: text, or prompt,response]"),
+        click.option("--max-docs", type=click.IntRange(min=1), help="raw files: count a seeded sample of N documents"),
+        click.option("--max-tokens-per-doc", type=click.IntRange(min=1),
+                     help="raw files: count the first N tokens of each field (512 = the paper's script)"),
+        click.option("--seed", default=0, show_default=True, type=int),
+    ]):
+        f = opt(f)
+    return f
+
+
+@main.command()
+@click.argument("source")
+@_unigram_options
+@click.option("--out", type=click.Path(path_type=Path), help="write the counts (and metadata) as .npz")
+@click.option("--top", default=20, show_default=True, type=click.IntRange(min=0))
+def stats(source: str, tokenizer: str | None, data_root: Path | None, fields: str | None, max_docs: int | None,
+          max_tokens_per_doc: int | None, seed: int, out: Path | None, top: int) -> None:
+    """Token-unigram statistics of SOURCE (NAME=PATH of raw files or a dataset, or a registered NAME)."""
+    from midmix import proximity_cli as pc
+
+    try:
+        s = pc.load_source(source, tokenizer=tokenizer, data_root=registry.data_root(data_root),
+                           fields=fields.split(",") if fields else None, max_docs=max_docs,
+                           max_tokens_per_doc=max_tokens_per_doc, seed=seed)
+        if out:
+            s.save(out)
+        dec = tokenizer or _recorded_tokenizer(source, registry.data_root(data_root))
+        click.echo("\n".join(pc.summary_lines(s, dec, top)))
+    except MidmixError as e:
+        fail(e)
+    if out:
+        click.echo(f"wrote {out}")
+
+
+def _recorded_tokenizer(spec: str, root: Path) -> str | None:
+    name, sep, path = spec.partition("=")
+    try:
+        d = Path(path) if sep else registry.lookup(name, root)
+        tok = json.loads((d / "midmix.json").read_text()).get("tokenizer", {}).get("path")
+        return tok if tok and Path(tok).exists() else None
+    except (OSError, ValueError, MidmixError):
+        return None
+
+
+@main.command("proximity")
+@click.option("--target", "targets", multiple=True, help="NAME=PATH or NAME of a target (repeatable)")
+@click.option("--base", help="NAME=PATH or NAME of the base (general) data, e.g. c4")
+@click.option("--candidates", default="", help="comma-separated NAME=PATH or NAMEs of midtraining data")
+@click.option("--mix", "mixes", multiple=True, help="score a candidate as a token-weighted mix with the base: NAME=W")
+@click.option("--matrix", "as_matrix", is_flag=True, help="all pairs among the named sources (Figure 7)")
+@_unigram_options
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="write every number shown")
+@click.option("--csv", "csv_out", type=click.Path(path_type=Path), help="--matrix: write the pairs as CSV")
+@click.option("--plot", type=click.Path(path_type=Path), help="PNG: PA bars, or the heatmap with --matrix")
+def proximity_cmd(targets: tuple[str, ...], base: str | None, candidates: str, mixes: tuple[str, ...],
+                  as_matrix: bool, tokenizer: str | None, data_root: Path | None, fields: str | None,
+                  max_docs: int | None, max_tokens_per_doc: int | None, seed: int, json_out: Path | None,
+                  csv_out: Path | None, plot: Path | None) -> None:
+    """Proximity of candidate midtraining data to target data, and its advantage over the base."""
+    from midmix import proximity_cli as pc
+
+    root = registry.data_root(data_root)
+    load = lambda spec: pc.load_source(spec, tokenizer=tokenizer, data_root=root,  # noqa: E731
+                                       fields=fields.split(",") if fields else None, max_docs=max_docs,
+                                       max_tokens_per_doc=max_tokens_per_doc, seed=seed)
+    try:
+        weights = dict(mixspec.parse_weights(",".join(mixes))) if mixes else {}
+        tgt = [load(t) for t in targets]
+        cands = [load(c) for c in candidates.split(",") if c]
+        base_stats = load(base) if base else None
+        unknown = set(weights) - {c.name for c in cands}
+        if unknown:
+            raise click.UsageError(f"--mix names {', '.join(sorted(unknown))}, which are not --candidates")
+        if weights and base_stats is None:
+            raise click.UsageError("--mix needs --base")
+        scored = [base_stats.mix(c, weights[c.name]) if c.name in weights else c for c in cands]
+        numbers: dict = {"mixtures": weights}
+        if as_matrix:
+            named = tgt + ([base_stats] if base_stats else []) + scored
+            m = pc.matrix(named)
+            numbers["matrix"] = m
+            names = list(m)
+            click.echo(f"{'combined':<22}" + "".join(f"{n[:12]:>13}" for n in names))
+            for a in names:
+                click.echo(f"{a[:22]:<22}" + "".join(f"{m[a][b]['combined']:>13.4f}" for b in names))
+            if csv_out:
+                pc.write_matrix_csv(m, csv_out)
+            if plot:
+                pc.plot_heatmap(m, plot)
+        else:
+            if not tgt or base_stats is None or not scored:
+                raise click.UsageError("give --target, --base and --candidates (or --matrix)")
+            lines, table = pc.pa_table(tgt, base_stats, scored)
+            numbers.update(table)
+            click.echo("\n".join(lines).lstrip("\n"))
+            if plot:
+                pc.plot_pa(table, plot)
+        if json_out:
+            json_out.write_text(json.dumps(numbers, indent=2) + "\n")
+    except MidmixError as e:
+        fail(e)
+
+
 @main.command()
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--data-root", type=click.Path(path_type=Path), help="to look NAME up instead of a path")

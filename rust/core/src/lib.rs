@@ -15,6 +15,7 @@ pub mod record;
 pub mod report;
 pub mod staging;
 pub mod tokenize;
+pub mod unigram;
 
 pub use error::{Error, Location, Result, Unit};
 

@@ -398,6 +398,70 @@ fn build_mix(
     serde_json::to_string(&report).map_err(|e| MidmixError::new_err(e.to_string()))
 }
 
+/// Unigram counts as Python gets them: (counts uint64 [ids], documents, tokens, skipped).
+type UnigramTuple<'py> = (Bound<'py, PyArray1<u64>>, u64, u64, u64);
+
+fn unigram_tuple(py: Python<'_>, u: midmix_core::unigram::Unigram) -> UnigramTuple<'_> {
+    (
+        PyArray1::from_vec(py, u.counts),
+        u.documents,
+        u.tokens,
+        u.skipped,
+    )
+}
+
+/// Token-id counts over raw inputs, tokenized as `prepare` tokenizes (no special tokens added).
+#[pyfunction]
+#[pyo3(signature = (
+    inputs, tokenizer, *, fields=vec![String::from("text")], text_per_line=false, max_docs=None,
+    max_tokens_per_doc=None, seed=0, encoder="auto", threads=None
+))]
+#[allow(clippy::too_many_arguments)]
+fn unigram_raw<'py>(
+    py: Python<'py>,
+    inputs: Vec<String>,
+    tokenizer: PathBuf,
+    fields: Vec<String>,
+    text_per_line: bool,
+    max_docs: Option<u64>,
+    max_tokens_per_doc: Option<usize>,
+    seed: u64,
+    encoder: &str,
+    threads: Option<usize>,
+) -> PyResult<UnigramTuple<'py>> {
+    let opts = midmix_core::unigram::RawOptions {
+        inputs,
+        tokenizer,
+        encoder: EncoderChoice::parse(encoder).map_err(to_py)?,
+        fields,
+        text_per_line,
+        max_docs,
+        max_tokens_per_doc,
+        seed,
+        threads,
+    };
+    let u = run_interruptible(py, Arc::new(AtomicBool::new(false)), move || {
+        midmix_core::unigram::count_raw(&opts)
+    })?;
+    Ok(unigram_tuple(py, u))
+}
+
+/// Token-id counts of a prepared or mixed dataset, without re-tokenizing; `exclude` ids are not
+/// counted (pass the EOS/BOS that `prepare` inserted).
+#[pyfunction]
+#[pyo3(signature = (dir, *, exclude=vec![], threads=None))]
+fn unigram_dataset(
+    py: Python<'_>,
+    dir: PathBuf,
+    exclude: Vec<u32>,
+    threads: Option<usize>,
+) -> PyResult<UnigramTuple<'_>> {
+    let u = run_interruptible(py, Arc::new(AtomicBool::new(false)), move || {
+        midmix_core::unigram::count_dataset(&dir, &exclude, threads)
+    })?;
+    Ok(unigram_tuple(py, u))
+}
+
 /// Random access to a pretraining or mix dataset's fixed-size `tokens` (and `source`) columns,
 /// from memory-mapped shards: the gather runs in Rust, without decoding, into one numpy array.
 #[pyclass(name = "MixReader", frozen)]
@@ -641,6 +705,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(merge, m)?)?;
     m.add_function(wrap_pyfunction!(read_sample, m)?)?;
     m.add_function(wrap_pyfunction!(build_mix, m)?)?;
+    m.add_function(wrap_pyfunction!(unigram_raw, m)?)?;
+    m.add_function(wrap_pyfunction!(unigram_dataset, m)?)?;
     m.add_class::<PyTokenizer>()?;
     m.add_class::<PyMixReader>()?;
     Ok(())

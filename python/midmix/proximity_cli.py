@@ -1,0 +1,163 @@
+"""`midmix stats` and `midmix proximity`: resolving sources, and the tables, files and plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from midmix import registry
+from midmix._core import ConfigError, Tokenizer
+from midmix.proximity import UnigramStats, proximity, proximity_advantage
+
+METRICS = ["combined", "vocab_jaccard", "overlap_ratio", "cosine", "jsd", "js_similarity", "kl_smoothed",
+           "jsd_normalized"]
+
+
+def detect_fields(path: Path) -> list[str]:
+    """`text` if the file has it, else `prompt` + `response` (SFT files), from its first record."""
+    keys: list[str] = []
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    first = files[0] if files else path
+    if first.suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+            keys = list(pq.read_schema(first).names)
+        except ImportError:
+            return ["text"]
+    elif first.name.endswith((".jsonl", ".json", ".ndjson")):
+        with first.open() as f:
+            line = f.readline()
+        try:
+            keys = list(json.loads(line)) if line.strip() else []
+        except json.JSONDecodeError:
+            return ["text"]
+    if "text" in keys or not keys:
+        return ["text"]
+    if "prompt" in keys and "response" in keys:
+        return ["prompt", "response"]
+    raise ConfigError(f"{first}: no 'text' (or 'prompt'+'response') field; pass --fields")
+
+
+def load_source(spec: str, *, tokenizer: str | None, data_root: Path, fields: list[str] | None,
+                max_docs: int | None, max_tokens_per_doc: int | None, seed: int) -> UnigramStats:
+    """NAME=PATH (raw files, a prepared/mixed dataset, or saved stats .npz) or a registered NAME."""
+    name, sep, path_text = spec.partition("=")
+    path = Path(path_text) if sep else registry.lookup(name, data_root)
+    if path.suffix == ".npz":
+        stats = UnigramStats.load(path)
+    elif (path / "index.json").exists():
+        if max_docs or max_tokens_per_doc:
+            raise ConfigError(f"{name}: --max-docs/--max-tokens-per-doc apply to raw files, not to dataset {path}")
+        stats = UnigramStats.from_dataset(path, name)
+    else:
+        if not tokenizer:
+            raise ConfigError(f"{name}: raw files need --tokenizer")
+        stats = UnigramStats.from_files([path], tokenizer, name, fields=fields or detect_fields(path),
+                                        max_docs=max_docs, max_tokens_per_doc=max_tokens_per_doc, seed=seed)
+    stats.name = name
+    return stats
+
+
+def summary_lines(s: UnigramStats, tokenizer: str | None, top: int) -> list[str]:
+    lines = [
+        f"source        {s.name}",
+        f"tokens        {s.tokens:,} in {s.documents:,} documents/samples",
+        f"distinct ids  {int(s.support.sum()):,}",
+        f"entropy       {s.entropy():.4f} nats ({s.entropy() / 0.6931471805599453:.4f} bits)",
+    ]
+    tok = Tokenizer(tokenizer) if tokenizer else None
+    lines.append(f"top {top} tokens")
+    for i, p in s.top(top):
+        text = repr(tok.decode([i])) if tok else ""
+        lines.append(f"  {i:>7} {p:9.5f}  {text}")
+    return lines
+
+
+def pa_table(targets: list[UnigramStats], base: UnigramStats,
+             candidates: list[UnigramStats]) -> tuple[list[str], dict]:
+    """Lines to print and the numbers for --json: every metric per (target, candidate), with PA."""
+    out: dict = {"base": base.name, "targets": {}}
+    lines = []
+    for t in targets:
+        base_scores = proximity(base, t)
+        rows = {base.name: {**base_scores, "pa": 0.0}}
+        for c in candidates:
+            rows[c.name] = {**proximity(c, t), "pa": proximity_advantage(c, t, base)}
+        out["targets"][t.name] = rows
+        lines.append(f"\ntarget {t.name}")
+        lines.append(f"  {'source':<28}{'PA':>9}{'combined':>10}{'jaccard':>9}{'cosine':>9}{'JSD':>8}"
+                     f"{'js_sim':>8}{'KL(t|s)':>9}")
+        for name, r in sorted(rows.items(), key=lambda kv: -kv[1]["pa"]):
+            kl = proximity(t, [s for s in [base, *candidates] if s.name == name][0])["kl_smoothed"]
+            r["kl_target_to_source"] = kl
+            lines.append(f"  {name:<28}{r['pa']:>+9.4f}{r['combined']:>10.4f}{r['vocab_jaccard']:>9.4f}"
+                         f"{r['cosine']:>9.4f}{r['jsd']:>8.4f}{r['js_similarity']:>8.4f}{kl:>9.4f}")
+    return lines, out
+
+
+def matrix(sources: list[UnigramStats]) -> dict[str, dict[str, dict[str, float]]]:
+    """All ordered pairs; the diagonal is 1.0 for the combined score, as in the paper's figure."""
+    m: dict[str, dict[str, dict[str, float]]] = {}
+    for a in sources:
+        m[a.name] = {}
+        for b in sources:
+            m[a.name][b.name] = proximity(a, b) if a is not b else {**proximity(a, b), "combined": 1.0}
+    return m
+
+
+def write_matrix_csv(m: dict, path: Path) -> None:
+    names = list(m)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["source", "other", *METRICS])
+        for a in names:
+            for b in names:
+                w.writerow([a, b, *[f"{m[a][b][k]:.6f}" for k in METRICS]])
+
+
+def plot_heatmap(m: dict, path: Path, metric: str = "combined") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = list(m)
+    grid = np.array([[m[a][b][metric] for b in names] for a in names])
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(names), 1 + 0.8 * len(names)))
+    im = ax.imshow(grid, cmap="viridis")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center",
+                    color="white" if grid[i, j] < grid.mean() else "black", fontsize=8)
+    fig.colorbar(im, ax=ax, label=f"{metric} proximity")
+    ax.set_title(f"Token-unigram proximity ({metric})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_pa(numbers: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    targets = list(numbers["targets"])
+    cands = [c for c in numbers["targets"][targets[0]] if c != numbers["base"]]
+    fig, ax = plt.subplots(figsize=(2 + 1.6 * len(targets), 3.5))
+    width = 0.8 / max(len(cands), 1)
+    for k, c in enumerate(cands):
+        vals = [numbers["targets"][t][c]["pa"] for t in targets]
+        ax.bar(np.arange(len(targets)) + k * width, vals, width, label=c)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(np.arange(len(targets)) + width * (len(cands) - 1) / 2, targets)
+    ax.set_ylabel(f"proximity advantage vs {numbers['base']}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,283 @@
+//! Token-unigram statistics: how often each token id occurs, counted from raw inputs (tokenized
+//! with the same readers and encoder as `prepare`) or from a prepared/mixed MDS dataset.
+//!
+//! Counts are u64 per id and mergeable by addition, so they are counted per batch or shard in
+//! parallel and summed; the result does not depend on the thread count.
+
+use std::collections::BinaryHeap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{mpsc, Arc};
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Location, Result};
+use crate::input::{self, RawRecord, ReadOptions};
+use crate::mds::{decode_ndarray, Dtype, Encoding, MdsDataset};
+use crate::record::{self, Extracted};
+use crate::tokenize::{Encoder, EncoderChoice};
+
+#[derive(Debug, Clone, Default)]
+pub struct Unigram {
+    pub counts: Vec<u64>,
+    /// Documents (raw inputs) or samples (datasets) counted.
+    pub documents: u64,
+    pub tokens: u64,
+    /// Records skipped as empty or unusable.
+    pub skipped: u64,
+}
+
+impl Unigram {
+    fn new(vocab: usize) -> Unigram {
+        Unigram {
+            counts: vec![0; vocab],
+            ..Default::default()
+        }
+    }
+
+    fn add_ids(&mut self, ids: &[u32]) {
+        for &t in ids {
+            let t = t as usize;
+            if t >= self.counts.len() {
+                self.counts.resize(t + 1, 0);
+            }
+            self.counts[t] += 1;
+        }
+        self.tokens += ids.len() as u64;
+    }
+
+    fn merge(mut self, other: Unigram) -> Unigram {
+        if other.counts.len() > self.counts.len() {
+            self.counts.resize(other.counts.len(), 0);
+        }
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.documents += other.documents;
+        self.tokens += other.tokens;
+        self.skipped += other.skipped;
+        self
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RawOptions {
+    pub inputs: Vec<String>,
+    pub tokenizer: PathBuf,
+    pub encoder: EncoderChoice,
+    /// Every listed field of a record is tokenized and counted (e.g. prompt and response).
+    pub fields: Vec<String>,
+    pub text_per_line: bool,
+    /// Count a sample of this many documents, chosen by (seed, file, line/row) only.
+    pub max_docs: Option<u64>,
+    /// Count only the first N tokens of each field (512 reproduces the paper's script).
+    pub max_tokens_per_doc: Option<usize>,
+    pub seed: u64,
+    pub threads: Option<usize>,
+}
+
+/// A record's sampling key: depends only on the seed and where the record is.
+fn sample_key(seed: u64, file: &str, unit: &crate::error::Unit) -> u64 {
+    let key = format!("midmix-sample\0{seed}\0{file}\0{unit:?}");
+    xxhash_rust::xxh3::xxh3_64(key.as_bytes())
+}
+
+/// Count token ids over raw inputs. Bad records are errors naming file and line/row; empty
+/// documents are skipped and counted.
+pub fn count_raw(opts: &RawOptions) -> Result<Unigram> {
+    let pool = crate::prepare::thread_pool(opts.threads)?;
+    let enc = Encoder::from_file(&opts.tokenizer, opts.encoder)?;
+    let files = input::discover(&opts.inputs)?;
+    let read_opts = ReadOptions {
+        fields: opts.fields.clone(),
+        text_per_line: opts.text_per_line,
+    };
+    let vocab = enc.vocab_size as usize;
+    let consumed = Arc::new(AtomicU64::new(0));
+
+    let mut total = Unigram::new(vocab);
+    let mut count_batch = |file: usize, records: Vec<RawRecord>| -> Result<()> {
+        let label = &files[file].label;
+        let parsed: Vec<(crate::error::Unit, Extracted)> = pool.install(|| {
+            records
+                .into_par_iter()
+                .map(|r| (r.unit, record::extract(r.payload, &opts.fields)))
+                .collect()
+        });
+        let mut texts: Vec<&str> = Vec::new();
+        for (unit, p) in &parsed {
+            match p {
+                Extracted::Fields(f) if f.iter().all(|s| s.is_empty()) => total.skipped += 1,
+                Extracted::Fields(f) => {
+                    total.documents += 1;
+                    texts.extend(f.iter().map(String::as_str));
+                }
+                Extracted::Rejected(reason, _) if reason.is_benign() => total.skipped += 1,
+                Extracted::Rejected(_, msg) => {
+                    return Err(Error::BadRecord {
+                        loc: Location {
+                            path: label.clone(),
+                            unit: *unit,
+                        },
+                        msg: msg.clone(),
+                    })
+                }
+            }
+        }
+        let ids = pool.install(|| enc.encode_batch(&texts))?;
+        let part = pool.install(|| {
+            ids.par_chunks(256)
+                .map(|chunk| {
+                    let mut u = Unigram::new(vocab);
+                    for doc in chunk {
+                        let n = opts
+                            .max_tokens_per_doc
+                            .map_or(doc.len(), |m| m.min(doc.len()));
+                        u.add_ids(&doc[..n]);
+                    }
+                    u
+                })
+                .reduce(|| Unigram::new(vocab), Unigram::merge)
+        });
+        total = std::mem::take(&mut total).merge(part);
+        Ok(())
+    };
+
+    match opts.max_docs {
+        // Choose the records first (the k smallest keys), then count only those, in input order.
+        Some(k) => {
+            let mut heap: BinaryHeap<(u64, usize, u64)> = BinaryHeap::new();
+            let mut kept: std::collections::HashMap<(usize, u64), RawRecord> = Default::default();
+            let mut seq = 0u64;
+            input::read_all(&files, &read_opts, &consumed, &mut |b| {
+                for rec in b.records {
+                    let key = sample_key(opts.seed, &files[b.file].label, &rec.unit);
+                    seq += 1;
+                    if (heap.len() as u64) < k {
+                        heap.push((key, b.file, seq));
+                        kept.insert((b.file, seq), rec);
+                    } else if heap.peek().is_some_and(|top| key < top.0) {
+                        if let Some((_, f, s)) = heap.pop() {
+                            kept.remove(&(f, s));
+                        }
+                        heap.push((key, b.file, seq));
+                        kept.insert((b.file, seq), rec);
+                    }
+                }
+                true
+            })?;
+            let mut chosen: Vec<((usize, u64), RawRecord)> = kept.into_iter().collect();
+            chosen.sort_by_key(|(k, _)| *k);
+            let mut batch: Vec<RawRecord> = Vec::new();
+            let mut batch_file = usize::MAX;
+            for ((f, _), rec) in chosen {
+                if f != batch_file && !batch.is_empty() {
+                    count_batch(batch_file, std::mem::take(&mut batch))?;
+                }
+                batch_file = f;
+                batch.push(rec);
+            }
+            if !batch.is_empty() {
+                count_batch(batch_file, batch)?;
+            }
+        }
+        // Stream: one reader thread, batches counted as they arrive.
+        None => {
+            let (tx, rx) = mpsc::sync_channel::<input::RawBatch>(2);
+            let reader_files = files.clone();
+            let reader = std::thread::spawn(move || {
+                input::read_all(&reader_files, &read_opts, &consumed, &mut |b| {
+                    tx.send(b).is_ok()
+                })
+            });
+            let mut result = Ok(());
+            for b in rx.iter() {
+                result = count_batch(b.file, b.records);
+                if result.is_err() {
+                    break;
+                }
+            }
+            drop(rx);
+            let read = reader
+                .join()
+                .map_err(|_| Error::Config("input reader thread panicked".into()))?;
+            result?;
+            read?;
+        }
+    }
+    Ok(total)
+}
+
+/// Count token ids of a prepared or mixed dataset (`tokens`, or SFT `input_ids`), without
+/// re-tokenizing. `exclude` ids (the EOS/BOS `prepare` inserted) are not counted.
+pub fn count_dataset(dir: &Path, exclude: &[u32], threads: Option<usize>) -> Result<Unigram> {
+    let pool = crate::prepare::thread_pool(threads)?;
+    let ds = MdsDataset::open(dir)?;
+    let col = ds
+        .column_index("tokens")
+        .or_else(|| ds.column_index("input_ids"))
+        .ok_or_else(|| Error::dataset(dir, "has no tokens or input_ids column"))?;
+    let enc = ds.columns[col].encoding.clone();
+    let vocab = match &enc {
+        Encoding::NdArray {
+            dtype: Some(Dtype::U16),
+            ..
+        } => 1 << 16,
+        _ => 0,
+    };
+    let counted = pool.install(|| {
+        (0..ds.shards.len())
+            .into_par_iter()
+            .map(|si| -> Result<Unigram> {
+                let shard = ds.load_shard(si)?;
+                let mut u = Unigram::new(vocab);
+                for i in 0..shard.len() {
+                    let bad = || Error::dataset(dir, format!("shard {si} sample {i} is corrupt"));
+                    let cols = ds
+                        .split_sample(shard.sample(i).ok_or_else(bad)?)
+                        .ok_or_else(bad)?;
+                    let (dtype, _, values) = decode_ndarray(&enc, cols[col]).ok_or_else(bad)?;
+                    match dtype {
+                        Dtype::U16 => {
+                            for c in values.chunks_exact(2) {
+                                let t = u16::from_le_bytes([c[0], c[1]]) as usize;
+                                u.counts[t] += 1;
+                            }
+                            u.tokens += (values.len() / 2) as u64;
+                        }
+                        _ => {
+                            let ids = crate::pack::bytes_to_ids(values, dtype);
+                            u.add_ids(&ids);
+                        }
+                    }
+                    u.documents += 1;
+                }
+                Ok(u)
+            })
+            .try_reduce(|| Unigram::new(vocab), |a, b| Ok(a.merge(b)))
+    })?;
+    let mut u = counted;
+    for &t in exclude {
+        if let Some(c) = u.counts.get_mut(t as usize) {
+            u.tokens -= *c;
+            *c = 0;
+        }
+    }
+    Ok(u)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_merge_by_addition() {
+        let mut a = Unigram::new(4);
+        a.add_ids(&[0, 1, 1, 3]);
+        let mut b = Unigram::new(2);
+        b.add_ids(&[1, 5]);
+        let m = a.merge(b);
+        assert_eq!(m.counts, vec![1, 3, 0, 1, 0, 1]);
+        assert_eq!(m.tokens, 6);
+    }
+}
