@@ -116,12 +116,21 @@ def write_matrix_csv(m: dict, path: Path) -> None:
                 w.writerow([a, b, *[f"{m[a][b][k]:.6f}" for k in METRICS]])
 
 
-def plot_heatmap(m: dict, path: Path, metric: str = "combined") -> None:
-    import matplotlib
-
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise ConfigError("--plot needs matplotlib: pip install 'midmix[plot]'") from e
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_heatmap(m: dict, path: Path, metric: str = "combined") -> None:
     import numpy as np
+
+    plt = _pyplot()
 
     names = list(m)
     grid = np.array([[m[a][b][metric] for b in names] for a in names])
@@ -141,11 +150,9 @@ def plot_heatmap(m: dict, path: Path, metric: str = "combined") -> None:
 
 
 def plot_pa(numbers: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    plt = _pyplot()
 
     targets = list(numbers["targets"])
     cands = [c for c in numbers["targets"][targets[0]] if c != numbers["base"]]
