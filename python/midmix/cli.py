@@ -267,11 +267,13 @@ def proximity_cmd(targets: tuple[str, ...], base: str | None, candidates: str, m
                   csv_out: Path | None, plot: Path | None) -> None:
     """Proximity of candidate midtraining data to target data, and its advantage over the base."""
     from midmix import proximity_cli as pc
+    from midmix.proximity import UnigramStats
 
     root = registry.data_root(data_root)
-    load = lambda spec: pc.load_source(spec, tokenizer=tokenizer, data_root=root,  # noqa: E731
-                                       fields=fields.split(",") if fields else None, max_docs=max_docs,
-                                       max_tokens_per_doc=max_tokens_per_doc, seed=seed)
+
+    def load(spec: str) -> UnigramStats:
+        return pc.load_source(spec, tokenizer=tokenizer, data_root=root, fields=fields.split(",") if fields else None,
+                              max_docs=max_docs, max_tokens_per_doc=max_tokens_per_doc, seed=seed)
     try:
         weights = dict(mixspec.parse_weights(",".join(mixes))) if mixes else {}
         tgt = [load(t) for t in targets]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from midmix import registry
 from midmix._core import ConfigError, Tokenizer
-from midmix.proximity import UnigramStats, proximity, proximity_advantage
+from midmix.proximity import UnigramStats, proximity
 
 METRICS = ["combined", "vocab_jaccard", "overlap_ratio", "cosine", "jsd", "js_similarity", "kl_smoothed",
            "jsd_normalized"]
@@ -76,23 +76,25 @@ def summary_lines(s: UnigramStats, tokenizer: str | None, top: int) -> list[str]
 
 def pa_table(targets: list[UnigramStats], base: UnigramStats,
              candidates: list[UnigramStats]) -> tuple[list[str], dict]:
-    """Lines to print and the numbers for --json: every metric per (target, candidate), with PA."""
+    """Lines to print and the numbers for --json: every metric per (target, source), with PA and
+    KL(target‖source)."""
     out: dict = {"base": base.name, "targets": {}}
     lines = []
     for t in targets:
-        base_scores = proximity(base, t)
-        rows = {base.name: {**base_scores, "pa": 0.0}}
-        for c in candidates:
-            rows[c.name] = {**proximity(c, t), "pa": proximity_advantage(c, t, base)}
+        base_combined = proximity(base, t)["combined"]
+        rows = {}
+        for s in [base, *candidates]:
+            r = proximity(s, t)
+            rows[s.name] = {**r, "pa": r["combined"] - base_combined,
+                            "kl_target_to_source": proximity(t, s)["kl_smoothed"]}
         out["targets"][t.name] = rows
         lines.append(f"\ntarget {t.name}")
         lines.append(f"  {'source':<28}{'PA':>9}{'combined':>10}{'jaccard':>9}{'cosine':>9}{'JSD':>8}"
                      f"{'js_sim':>8}{'KL(t|s)':>9}")
         for name, r in sorted(rows.items(), key=lambda kv: -kv[1]["pa"]):
-            kl = proximity(t, [s for s in [base, *candidates] if s.name == name][0])["kl_smoothed"]
-            r["kl_target_to_source"] = kl
             lines.append(f"  {name:<28}{r['pa']:>+9.4f}{r['combined']:>10.4f}{r['vocab_jaccard']:>9.4f}"
-                         f"{r['cosine']:>9.4f}{r['jsd']:>8.4f}{r['js_similarity']:>8.4f}{kl:>9.4f}")
+                         f"{r['cosine']:>9.4f}{r['jsd']:>8.4f}{r['js_similarity']:>8.4f}"
+                         f"{r['kl_target_to_source']:>9.4f}")
     return lines, out
 
 
