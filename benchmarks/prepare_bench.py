@@ -17,16 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from timing import measure
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
@@ -35,16 +33,6 @@ GPT2 = SHARED / "tokenizers" / "gpt2.json"
 # GPT-2's pre-tokenization pattern, as tiktoken's own `gpt2` encoding defines it.
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
-
-def cpu_seconds() -> float:
-    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
-
-
-def measure(fn: Callable[[], object]) -> tuple[float, float]:
-    c0, t0 = cpu_seconds(), time.perf_counter()
-    fn()
-    return time.perf_counter() - t0, cpu_seconds() - c0
 
 
 def build_corpus(path: Path, mb: float) -> list[str]:
