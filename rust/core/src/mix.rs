@@ -351,21 +351,10 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
     };
     let stop_at_limit = opts.on_exhaust == OnExhaust::Stop || schedule.total().is_none();
     let planned_len = schedule.total().unwrap_or_else(|| avail.iter().sum());
-    let plan = if stop_at_limit {
-        plan::build(
-            &schedule,
-            planned_len,
-            if opts.exact_per_batch { g } else { 0 },
-            &|i, c| c < avail[i],
-        )
-    } else {
-        plan::build(
-            &schedule,
-            planned_len,
-            if opts.exact_per_batch { g } else { 0 },
-            &|_, _| true,
-        )
-    };
+    let batch = if opts.exact_per_batch { g } else { 0 };
+    let plan = plan::build(&schedule, planned_len, batch, &|i, c| {
+        !stop_at_limit || c < avail[i]
+    });
     let mut used = vec![0u64; k];
     for &s in &plan.sources {
         used[s as usize] += 1;

@@ -448,6 +448,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Report> {
     progress.finish();
 
     let elapsed = started.elapsed().as_secs_f64();
+    let text_mb_per_s = counts.text_bytes as f64 / 1e6 / elapsed.max(1e-9);
     let mut hashes = opts.writer.hashes.clone();
     hashes.sort();
     hashes.dedup();
@@ -501,11 +502,9 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Report> {
         run: RunInfo {
             elapsed_s: elapsed,
             threads: pool.current_num_threads(),
-            text_mb_per_s: 0.0,
+            text_mb_per_s,
         },
     };
-    let mut report = report;
-    report.run.text_mb_per_s = report.counts.text_bytes as f64 / 1e6 / elapsed.max(1e-9);
     report.write(staged.path())?;
     staged.commit()?;
     Ok(report)
