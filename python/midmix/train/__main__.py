@@ -1,0 +1,5 @@
+import sys
+
+from midmix.train.run import main
+
+sys.exit(main())

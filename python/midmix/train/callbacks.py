@@ -1,0 +1,237 @@
+"""In-loop measurements as Composer callbacks: held-out losses (forgetting, in-domain), the mixture
+actually consumed against the plan, gradient alignment, and a per-step audit of the batches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from composer.core import Callback, State
+from composer.core.precision import get_precision_context
+from composer.loggers import Logger
+from composer.utils import dist
+
+from midmix.train.datasets import EvalSet
+from midmix.train.models import IGNORE, labels_of, shifted_loss
+
+
+def _due(state: State, every: int) -> bool:
+    return int(state.timestamp.batch) % every == 0
+
+
+def _sum_over_ranks(values: list[float]) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    if dist.get_world_size() > 1:
+        # gloo and nccl both reduce float64; on GPU the tensor must live there.
+        if torch.cuda.is_available() and torch.distributed.get_backend() == "nccl":
+            t = t.cuda()
+        dist.all_reduce(t, reduce_operation="SUM")
+    return t.cpu().tolist()
+
+
+def evaluate_loss(state: State, evalset: EvalSet) -> float:
+    """Mean next-token loss over every scored token of the set (all ranks together)."""
+    model = state.model
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad(), get_precision_context(state.precision):
+        for batch in evalset.batches():
+            batch = state.device.batch_to_device(batch)
+            logits = model(batch)
+            labels = labels_of(batch)
+            total += float(shifted_loss(logits, labels, reduction="sum"))
+            count += int((labels[:, 1:] != IGNORE).sum())
+    model.train(was_training)
+    total, count = _sum_over_ranks([total, float(count)])
+    return total / max(count, 1.0)
+
+
+class LossEval(Callback):
+    """Loss on a held-out set at fit start, every `every` batches and at fit end, logged as
+    `{prefix}/loss` with `{prefix}/delta`, its change since this run started (kept across resumes)."""
+
+    def __init__(self, prefix: str, evalset: EvalSet, every: int) -> None:
+        self.prefix, self.evalset, self.every = prefix, evalset, every
+        self.start: float | None = None
+        self.last_batch: int | None = None
+
+    def _measure(self, state: State, logger: Logger) -> None:
+        loss = evaluate_loss(state, self.evalset)
+        if self.start is None:
+            self.start = loss
+        self.last_batch = int(state.timestamp.batch)
+        logger.log_metrics({f"{self.prefix}/loss": loss, f"{self.prefix}/delta": loss - self.start})
+
+    def fit_start(self, state: State, logger: Logger) -> None:
+        if self.start is None:  # a resumed run already has its starting value
+            self._measure(state, logger)
+
+    def batch_end(self, state: State, logger: Logger) -> None:
+        if _due(state, self.every):
+            self._measure(state, logger)
+
+    def fit_end(self, state: State, logger: Logger) -> None:
+        if self.last_batch != int(state.timestamp.batch):
+            self._measure(state, logger)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"start": self.start}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.start = state.get("start")
+
+
+class ForgettingEval(LossEval):
+    """Held-out general text: its loss and how far it has risen since the run started (Δ_P)."""
+
+    def __init__(self, evalset: EvalSet, every: int) -> None:
+        super().__init__("forgetting", evalset, every)
+
+
+class DomainEval(LossEval):
+    """Target-domain validation loss."""
+
+    def __init__(self, evalset: EvalSet, every: int) -> None:
+        super().__init__("domain", evalset, every)
+
+
+def planned_counts(report: dict[str, Any], n: int) -> np.ndarray:
+    """The plan's cumulative target T_i(n) = Σ_{t<n} w_i(t), from a mix's midmix.json phases (a ramp
+    phase of length L moves from the previous weights to its own: w(t) = p + (w − p)(t − s + 1)/L)."""
+    names = report["sources"]
+    out = np.zeros(len(names))
+    prev = None
+    for phase in report["phases"]:
+        s, e = int(phase["start_sample"]), int(phase["end_sample"])
+        raw = np.array([float(phase["weights"].get(name, 0.0)) for name in names])
+        w = raw / raw.sum()
+        b = min(n, e)
+        if b > s:
+            if phase["ramp"] and prev is not None:
+                length = e - s
+                steps = (b - s) * (b - s + 1) / 2  # Σ_{t=s}^{b-1} (t − s + 1)
+                out += (b - s) * prev + (w - prev) * steps / length
+            else:
+                out += (b - s) * w
+        prev = w
+        if n <= e:
+            break
+    if n > int(report["phases"][-1]["end_sample"]):  # a later pass holds the last weights
+        out += (n - int(report["phases"][-1]["end_sample"])) * prev
+    return out
+
+
+class MixtureMonitor(Callback):
+    """Per-source shares of the samples consumed since this run started (from the batches' `source`
+    column, summed over ranks) against the plan in the mix's midmix.json over the same samples."""
+
+    def __init__(self, report: dict[str, Any], every: int) -> None:
+        self.report, self.every = report, every
+        self.names: list[str] = list(report["sources"])
+        self.counts = np.zeros(len(self.names), dtype=np.int64)
+        self.start_sample: int | None = None
+
+    def fit_start(self, state: State, logger: Logger) -> None:
+        if self.start_sample is None:
+            self.start_sample = int(state.timestamp.sample)
+
+    def after_dataloader(self, state: State, logger: Logger) -> None:
+        source = state.batch.get("source") if isinstance(state.batch, dict) else None
+        if source is not None:
+            self.counts += np.bincount(source.cpu().numpy(), minlength=len(self.names))[:len(self.names)]
+
+    def batch_end(self, state: State, logger: Logger) -> None:
+        if _due(state, self.every):
+            self._log(state, logger)
+
+    def fit_end(self, state: State, logger: Logger) -> None:
+        if not _due(state, self.every):
+            self._log(state, logger)
+
+    def _log(self, state: State, logger: Logger) -> None:
+        counts = np.array(_sum_over_ranks([float(c) for c in self.counts]))
+        seen = counts.sum()
+        if seen == 0:
+            return
+        start = self.start_sample or 0
+        plan = planned_counts(self.report, start + int(seen)) - planned_counts(self.report, start)
+        metrics = {"mixture/max_abs_error_samples": float(np.abs(counts - plan).max())}
+        for name, c, p in zip(self.names, counts, plan, strict=True):
+            metrics[f"mixture/{name}/share"] = float(c / seen)
+            metrics[f"mixture/{name}/planned"] = float(p / seen)
+        logger.log_metrics(metrics)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"counts": self.counts.tolist(), "start_sample": self.start_sample}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.counts = np.array(state["counts"], dtype=np.int64)
+        self.start_sample = state["start_sample"]
+
+
+class GradientAlignment(Callback):
+    """Every `every` batches: cosine and dot product between the gradient of the loss on general probe
+    batches and on the current training batch, the alignment term (A) of the paper's forgetting bound.
+    Runs after the optimizer step, on gradients the next step clears anyway."""
+
+    def __init__(self, probe: EvalSet, every: int, batches: int = 1) -> None:
+        self.probe, self.every, self.batches = probe, every, batches
+
+    def _gradient(self, state: State, batches: list[dict[str, torch.Tensor]]) -> tuple[list[torch.Tensor], bool]:
+        model = state.model
+        model.zero_grad(set_to_none=True)
+        with get_precision_context(state.precision):
+            for batch in batches:
+                batch = state.device.batch_to_device(batch)
+                loss = shifted_loss(model(batch), labels_of(batch)) / len(batches)
+                loss.backward()
+        grads, sharded = [], False
+        for p in model.parameters():
+            if p.grad is None:
+                continue
+            g = p.grad
+            if hasattr(g, "to_local"):  # FSDP2: this rank's shard of a DTensor
+                g, sharded = g.to_local(), True
+            grads.append(g.detach().float().reshape(-1).clone())
+        model.zero_grad(set_to_none=True)
+        return grads, sharded
+
+    def batch_end(self, state: State, logger: Logger) -> None:
+        if not _due(state, self.every):
+            return
+        train_batch = {k: v for k, v in state.batch.items() if k in ("input_ids", "labels")}
+        general, sharded = self._gradient(state, list(self.probe.batches(self.batches)))
+        train, _ = self._gradient(state, [train_batch])
+        dot = sum(float((a * b).sum()) for a, b in zip(general, train, strict=True))
+        n_general = sum(float((a * a).sum()) for a in general)
+        n_train = sum(float((b * b).sum()) for b in train)
+        if sharded:
+            dot, n_general, n_train = _sum_over_ranks([dot, n_general, n_train])
+        denom = math.sqrt(n_general) * math.sqrt(n_train)
+        logger.log_metrics({"alignment/cosine": dot / denom if denom > 0 else 0.0, "alignment/dot": dot,
+                            "alignment/general_grad_norm": math.sqrt(n_general),
+                            "alignment/train_grad_norm": math.sqrt(n_train)})
+
+
+class DataAudit(Callback):
+    """One line per step and rank in `audit-rank{R}.jsonl`: the step, a sha256 of the batch's token ids
+    and its per-source counts. After a resume, the later line for a step wins."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / f"audit-rank{dist.get_global_rank()}.jsonl"
+
+    def after_dataloader(self, state: State, logger: Logger) -> None:
+        ids = state.batch["input_ids"]
+        record: dict[str, Any] = {"step": int(state.timestamp.batch),
+                                  "sha256": hashlib.sha256(ids.cpu().numpy().astype("<i8").tobytes()).hexdigest(),
+                                  "samples": int(ids.shape[0])}
+        if "source" in state.batch:
+            record["sources"] = np.bincount(state.batch["source"].cpu().numpy()).tolist()
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")

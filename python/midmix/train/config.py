@@ -1,0 +1,359 @@
+"""Training recipes: the YAML schema, loading with `key=value` overrides, and validation.
+
+A recipe is read with `yaml.safe_load`, then checked against the dataclasses below: an unknown key or
+a value of the wrong type is a `ConfigError` that names the dotted key (`optimizer.lr`, …).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from midmix._core import ConfigError
+
+ARCHS = ("tiny", "pythia-14m", "pythia-70m", "pythia-160m", "pythia-410m", "pythia-1b")
+PRECISIONS = ("auto", "fp32", "amp_bf16", "amp_fp16")
+_DURATION = re.compile(r"^\s*\d+\s*(ba|ep|sp|tok)\s*$")
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "tiny"
+    # Where the starting weights come from: None (random init from `seed`), a local Hugging Face model
+    # directory (config.json + weights), or a midmix/Composer checkpoint file (weights only).
+    init_from: str | None = None
+    vocab_size: int | None = None  # default: the architecture's (50304 for the Pythia family)
+    max_position_embeddings: int | None = None  # default: the training data's sequence length
+
+
+@dataclass
+class DataSetConfig:
+    path: str = ""
+    # tokens: a prepared or mixed pretraining dataset (loss on every token);
+    # sft: `prepare --mode sft` output (loss where labels != -100).
+    kind: str = "tokens"
+    # Python-style slice of the samples, in counts or percents: "0:90%", "90%:", ":512".
+    select: str | None = None
+    # tokens only: read through the midmix loader or through `streaming.StreamingDataset`.
+    loader: str = "midmix"
+    num_workers: int = 0
+    shuffle: bool = True  # sft only; a mix is always read in the order build-mix wrote it
+
+
+@dataclass
+class EvalSetConfig:
+    path: str = ""
+    kind: str = "tokens"
+    select: str | None = None
+    max_samples: int | None = 256
+
+
+@dataclass
+class DataConfig:
+    train: DataSetConfig = field(default_factory=DataSetConfig)
+    eval: dict[str, EvalSetConfig] = field(default_factory=dict)
+    global_batch_size: int = 8
+    micro_batch_size: int | None = None  # per device; default: global / world size (no accumulation)
+    eval_batch_size: int = 8
+
+
+@dataclass
+class OptimizerConfig:
+    lr: float = 3e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    weight_decay: float = 0.1
+    eps: float = 1e-8
+    grad_clip: float | None = 1.0
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "cosine"  # cosine | wsd | constant
+    warmup: float = 0.1  # fraction of the whole duration
+    min_lr: float = 1e-6
+    # wsd: the decay runs from decay_start (fraction of the duration) to the end.
+    decay_start: float = 0.8
+    decay_shape: str = "linear"  # linear | cosine | sqrt
+
+
+@dataclass
+class BranchConfig:
+    # Start from another run's checkpoint at `step`: weights, optimizer, scheduler, time and data
+    # position (step · global batch) all continue; the callbacks start afresh.
+    run: str = ""  # the base run's directory (its checkpoints/ folder is searched)
+    step: int = 0
+
+
+@dataclass
+class LossEvalConfig:
+    eval: str = ""  # a key of data.eval
+    interval: str = "100ba"
+
+
+@dataclass
+class MixtureConfig:
+    interval: str = "10ba"
+
+
+@dataclass
+class AlignmentConfig:
+    probe: str = ""  # a key of data.eval: the general data whose gradient is compared
+    interval: str = "100ba"
+    batches: int = 1
+
+
+@dataclass
+class CallbacksConfig:
+    forgetting: LossEvalConfig | None = None
+    domain: LossEvalConfig | None = None
+    mixture: MixtureConfig | None = None
+    gradient_alignment: AlignmentConfig | None = None
+    audit: bool = False  # write each step's batch digest per rank (audit-rank{R}.jsonl)
+
+
+@dataclass
+class LoggersConfig:
+    jsonl: bool = True
+    tensorboard: bool = False
+    console_interval: str = "10ba"
+    progress_bar: bool = True
+
+
+@dataclass
+class CheckpointConfig:
+    interval: str | None = "1000ba"
+    steps: list[int] = field(default_factory=list)  # extra steps to save at (branch points)
+    keep: int = -1
+    autoresume: bool = True
+    weights_only: bool = False
+
+
+@dataclass
+class FsdpConfig:
+    reshard_after_forward: bool = True
+    activation_checkpointing: bool = False
+    state_dict_type: str = "full"  # full checkpoints load on any world size
+
+
+@dataclass
+class TrainConfig:
+    run_name: str = "run"
+    run_dir: str = "runs/run"
+    seed: int = 17
+    duration: str = "100ba"
+    precision: str = "auto"
+    device: str = "auto"  # auto | cpu | gpu
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    branch: BranchConfig | None = None
+    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
+    loggers: LoggersConfig = field(default_factory=LoggersConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    fsdp: FsdpConfig | None = None
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    """`value` as type `tp`, or a ConfigError naming `key`."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} fits none of "
+                          f"{' | '.join(_type_name(a) for a in args)}")
+    if dataclasses.is_dataclass(tp):
+        return build(tp, {} if value is None else value, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        _, item = typing.get_args(tp)
+        return {str(k): _convert(item, v, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads 3e-4 as a string
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+
+
+def build(cls: type, data: Any, prefix: str = "") -> Any:
+    """Construct dataclass `cls` from a mapping, rejecting unknown keys."""
+    where = prefix or "recipe"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(map(str, data)) - names)
+    if unknown:
+        bad = ", ".join(f"{prefix}.{k}" if prefix else k for k in unknown)
+        raise ConfigError(f"unknown key {bad} in {where}; known: {', '.join(sorted(names))}")
+    kwargs = {k: _convert(hints[k], v, f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """`optimizer.lr=1e-3` sets data['optimizer']['lr'] (the value is parsed as YAML)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"bad override {item!r}: use KEY=VALUE, e.g. optimizer.lr=1e-3")
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"bad override {item!r}: {part} is not a mapping")
+        node = child
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def check_duration(value: str, key: str) -> None:
+    if not _DURATION.match(value):
+        raise ConfigError(f"{key}: {value!r} is not a duration such as 1000ba, 4ep, 65536sp or 2000000tok")
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Checks that need more than one field or a closed set of values."""
+    check_duration(cfg.duration, "duration")
+    if cfg.model.arch not in ARCHS:
+        raise ConfigError(f"model.arch: {cfg.model.arch!r} is not one of {', '.join(ARCHS)}")
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"precision: {cfg.precision!r} is not one of {', '.join(PRECISIONS)}")
+    if cfg.device not in ("auto", "cpu", "gpu"):
+        raise ConfigError(f"device: {cfg.device!r} is not one of auto, cpu, gpu")
+    if not cfg.data.train.path:
+        raise ConfigError("data.train.path: required")
+    for key, ds in [("data.train", cfg.data.train), *((f"data.eval.{k}", v) for k, v in cfg.data.eval.items())]:
+        if ds.kind not in ("tokens", "sft"):
+            raise ConfigError(f"{key}.kind: {ds.kind!r} is not one of tokens, sft")
+        if not ds.path:
+            raise ConfigError(f"{key}.path: required")
+        if ds.select is not None:
+            parse_select(ds.select, 100, f"{key}.select")
+    if cfg.data.train.loader not in ("midmix", "streaming"):
+        raise ConfigError(f"data.train.loader: {cfg.data.train.loader!r} is not one of midmix, streaming")
+    if cfg.data.global_batch_size < 1:
+        raise ConfigError("data.global_batch_size: must be at least 1")
+    sch = cfg.schedule
+    if sch.name not in ("cosine", "wsd", "constant"):
+        raise ConfigError(f"schedule.name: {sch.name!r} is not one of cosine, wsd, constant")
+    if not 0 <= sch.warmup < 1:
+        raise ConfigError(f"schedule.warmup: {sch.warmup} must be a fraction in [0, 1)")
+    if sch.name == "wsd" and not sch.warmup <= sch.decay_start <= 1:
+        raise ConfigError(f"schedule.decay_start: {sch.decay_start} must lie in [warmup, 1]")
+    if sch.decay_shape not in ("linear", "cosine", "sqrt"):
+        raise ConfigError(f"schedule.decay_shape: {sch.decay_shape!r} is not one of linear, cosine, sqrt")
+    if not 0 <= sch.min_lr <= cfg.optimizer.lr:
+        raise ConfigError(f"schedule.min_lr: {sch.min_lr} must lie in [0, optimizer.lr]")
+    if len(cfg.optimizer.betas) != 2:
+        raise ConfigError("optimizer.betas: needs two values, e.g. [0.9, 0.95]")
+    cbs = cfg.callbacks
+    for name, cb in [("forgetting", cbs.forgetting), ("domain", cbs.domain)]:
+        if cb is not None:
+            if cb.eval not in cfg.data.eval:
+                raise ConfigError(f"callbacks.{name}.eval: {cb.eval!r} is not a key of data.eval "
+                                  f"({', '.join(cfg.data.eval) or 'none defined'})")
+            check_duration(cb.interval, f"callbacks.{name}.interval")
+    if cbs.mixture is not None:
+        check_duration(cbs.mixture.interval, "callbacks.mixture.interval")
+    if cbs.gradient_alignment is not None:
+        if cbs.gradient_alignment.probe not in cfg.data.eval:
+            raise ConfigError(f"callbacks.gradient_alignment.probe: {cbs.gradient_alignment.probe!r} is not a key "
+                              "of data.eval")
+        check_duration(cbs.gradient_alignment.interval, "callbacks.gradient_alignment.interval")
+    check_duration(cfg.loggers.console_interval, "loggers.console_interval")
+    if cfg.checkpoint.interval is not None:
+        check_duration(cfg.checkpoint.interval, "checkpoint.interval")
+    if cfg.branch is not None:
+        if not cfg.branch.run:
+            raise ConfigError("branch.run: required (the base run's directory)")
+        if cfg.branch.step < 1:
+            raise ConfigError("branch.step: must be at least 1")
+        if cfg.model.init_from is not None:
+            raise ConfigError("model.init_from and branch exclude each other: a branch starts from its base run")
+    if cfg.fsdp is not None and cfg.fsdp.state_dict_type not in ("full", "sharded"):
+        raise ConfigError(f"fsdp.state_dict_type: {cfg.fsdp.state_dict_type!r} is not one of full, sharded")
+
+
+def parse_select(text: str, n: int, key: str = "select") -> range:
+    """`"0:90%"`, `"90%:"`, `":512"` → a range of sample indices out of n."""
+    start, sep, stop = text.partition(":")
+    if not sep:
+        raise ConfigError(f"{key}: {text!r} is not START:STOP, e.g. 0:90% or 90%:")
+
+    def bound(part: str, default: int) -> int:
+        part = part.strip()
+        if not part:
+            return default
+        try:
+            if part.endswith("%"):
+                return round(n * float(part[:-1]) / 100)
+            value = int(part)
+        except ValueError as e:
+            raise ConfigError(f"{key}: {part!r} is neither a count nor a percentage") from e
+        return value if value >= 0 else max(n + value, 0)
+
+    lo, hi = bound(start, 0), bound(stop, n)
+    return range(min(lo, n), min(hi, n))
+
+
+def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[TrainConfig, dict[str, Any]]:
+    """The validated recipe, and the raw mapping it came from (with overrides applied)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"{path}: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from e
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe is a mapping of keys, got {type(data).__name__}")
+    for item in overrides:
+        apply_override(data, item)
+    try:
+        cfg = build(TrainConfig, data)
+        validate(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from e
+    return cfg, data

@@ -1,0 +1,233 @@
+"""One training run from a recipe: build the model, loaders, callbacks and Composer Trainer, then fit.
+
+`composer [-n N] -m midmix.train RECIPE [key=value ...]` runs it on N processes; `midmix train RECIPE`
+in this one. The run directory gets `config.yaml`, `metrics.jsonl`, `checkpoints/` and, when the run
+completes, `summary.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from composer import Trainer
+from composer.algorithms import GradientClipping
+from composer.core import DataSpec, Event, State
+from composer.devices import DeviceCPU, DeviceGPU
+from composer.callbacks import LRMonitor
+from composer.loggers import TensorboardLogger
+from composer.utils import FSDP2Config, create_interval_scheduler, dist, reproducibility
+
+from midmix._core import ConfigError
+from midmix.train import config as cfgmod
+from midmix.train.callbacks import DataAudit, DomainEval, ForgettingEval, GradientAlignment, MixtureMonitor
+from midmix.train.config import TrainConfig
+from midmix.train.datasets import EvalSet, check_kind, dataset_info, train_loader
+from midmix.train.loggers import JSONLLogger, read_metrics
+from midmix.train.models import IGNORE, build_model
+from midmix.train.schedules import DurationSchedule
+
+
+def _batches(interval: str, key: str) -> int:
+    """Callback intervals are counted in batches: `100ba`."""
+    text = interval.strip()
+    if not text.endswith("ba") or not text[:-2].strip().isdigit() or int(text[:-2]) < 1:
+        raise ConfigError(f"{key}: {interval!r}: callback intervals are given in batches, e.g. 100ba")
+    return int(text[:-2])
+
+
+def _tokens_in(batch: dict[str, torch.Tensor]) -> int:
+    """Tokens trained on: every token of a pretraining batch, the non-padding ones of an SFT batch."""
+    if "labels" in batch:
+        return int((batch["labels"] != IGNORE).sum())
+    return int(batch["input_ids"].numel())
+
+
+def branch_checkpoint(cfg: TrainConfig) -> Path:
+    assert cfg.branch is not None
+    folder = Path(cfg.branch.run) / "checkpoints"
+    found = sorted(folder.glob(f"ep*-ba{cfg.branch.step}-rank0.pt"))
+    if not found:
+        steps = sorted({int(p.name.split("-ba")[1].split("-")[0]) for p in folder.glob("ep*-ba*-rank0.pt")})
+        raise ConfigError(f"branch: no checkpoint at step {cfg.branch.step} in {folder}; saved steps: "
+                          f"{', '.join(map(str, steps)) or 'none'} (add the step to the base's checkpoint.steps)")
+    return found[-1]
+
+
+def _drop_callback_state(state_dict: dict[str, Any]) -> None:
+    # A branch is a new run: its callbacks measure from the branch point, not from the base's start.
+    state_dict.get("state", {}).pop("callbacks", None)
+
+
+def _save_interval(cfg: TrainConfig) -> Callable[[State, Event], bool]:
+    periodic = create_interval_scheduler(cfg.checkpoint.interval) if cfg.checkpoint.interval else None
+    extra = set(cfg.checkpoint.steps)
+
+    def due(state: State, event: Event) -> bool:
+        if periodic is not None and periodic(state, event):
+            return True
+        if event == Event.FIT_END or (periodic is None and state.timestamp >= state.max_duration):
+            return True
+        return event == Event.BATCH_CHECKPOINT and int(state.timestamp.batch) in extra
+
+    return due
+
+
+def build_trainer(cfg: TrainConfig, raw: dict[str, Any]) -> Trainer:
+    use_gpu = cfg.device == "gpu" or (cfg.device == "auto" and torch.cuda.is_available())
+    device = DeviceGPU() if use_gpu else DeviceCPU()
+    # The process group must exist before any dataset (StreamingDataset would make its own).
+    dist.initialize_dist(device, timeout=600)
+    run_dir = Path(cfg.run_dir)
+    if dist.get_global_rank() == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    dist.barrier()
+
+    info = dataset_info(cfg.data.train.path, "data.train")
+    check_kind(info, cfg.data.train.kind, "data.train")
+    evalsets = {name: EvalSet(name, e, cfg.data.eval_batch_size) for name, e in cfg.data.eval.items()}
+    reproducibility.seed_all(cfg.seed)
+    max_positions = cfg.model.max_position_embeddings or max(2048, info.seq_len)
+    init_from = cfg.model.init_from
+    if init_from is not None and (Path(init_from) / "checkpoints").is_dir():
+        init_from = str(Path(init_from) / "checkpoints" / "latest-rank0.pt")  # a run directory
+    model = build_model(cfg.model.arch, init_from, cfg.model.vocab_size, max_positions, info.vocab_size)
+
+    loader = train_loader(cfg.data.train, info, cfg.data.global_batch_size, cfg.seed)
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (decay if p.ndim >= 2 else no_decay).append(p)  # no weight decay on biases and norms
+    opt = cfg.optimizer
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": opt.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=opt.lr, betas=(opt.betas[0], opt.betas[1]), eps=opt.eps)
+
+    cbs = cfg.callbacks
+    callbacks: list[Any] = [LRMonitor()]
+    if cbs.forgetting is not None:
+        callbacks.append(ForgettingEval(evalsets[cbs.forgetting.eval],
+                                        _batches(cbs.forgetting.interval, "callbacks.forgetting.interval")))
+    if cbs.domain is not None:
+        callbacks.append(DomainEval(evalsets[cbs.domain.eval], _batches(cbs.domain.interval, "callbacks.domain.interval")))
+    if cbs.mixture is not None:
+        if info.kind != "mix":
+            raise ConfigError(f"callbacks.mixture: {info.path} is not a build-mix output (no plan to compare with)")
+        callbacks.append(MixtureMonitor(info.report, _batches(cbs.mixture.interval, "callbacks.mixture.interval")))
+    if cbs.gradient_alignment is not None:
+        ga = cbs.gradient_alignment
+        callbacks.append(GradientAlignment(evalsets[ga.probe], _batches(ga.interval, "callbacks.gradient_alignment"
+                                                                                      ".interval"), ga.batches))
+    if cbs.audit:
+        callbacks.append(DataAudit(run_dir))
+
+    loggers: list[Any] = []
+    if cfg.loggers.jsonl:
+        loggers.append(JSONLLogger(run_dir / "metrics.jsonl"))
+    if cfg.loggers.tensorboard:
+        loggers.append(TensorboardLogger(log_dir=str(run_dir / "tensorboard"), flush_interval=50))
+
+    precision = cfg.precision
+    if precision == "auto":
+        precision = "amp_bf16" if use_gpu else "fp32"
+
+    checkpoints = run_dir / "checkpoints"
+    resuming = cfg.checkpoint.autoresume and (checkpoints / "latest-rank0.pt").exists()
+    load: dict[str, Any] = {}
+    if cfg.branch is not None and not resuming:
+        # Weights, optimizer, scheduler, timestamp and the data position (step · global batch, restored
+        # into the mix's loader from the base's dataset state) all continue from the base run.
+        load = {"load_path": str(branch_checkpoint(cfg)), "load_ignore_keys": _drop_callback_state}
+
+    parallelism = None
+    if cfg.fsdp is not None:
+        parallelism = {"fsdp": FSDP2Config(reshard_after_forward=cfg.fsdp.reshard_after_forward,
+                                           activation_checkpointing=cfg.fsdp.activation_checkpointing,
+                                           state_dict_type=cfg.fsdp.state_dict_type)}
+
+    per_device = cfg.data.global_batch_size // dist.get_world_size()
+    return Trainer(
+        model=model,
+        train_dataloader=DataSpec(loader, get_num_tokens_in_batch=_tokens_in),
+        max_duration=cfg.duration,
+        optimizers=optimizer,
+        schedulers=DurationSchedule(cfg.schedule, opt.lr),
+        step_schedulers_every_batch=True,
+        callbacks=callbacks,
+        loggers=loggers,
+        run_name=cfg.run_name,
+        progress_bar=cfg.loggers.progress_bar,
+        log_to_console=not cfg.loggers.progress_bar,
+        console_log_interval=cfg.loggers.console_interval,
+        save_folder=str(checkpoints),
+        save_interval=_save_interval(cfg),
+        save_num_checkpoints_to_keep=cfg.checkpoint.keep,
+        save_weights_only=cfg.checkpoint.weights_only,
+        save_overwrite=False,
+        autoresume=cfg.checkpoint.autoresume,
+        device=device,
+        precision=precision,
+        device_train_microbatch_size=cfg.data.micro_batch_size or per_device,
+        parallelism_config=parallelism,
+        seed=cfg.seed,
+        algorithms=[GradientClipping("norm", opt.grad_clip)] if opt.grad_clip else [],
+        **load,
+    )
+
+
+def summarize(cfg: TrainConfig, trainer: Trainer, elapsed: float) -> dict[str, Any]:
+    """summary.json: the last value of every metric, and how much was trained how fast."""
+    ts = trainer.state.timestamp
+    summary: dict[str, Any] = {"run_name": cfg.run_name, "completed": True, "steps": int(ts.batch),
+                               "samples": int(ts.sample), "tokens": int(ts.token), "elapsed_s": round(elapsed, 3),
+                               "world_size": dist.get_world_size()}
+    metrics_path = Path(cfg.run_dir) / "metrics.jsonl"
+    if metrics_path.exists():
+        summary["final"] = {k: v[-1][2] for k, v in read_metrics(metrics_path).items()}
+    return summary
+
+
+def train(cfg: TrainConfig, raw: dict[str, Any]) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    trainer = build_trainer(cfg, raw)
+    try:
+        trainer.fit()
+        summary = summarize(cfg, trainer, time.perf_counter() - t0)
+        if dist.get_global_rank() == 0:
+            out = Path(cfg.run_dir) / "summary.json"
+            tmp = out.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(summary, indent=2) + "\n")
+            tmp.replace(out)
+    finally:
+        trainer.close()
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print("usage: composer [-n N] -m midmix.train RECIPE.yaml [key=value ...]\n"
+              "       midmix train RECIPE.yaml [key=value ...]", file=sys.stderr)
+        return 2
+    try:
+        cfg, raw = cfgmod.load(args[0], args[1:])
+        summary = train(cfg, raw)
+    except ConfigError as e:
+        print(f"midmix train: error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if int(os.environ.get("RANK", "0")) == 0:
+        final = summary.get("final", {})
+        shown = {k: round(v, 4) for k, v in final.items() if k.startswith(("loss/train", "forgetting/", "domain/"))}
+        print(f"midmix train: {cfg.run_name} done: {summary['steps']} steps, {summary['tokens']:,} tokens in "
+              f"{summary['elapsed_s']:.1f} s; {json.dumps(shown)}")
+    return 0
