@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean tiny-pipeline
 
 setup: $(STAMP)
 
@@ -23,6 +23,9 @@ $(VENV)/.built: $(STAMP) $(shell find rust -name '*.rs')
 demo: $(VENV)/.built
 	bash demo/run.sh
 
+tiny-pipeline: $(VENV)/.built
+	bash examples/tiny_pipeline.sh
+
 test: $(VENV)/.built
 	cargo test --workspace --exclude midmix-py -q
 	$(VENV)/bin/python -m pytest -q
@@ -38,4 +41,4 @@ bench: $(VENV)/.built
 	$(VENV)/bin/python benchmarks/stats_bench.py
 
 clean:
-	rm -rf $(VENV) target demo-out bench-out
+	rm -rf $(VENV) target demo-out bench-out tiny-out

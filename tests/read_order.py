@@ -25,13 +25,13 @@ def main() -> None:
         loader = DataLoader(ds, batch_size=per_device, num_workers=workers)
         batches = [[row.numpy().tobytes().hex() for row in b["tokens"]] for b in loader]
     else:
-        from midmix.data import MixDataset
+        from midmix.data import MixDataset, MixLoader
 
         ds = MixDataset(directory, per_device * world)
         start = int(os.environ.get("RESUME_AT", "0"))
         if start:
             ds.load_state_dict({"sample_in_epoch": start, "global_batch": per_device * world})
-        loader = DataLoader(ds, batch_size=None, num_workers=workers)
+        loader = MixLoader(ds, num_workers=workers)
         batches = [[row.to(torch.uint16).numpy().tobytes().hex() for row in b["input_ids"]] for b in loader]
     with open(out, "w") as f:
         json.dump(batches, f)

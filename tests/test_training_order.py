@@ -85,14 +85,19 @@ def test_midmix_loader_resumes_at_the_next_batch(mixed, tmp_path, ranks, workers
 
 
 def test_state_dict_round_trip(mixed) -> None:
-    from midmix.data import MixDataset
+    from midmix.data import MixDataset, MixLoader
 
     ds = MixDataset(mixed, 8, rank=0, world_size=1)
     state = ds.state_dict(24, True)
     again = MixDataset(mixed, 8, rank=0, world_size=1)
     again.load_state_dict(state)
-    assert len(again) == len(ds) - 3
+    assert len(again) == len(ds)  # batches per pass, as StreamingDataset counts them
     assert (next(iter(again))["input_ids"] == ds.batch(3)["input_ids"]).all()
+    loader = MixLoader(again)
+    first, second = list(loader), list(loader)
+    assert len(first) == len(ds) - 3 and len(second) == len(ds)  # the resume applies to one pass
+    assert (second[0]["input_ids"] == ds.batch(0)["input_ids"]).all()
+    assert (first[0]["input_ids"] == ds.batch(3)["input_ids"]).all()
     with pytest.raises(_core.ConfigError, match="boundary"):
         again.load_state_dict({"sample_in_epoch": 5, "global_batch": 8})
     with pytest.raises(_core.ConfigError, match="global batch"):

@@ -365,5 +365,42 @@ def inspect(directory: Path, data_root: Path | None, show: tuple[int, ...], toke
         fail(e)
 
 
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": False})
+@click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+def train(recipe: str, overrides: tuple[str, ...]) -> None:
+    """Train from a recipe in this process (KEY=VALUE overrides, e.g. optimizer.lr=1e-3).
+
+    For several processes or GPUs: composer -n N -m midmix.train RECIPE [KEY=VALUE ...]"""
+    try:
+        from midmix.train.run import main as run_main
+    except ImportError as e:
+        raise click.ClickException(f"training needs the [train] extra: pip install 'midmix[train]' ({e})") from e
+    sys.exit(run_main([recipe, *overrides]))
+
+
+@main.command("report")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="loss curves PNG [default: none]")
+@click.option("--json", "as_json", is_flag=True, help="print the table as JSON")
+def report_cmd(runs: tuple[Path, ...], out: Path | None, as_json: bool) -> None:
+    """Training runs side by side: final train, in-domain and forgetting losses, and loss curves."""
+    from midmix import report
+
+    try:
+        loaded = [report.load_run(p) for p in runs]
+        rows = report.table(loaded)
+        if as_json:
+            click.echo(json.dumps([dict(zip(report.COLUMNS, r, strict=True)) for r in rows], indent=2))
+        else:
+            click.echo(report.render(rows))
+        if out is not None:
+            report.plot(loaded, out)
+            if not as_json:
+                click.echo(f"loss curves: {out}")
+    except MidmixError as e:
+        fail(e)
+
+
 if __name__ == "__main__":
     sys.exit(main())

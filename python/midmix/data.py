@@ -6,7 +6,8 @@ global batch, rank r of W gets samples `s·G + r + W·j` (j < G/W): the same str
 each device the same samples. DataLoader workers take whole per-device batches in turn, which the
 DataLoader's in-order fetching puts back in step order.
 
-Use it with `DataLoader(dataset, batch_size=None, num_workers=N)`: the dataset yields batches.
+Use it through `MixLoader(dataset, num_workers=N)` (a `DataLoader` with `batch_size=None`: the
+dataset yields whole batches), which also makes a resume position apply to the next pass only.
 Needs torch (`pip install 'midmix[train]'`).
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from midmix._core import ConfigError, MixReader
 
@@ -65,7 +66,9 @@ class MixDataset(IterableDataset):
         return state
 
     def __len__(self) -> int:
-        return self.num_steps - self._start_step
+        # Batches per pass, also after a resume (as StreamingDataset counts): the trainer ends the
+        # epoch when the iterator runs out.
+        return self.num_steps
 
     def batch(self, step: int) -> dict[str, torch.Tensor]:
         """This rank's part of global step `step`: samples step·G + rank + world_size·j."""
@@ -79,8 +82,11 @@ class MixDataset(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        return self._steps(self._start_step + worker, workers)  # the start is read now, not lazily
+
+    def _steps(self, first: int, stride: int) -> Iterator[dict[str, torch.Tensor]]:
         batch = self.batch
-        for step in range(self._start_step + worker, self.num_steps, workers):
+        for step in range(first, self.num_steps, stride):
             yield batch(step)
 
     # Composer saves `dataset.state_dict(sample_in_epoch, True)` and restores it with
@@ -91,7 +97,7 @@ class MixDataset(IterableDataset):
                 "num_samples": int(self.reader.num_samples)}
 
     def load_state_dict(self, obj: dict[str, Any]) -> None:
-        """Resume at the next global batch (applies to the next pass over the data)."""
+        """Resume at the next global batch. Applies to the next pass only when read through MixLoader."""
         sample = int(obj["sample_in_epoch"])
         if obj.get("global_batch", self.global_batch) != self.global_batch:
             raise ConfigError(f"checkpoint was taken with global batch {obj['global_batch']}, "
@@ -99,3 +105,16 @@ class MixDataset(IterableDataset):
         if sample % self.global_batch:
             raise ConfigError(f"resume position {sample} is not at a global-batch boundary of {self.global_batch}")
         self._start_step = sample // self.global_batch
+
+
+class MixLoader(DataLoader):
+    """The DataLoader for a MixDataset: one batch per item, and a resume position that applies to the
+    pass being started only, so a later epoch starts at the beginning of the mix again."""
+
+    def __init__(self, dataset: MixDataset, num_workers: int = 0, **kwargs: Any) -> None:
+        super().__init__(dataset, batch_size=None, num_workers=num_workers, **kwargs)
+
+    def __iter__(self) -> Any:
+        it = super().__iter__()  # workers (or the in-process iterator) have read the start by now
+        self.dataset._start_step = 0  # type: ignore[attr-defined]
+        return it

@@ -45,6 +45,7 @@ class DataSetConfig:
     loader: str = "midmix"
     num_workers: int = 0
     shuffle: bool = True  # sft only; a mix is always read in the order build-mix wrote it
+    mask_prompt: bool = True  # sft only: false scores the prompt tokens too (the paper's pycode/sciq/lima)
 
 
 @dataclass
@@ -53,6 +54,7 @@ class EvalSetConfig:
     kind: str = "tokens"
     select: str | None = None
     max_samples: int | None = 256
+    mask_prompt: bool = True
 
 
 @dataclass

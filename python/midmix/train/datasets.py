@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from midmix import registry
 from midmix._core import ConfigError, MixReader, read_sample
-from midmix.data import MixDataset
+from midmix.data import MixDataset, MixLoader
 from midmix.train.config import DataSetConfig, EvalSetConfig, parse_select
 from midmix.train.models import IGNORE
 
@@ -63,7 +63,7 @@ def check_kind(info: DatasetInfo, kind: str, key: str) -> None:
 class SftDataset(Dataset):
     """`prepare --mode sft` examples held in memory: (input_ids, labels) with -100 over masked prompts."""
 
-    def __init__(self, path: Path, select: str | None, key: str) -> None:
+    def __init__(self, path: Path, select: str | None, key: str, mask_prompt: bool = True) -> None:
         index = json.loads((path / "index.json").read_text())
         total = sum(int(s["samples"]) for s in index["shards"])
         rows = parse_select(select, total, f"{key}.select") if select else range(total)
@@ -72,8 +72,9 @@ class SftDataset(Dataset):
         self.examples = []
         for i in rows:
             sample = read_sample(path, i)
-            self.examples.append((np.asarray(sample["input_ids"], dtype=np.int64),
-                                  np.asarray(sample["labels"], dtype=np.int64)))
+            ids = np.asarray(sample["input_ids"], dtype=np.int64)
+            labels = np.asarray(sample["labels"], dtype=np.int64) if mask_prompt else ids.copy()
+            self.examples.append((ids, labels))
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -111,7 +112,7 @@ def train_loader(cfg: DataSetConfig, info: DatasetInfo, global_batch: int, seed:
         raise ConfigError(f"data.global_batch_size {global_batch} is not a multiple of the world size {world}")
     per_device = global_batch // world
     if cfg.kind == "sft":
-        ds = SftDataset(info.path, cfg.select, "data.train")
+        ds = SftDataset(info.path, cfg.select, "data.train", cfg.mask_prompt)
         sampler = dist.get_sampler(ds, shuffle=cfg.shuffle, drop_last=True, seed=seed)
         return DataLoader(ds, batch_size=per_device, sampler=sampler, collate_fn=pad_examples,
                           num_workers=cfg.num_workers, drop_last=True)
@@ -119,7 +120,7 @@ def train_loader(cfg: DataSetConfig, info: DatasetInfo, global_batch: int, seed:
         raise ConfigError("data.train.select: a pretraining mix is read whole, in its order; select applies to sft")
     if cfg.loader == "midmix":
         mix = MixDataset(info.path, global_batch, rank=rank, world_size=world)
-        return DataLoader(mix, batch_size=None, num_workers=cfg.num_workers)
+        return MixLoader(mix, num_workers=cfg.num_workers)
     # The settings under which StreamingDataset yields a mix in the order build-mix wrote it (README).
     from streaming import StreamingDataset
 
@@ -140,7 +141,7 @@ class EvalSet:
         check_kind(info, cfg.kind, key)
         self.name, self.batch_size, self.kind = name, batch_size, cfg.kind
         if cfg.kind == "sft":
-            examples = SftDataset(info.path, cfg.select, key).examples
+            examples = SftDataset(info.path, cfg.select, key, cfg.mask_prompt).examples
         else:
             reader = MixReader(info.path)
             rows = parse_select(cfg.select, reader.num_samples, f"{key}.select") if cfg.select else \

@@ -11,7 +11,6 @@ from composer.core import State
 from composer.loggers import Logger, LoggerDestination
 from composer.utils import dist
 
-
 _CLOCK = ("time/", "trainer/device_train_microbatch_size")
 
 
@@ -43,17 +42,3 @@ class JSONLLogger(LoggerDestination):
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
-
-def read_metrics(path: Path) -> dict[str, list[tuple[int, int, float]]]:
-    """metrics.jsonl → {metric: [(step, tokens, value)]}, one value per step (the last one logged)."""
-    series: dict[str, dict[int, tuple[int, float]]] = {}
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        record = json.loads(line)
-        step, tokens = int(record.get("step") or 0), int(record.get("tokens") or 0)
-        for key, value in record.items():
-            if key in ("step", "samples", "tokens"):
-                continue
-            series.setdefault(key, {})[step] = (tokens, float(value))
-    return {k: [(s, t, v) for s, (t, v) in sorted(d.items())] for k, d in series.items()}

@@ -19,18 +19,19 @@ import torch
 import yaml
 from composer import Trainer
 from composer.algorithms import GradientClipping
+from composer.callbacks import LRMonitor
 from composer.core import DataSpec, Event, State
 from composer.devices import DeviceCPU, DeviceGPU
-from composer.callbacks import LRMonitor
 from composer.loggers import TensorboardLogger
 from composer.utils import FSDP2Config, create_interval_scheduler, dist, reproducibility
 
 from midmix._core import ConfigError
+from midmix.report import read_metrics
 from midmix.train import config as cfgmod
 from midmix.train.callbacks import DataAudit, DomainEval, ForgettingEval, GradientAlignment, MixtureMonitor
 from midmix.train.config import TrainConfig
 from midmix.train.datasets import EvalSet, check_kind, dataset_info, train_loader
-from midmix.train.loggers import JSONLLogger, read_metrics
+from midmix.train.loggers import JSONLLogger
 from midmix.train.models import IGNORE, build_model
 from midmix.train.schedules import DurationSchedule
 
@@ -116,7 +117,8 @@ def build_trainer(cfg: TrainConfig, raw: dict[str, Any]) -> Trainer:
         callbacks.append(ForgettingEval(evalsets[cbs.forgetting.eval],
                                         _batches(cbs.forgetting.interval, "callbacks.forgetting.interval")))
     if cbs.domain is not None:
-        callbacks.append(DomainEval(evalsets[cbs.domain.eval], _batches(cbs.domain.interval, "callbacks.domain.interval")))
+        callbacks.append(DomainEval(evalsets[cbs.domain.eval],
+                                    _batches(cbs.domain.interval, "callbacks.domain.interval")))
     if cbs.mixture is not None:
         if info.kind != "mix":
             raise ConfigError(f"callbacks.mixture: {info.path} is not a build-mix output (no plan to compare with)")
@@ -194,7 +196,24 @@ def summarize(cfg: TrainConfig, trainer: Trainer, elapsed: float) -> dict[str, A
     return summary
 
 
+def completed(cfg: TrainConfig, raw: dict[str, Any]) -> dict[str, Any] | None:
+    """The summary of this very recipe's finished run in run_dir, if there is one (re-runs are no-ops)."""
+    run_dir = Path(cfg.run_dir)
+    if not (run_dir / "summary.json").exists():
+        return None
+    previous = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else None
+    if previous != raw:
+        raise ConfigError(f"{run_dir} holds a completed run of a different recipe; choose another run_dir "
+                          "or delete that one")
+    return json.loads((run_dir / "summary.json").read_text())
+
+
 def train(cfg: TrainConfig, raw: dict[str, Any]) -> dict[str, Any]:
+    done = completed(cfg, raw)
+    if done is not None:
+        if dist.get_global_rank() == 0:
+            print(f"midmix train: {cfg.run_dir} already holds this run, completed; nothing to do")
+        return done
     t0 = time.perf_counter()
     trainer = build_trainer(cfg, raw)
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from composer.core import State
+from composer.core import State, TimeUnit
 from composer.optim import ComposerScheduler
 
 from midmix.train.config import ScheduleConfig
@@ -39,6 +39,18 @@ class DurationSchedule(ComposerScheduler):
         self.cfg, self.floor = cfg, cfg.min_lr / max_lr
 
     def __call__(self, state: State, ssr: float = 1.0) -> float:
-        elapsed = state.get_elapsed_duration()
-        frac = 0.0 if elapsed is None else float(elapsed.value)
-        return lr_multiplier(self.cfg, frac, self.floor)
+        return lr_multiplier(self.cfg, elapsed_fraction(state), self.floor)
+
+
+def elapsed_fraction(state: State) -> float:
+    """How much of `max_duration` is done, per batch even when the duration is given in epochs (where
+    Composer's own `get_elapsed_duration` moves only at epoch ends)."""
+    duration = state.max_duration
+    if duration is None:
+        return 0.0
+    per_epoch = state.dataloader_len
+    if duration.unit == TimeUnit.EPOCH and per_epoch is not None and int(per_epoch.value) > 0:
+        total = int(duration.value) * int(per_epoch.value)
+        return min(int(state.timestamp.batch) / max(total, 1), 1.0)
+    elapsed = state.get_elapsed_duration()
+    return 0.0 if elapsed is None else float(elapsed.value)
