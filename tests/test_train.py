@@ -67,8 +67,8 @@ def recipe(datadir: Path, run_dir: Path, **changes) -> dict:
 
 
 def command(recipe_path: Path, ranks: int) -> list[str]:
-    if ranks == 1:
-        return [sys.executable, "-m", "midmix.train", str(recipe_path)]
+    if ranks == 1:  # `midmix train`, the one-process entry point
+        return [sys.executable, "-m", "midmix.cli", "train", str(recipe_path)]
     launcher = Path(sys.executable).parent / "composer"
     return [str(launcher), "-n", str(ranks), "--master_port", str(29400 + os.getpid() % 500),
             "-m", "midmix.train", str(recipe_path)]

@@ -402,5 +402,23 @@ def report_cmd(runs: tuple[Path, ...], out: Path | None, as_json: bool) -> None:
         fail(e)
 
 
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("grid", type=click.Path(exists=True, dir_okay=False))
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+def experiment(grid: str, overrides: tuple[str, ...]) -> None:
+    """Run the midtraining study's grid (prepare → mixes → pretrain → branches → SFT → tables).
+
+    Every stage is cached under the grid's `out` directory: a re-run resumes where it stopped.
+    KEY=VALUE overrides grid keys, e.g. steps=100 sft.seeds=[1]."""
+    try:
+        from midmix.experiment.run import main as run_main
+    except ImportError as e:
+        raise click.ClickException(f"experiments need the [train] extra: pip install 'midmix[train]' ({e})") from e
+    try:
+        sys.exit(run_main([grid, *overrides]))
+    except MidmixError as e:
+        fail(e)
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -126,10 +126,12 @@ class LoggersConfig:
     tensorboard: bool = False
     console_interval: str = "10ba"
     progress_bar: bool = True
+    console: bool = True  # print metrics every console_interval when there is no progress bar
 
 
 @dataclass
 class CheckpointConfig:
+    enabled: bool = True  # false: no checkpoints at all (no resume), e.g. for short SFT sweeps
     interval: str | None = "1000ba"
     steps: list[int] = field(default_factory=list)  # extra steps to save at (branch points)
     keep: int = -1
@@ -354,8 +356,12 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple
     for item in overrides:
         apply_override(data, item)
     try:
-        cfg = build(TrainConfig, data)
-        validate(cfg)
+        return from_dict(data), data
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from e
-    return cfg, data
+
+
+def from_dict(data: dict[str, Any]) -> TrainConfig:
+    cfg = build(TrainConfig, data)
+    validate(cfg)
+    return cfg

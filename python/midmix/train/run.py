@@ -7,6 +7,7 @@ completes, `summary.json`.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -134,6 +135,8 @@ def build_trainer(cfg: TrainConfig, raw: dict[str, Any]) -> Trainer:
     if cfg.loggers.jsonl:
         loggers.append(JSONLLogger(run_dir / "metrics.jsonl"))
     if cfg.loggers.tensorboard:
+        if importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError("loggers.tensorboard: tensorboard is not installed (pip install tensorboard)")
         loggers.append(TensorboardLogger(log_dir=str(run_dir / "tensorboard"), flush_interval=50))
 
     precision = cfg.precision
@@ -141,7 +144,7 @@ def build_trainer(cfg: TrainConfig, raw: dict[str, Any]) -> Trainer:
         precision = "amp_bf16" if use_gpu else "fp32"
 
     checkpoints = run_dir / "checkpoints"
-    resuming = cfg.checkpoint.autoresume and (checkpoints / "latest-rank0.pt").exists()
+    resuming = cfg.checkpoint.enabled and cfg.checkpoint.autoresume and (checkpoints / "latest-rank0.pt").exists()
     load: dict[str, Any] = {}
     if cfg.branch is not None and not resuming:
         # Weights, optimizer, scheduler, timestamp and the data position (step · global batch, restored
@@ -166,14 +169,14 @@ def build_trainer(cfg: TrainConfig, raw: dict[str, Any]) -> Trainer:
         loggers=loggers,
         run_name=cfg.run_name,
         progress_bar=cfg.loggers.progress_bar,
-        log_to_console=not cfg.loggers.progress_bar,
+        log_to_console=cfg.loggers.console and not cfg.loggers.progress_bar,
         console_log_interval=cfg.loggers.console_interval,
-        save_folder=str(checkpoints),
+        save_folder=str(checkpoints) if cfg.checkpoint.enabled else None,
         save_interval=_save_interval(cfg),
         save_num_checkpoints_to_keep=cfg.checkpoint.keep,
         save_weights_only=cfg.checkpoint.weights_only,
         save_overwrite=False,
-        autoresume=cfg.checkpoint.autoresume,
+        autoresume=cfg.checkpoint.autoresume and cfg.checkpoint.enabled,
         device=device,
         precision=precision,
         device_train_microbatch_size=cfg.data.micro_batch_size or per_device,

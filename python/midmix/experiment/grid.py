@@ -1,0 +1,156 @@
+"""The experiment grid: which sources, mixes, start points, controls, ablation and SFT targets.
+
+A grid file is YAML validated like a training recipe (unknown keys and wrong types are errors naming
+the key). Paths are relative to `data_dir` unless absolute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from midmix._core import ConfigError
+from midmix.train.config import ARCHS, apply_override, build
+
+
+@dataclass
+class MixSpec:
+    file: str = ""  # the specialty corpus
+    weight: float = 0.2  # its share of the midtraining mix (the rest is the base corpus)
+
+
+@dataclass
+class SftTarget:
+    file: str = ""
+    mask_prompt: bool = True  # the paper: GSM8K masked; Pycode, SciQ, LIMA unmasked
+    train_examples: int = 512
+    val_examples: int = 128  # taken from the end of the file
+
+
+@dataclass
+class SftSpec:
+    targets: dict[str, SftTarget] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [1])
+    lrs: list[float] = field(default_factory=lambda: [1e-3])  # swept; the best by validation loss is kept
+    epochs: int = 4
+    seq_len: int = 256
+    global_batch: int = 8
+
+
+@dataclass
+class AblationSpec:
+    mix: str = ""
+    target: str = ""
+    starts: list[float] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+
+
+@dataclass
+class ProximitySpec:
+    max_docs: int = 1000  # the paper's sample size per dataset
+    max_tokens_per_doc: int = 512  # the paper's truncation
+    seed: int = 42
+
+
+@dataclass
+class PretrainSpec:
+    lr: float = 3e-3
+    min_lr: float = 1e-5
+    warmup: float = 0.1
+    schedule: str = "cosine"
+    weight_decay: float = 0.1
+
+
+@dataclass
+class Grid:
+    name: str = "experiment"
+    out: str = ""  # default: experiments/NAME
+    data_dir: str = "../shared/data"
+    tokenizer: str = "tokenizers/pythia.json"
+    arch: str = "tiny"
+    device: str = "auto"
+    seq_len: int = 128
+    global_batch: int = 8
+    micro_batch: int | None = None
+    steps: int = 200  # the pretraining budget; midtraining runs branch off inside it
+    seed: int = 17
+    base: str = "corpora/c4_like.parquet"
+    general_val: str = "corpora/c4_like_val.parquet"
+    eval_samples: int = 128
+    mixes: dict[str, MixSpec] = field(default_factory=dict)
+    starts: list[float] = field(default_factory=lambda: [0.3])
+    controls: dict[str, float] = field(default_factory=dict)  # mix → start of 100% specialty data
+    ablation: AblationSpec | None = None
+    sft: SftSpec = field(default_factory=SftSpec)
+    pretrain: PretrainSpec = field(default_factory=PretrainSpec)
+    proximity: ProximitySpec = field(default_factory=ProximitySpec)
+
+    def path(self, rel: str) -> Path:
+        p = Path(rel)
+        return p if p.is_absolute() else Path(self.data_dir) / p
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out or f"experiments/{self.name}")
+
+
+def validate(g: Grid) -> None:
+    if g.arch not in ARCHS:
+        raise ConfigError(f"arch: {g.arch!r} is not one of {', '.join(ARCHS)}")
+    if g.steps < 2 or g.global_batch < 1:
+        raise ConfigError("steps must be at least 2 and global_batch at least 1")
+    for key, start in [*(("starts", s) for s in g.starts), *((f"controls.{m}", s) for m, s in g.controls.items())]:
+        if not 0 < start < 1:
+            raise ConfigError(f"{key}: {start} must be a fraction of the budget in (0, 1)")
+    for name, m in g.mixes.items():
+        if not m.file:
+            raise ConfigError(f"mixes.{name}.file: required")
+        if not 0 < m.weight <= 1:
+            raise ConfigError(f"mixes.{name}.weight: {m.weight} must be in (0, 1]")
+    for name in g.controls:
+        if name not in g.mixes:
+            raise ConfigError(f"controls.{name}: not a key of mixes ({', '.join(g.mixes)})")
+    if not g.sft.targets:
+        raise ConfigError("sft.targets: at least one SFT target is needed")
+    for name, t in g.sft.targets.items():
+        if not t.file:
+            raise ConfigError(f"sft.targets.{name}.file: required")
+    if not g.sft.seeds or not g.sft.lrs:
+        raise ConfigError("sft.seeds and sft.lrs: at least one each")
+    if g.ablation is not None:
+        a = g.ablation
+        if a.mix not in g.mixes:
+            raise ConfigError(f"ablation.mix: {a.mix!r} is not a key of mixes")
+        if a.target not in g.sft.targets:
+            raise ConfigError(f"ablation.target: {a.target!r} is not a key of sft.targets")
+        if not a.starts or not a.weights:
+            raise ConfigError("ablation.starts and ablation.weights: at least one each")
+        for s in a.starts:
+            if not 0 < s < 1:
+                raise ConfigError(f"ablation.starts: {s} must be in (0, 1)")
+        for w in a.weights:
+            if not 0 < w <= 1:
+                raise ConfigError(f"ablation.weights: {w} must be in (0, 1]")
+
+
+def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Grid:
+    path = Path(path)
+    try:
+        data: Any = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"{path}: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a grid is a mapping of keys")
+    for item in overrides:
+        apply_override(data, item)
+    try:
+        grid = build(Grid, data)
+        validate(grid)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from e
+    return grid

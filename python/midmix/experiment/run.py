@@ -1,0 +1,262 @@
+"""`midmix experiment GRID.yaml`: the midtraining study's design, end to end, with every stage cached.
+
+Stages, each skipped when its output is already complete:
+  1. prepare the base corpus, its held-out split, each specialty corpus and each SFT target;
+  2. build the base's mix and one scheduled mix per variant (base data until the start point, then
+     the midtraining mix), so every variant's prefix is the base's own stream;
+  3. pretrain the base once, saving full checkpoints at every start point;
+  4. branch each variant (mixes × starts, continued-pretraining controls, the ablation grid) from the
+     base checkpoint at its start point;
+  5. SFT every model on every target for every seed and learning rate;
+  6. proximity statistics; then the tables (see `tables.py`).
+Training runs in this process, one after another; a killed run resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from midmix import _core
+from midmix.experiment.grid import Grid
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A midtrained model: base data until `start` (fraction of the budget), then `weight` of `mix`."""
+
+    mix: str
+    weight: float
+    start: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.mix}-w{self.weight:g}-from{self.start:g}"
+
+    @property
+    def is_control(self) -> bool:
+        return self.weight == 1.0
+
+
+def main_variants(g: Grid) -> list[Variant]:
+    return [Variant(m, spec.weight, s) for m, spec in g.mixes.items() for s in g.starts]
+
+
+def control_variants(g: Grid) -> list[Variant]:
+    return [Variant(m, 1.0, s) for m, s in g.controls.items()]
+
+
+def ablation_variants(g: Grid) -> list[Variant]:
+    a = g.ablation
+    return [] if a is None else [Variant(a.mix, w, s) for s in a.starts for w in a.weights]
+
+
+def all_variants(g: Grid) -> list[Variant]:
+    seen: dict[str, Variant] = {}
+    for v in main_variants(g) + control_variants(g) + ablation_variants(g):
+        seen.setdefault(v.name, v)
+    return list(seen.values())
+
+
+def branch_step(g: Grid, start: float) -> int:
+    return min(max(round(start * g.steps), 1), g.steps - 1)
+
+
+def sft_jobs(g: Grid) -> list[tuple[str, str]]:
+    """(model, target) pairs to fine-tune: every main model on every target, ablation cells on theirs."""
+    models = ["base"] + [v.name for v in main_variants(g) + control_variants(g)]
+    jobs = [(m, t) for m in dict.fromkeys(models) for t in g.sft.targets]
+    if g.ablation is not None:
+        jobs += [(v.name, g.ablation.target) for v in ablation_variants(g)]
+    return list(dict.fromkeys(jobs))
+
+
+class Experiment:
+    def __init__(self, grid: Grid) -> None:
+        self.g = grid
+        self.out = grid.out_dir
+        self.data, self.mixes, self.runs = self.out / "data", self.out / "mixes", self.out / "runs"
+        self.t0 = time.perf_counter()
+
+    def log(self, msg: str) -> None:
+        print(f"[{time.perf_counter() - self.t0:7.1f}s] {msg}", flush=True)
+
+    # -- 1. data -----------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        g = self.g
+        tokenizer = g.path(g.tokenizer)
+        corpora = [("base", g.base), ("general_val", g.general_val)] + [(m, s.file) for m, s in g.mixes.items()]
+        for name, rel in corpora:
+            self._prepare(name, g.path(rel), tokenizer, g.seq_len, "pretrain", self.data / name)
+        for name, t in g.sft.targets.items():
+            self._prepare(name, g.path(t.file), tokenizer, g.sft.seq_len, "sft", self.data / f"sft-{name}")
+
+    def _prepare(self, name: str, src: Path, tokenizer: Path, seq_len: int, mode: str, out: Path) -> None:
+        if (out / "index.json").exists():
+            return
+        if not src.exists():
+            raise _core.ConfigError(f"{src}: not found (is data_dir right?)")
+        # SFT examples whose prompt alone fills seq_len are skipped (and counted), as any trainer must.
+        report = json.loads(_core.prepare(name, [str(src)], tokenizer, seq_len, out, mode=mode, overwrite=True,
+                                          on_bad_record="skip" if mode == "sft" else "error"))
+        c = report["counts"]
+        skipped = sum(c["skipped"].values())
+        self.log(f"prepared {name}: {c['documents']:,} documents → {c['samples']:,} samples of ≤{seq_len} tokens"
+                 + (f" ({skipped} skipped: {c['skipped']})" if skipped else ""))
+
+    # -- 2. mixes ----------------------------------------------------------------------------------
+    def mix_dir(self, variant: Variant | None) -> Path:
+        return self.mixes / ("base" if variant is None else variant.name)
+
+    def build_mixes(self) -> None:
+        g = self.g
+        total = g.steps * g.global_batch
+        self._build(None, [("base", str(self.data / "base"))], [("samples", total, [("base", 1.0)], False)])
+        for v in all_variants(g):
+            head = branch_step(g, v.start) * g.global_batch
+            tail = [(v.mix, 1.0)] if v.is_control else [("base", 1 - v.weight), (v.mix, v.weight)]
+            self._build(v, [("base", str(self.data / "base")), (v.mix, str(self.data / v.mix))],
+                        [("samples", head, [("base", 1.0)], False), ("samples", total - head, tail, False)])
+
+    def _build(self, v: Variant | None, sources: list[tuple[str, str]], phases: list) -> None:
+        out = self.mix_dir(v)
+        if (out / "index.json").exists():
+            return
+        _core.build_mix(sources, phases, out, seed=self.g.seed, global_batch=self.g.global_batch, overwrite=True)
+        self.log(f"built mix {out.name}")
+
+    # -- 3–5. training -----------------------------------------------------------------------------
+    def _recipe(self, name: str, run_dir: Path) -> dict[str, Any]:
+        g = self.g
+        return {"run_name": name, "run_dir": str(run_dir), "seed": g.seed, "device": g.device,
+                "model": {"arch": g.arch},
+                "loggers": {"progress_bar": False, "console": False},
+                "data": {"eval": {"general": {"path": str(self.data / "general_val"), "max_samples": g.eval_samples}},
+                         "eval_batch_size": 16}}
+
+    def pretrain_recipe(self, v: Variant | None) -> dict[str, Any]:
+        g, p = self.g, self.g.pretrain
+        name = "base" if v is None else v.name
+        r = self._recipe(name, self.runs / name)
+        every = f"{max(g.steps // 4, 1)}ba"
+        r.update({"duration": f"{g.steps}ba",
+                  "optimizer": {"lr": p.lr, "weight_decay": p.weight_decay},
+                  "schedule": {"name": p.schedule, "warmup": p.warmup, "min_lr": p.min_lr},
+                  "callbacks": {"forgetting": {"eval": "general", "interval": every},
+                                "mixture": {"interval": every}}})
+        r["data"].update({"train": {"path": str(self.mix_dir(v))}, "global_batch_size": g.global_batch,
+                          "micro_batch_size": g.micro_batch})
+        if v is None:  # full checkpoints at every branch point; the rest of the run is cheap to redo
+            steps = sorted({branch_step(g, x.start) for x in all_variants(g)})
+            r["checkpoint"] = {"interval": None, "steps": steps}
+        else:  # the variants' SFT needs only their final weights
+            r["branch"] = {"run": str(self.runs / "base"), "step": branch_step(g, v.start)}
+            r["checkpoint"] = {"interval": None, "weights_only": True}
+        return r
+
+    def sft_dir(self, model: str, target: str, seed: int, lr: float) -> Path:
+        return self.runs / "sft" / model / target / f"seed{seed}-lr{lr:g}"
+
+    def sft_recipe(self, model: str, target: str, seed: int, lr: float) -> dict[str, Any]:
+        g, s, t = self.g, self.g.sft, self.g.sft.targets[target]
+        data = self.data / f"sft-{target}"
+        total = sum(int(x["samples"]) for x in json.loads((data / "index.json").read_text())["shards"])
+        val = min(t.val_examples, total // 2)
+        train = min(t.train_examples, total - val)
+        r = self._recipe(f"sft-{target}-{model}", self.sft_dir(model, target, seed, lr))
+        r.update({"seed": seed, "duration": f"{s.epochs}ep",
+                  "model": {"arch": g.arch, "init_from": str(self.runs / model)},
+                  "optimizer": {"lr": lr}, "schedule": {"name": "cosine", "warmup": 0.1, "min_lr": min(1e-6, lr)},
+                  "callbacks": {"domain": {"eval": "domain", "interval": "1000000ba"},
+                                "forgetting": {"eval": "general", "interval": "1000000ba"}},
+                  "checkpoint": {"enabled": False}})
+        r["data"].update({"train": {"path": str(data), "kind": "sft", "select": f"0:{train}",
+                                    "mask_prompt": t.mask_prompt},
+                          "global_batch_size": s.global_batch})
+        r["data"]["eval"]["domain"] = {"path": str(data), "kind": "sft", "select": f"{total - val}:",
+                                       "max_samples": val, "mask_prompt": t.mask_prompt}
+        return r
+
+    def train(self, recipe: dict[str, Any], label: str) -> dict[str, Any]:
+        from midmix.train.config import from_dict
+        from midmix.train.run import completed, train
+
+        cfg = from_dict(recipe)
+        done = completed(cfg, recipe)
+        if done is not None:
+            return done
+        t = time.perf_counter()
+        summary = train(cfg, recipe)
+        final = summary.get("final", {})
+        shown = ", ".join(f"{k.split('/')[0]} {final[k]:.3f}" for k in ("domain/loss", "forgetting/loss") if k in final)
+        self.log(f"{label}: {summary['steps']} steps in {time.perf_counter() - t:.1f}s ({shown})")
+        return summary
+
+    def pretrain(self) -> None:
+        self.train(self.pretrain_recipe(None), "pretrain base")
+        variants = all_variants(self.g)
+        for i, v in enumerate(variants, 1):
+            self.train(self.pretrain_recipe(v), f"midtrain {i}/{len(variants)} {v.name}")
+
+    def finetune(self) -> None:
+        jobs = [(m, t, seed, lr) for m, t in sft_jobs(self.g) for seed in self.g.sft.seeds for lr in self.g.sft.lrs]
+        for i, (m, t, seed, lr) in enumerate(jobs, 1):
+            self.train(self.sft_recipe(m, t, seed, lr), f"sft {i}/{len(jobs)} {t} ← {m} seed {seed} lr {lr:g}")
+
+    # -- 6. proximity --------------------------------------------------------------------------------
+    def unigram(self, name: str, src: Path, fields: list[str]) -> Any:
+        from midmix.proximity import UnigramStats
+
+        path = self.out / "stats" / f"{name}.npz"
+        if path.exists():
+            return UnigramStats.load(path)
+        p = self.g.proximity
+        stats = UnigramStats.from_files([src], self.g.path(self.g.tokenizer), name, fields=fields,
+                                        max_docs=p.max_docs, max_tokens_per_doc=p.max_tokens_per_doc, seed=p.seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stats.save(path)
+        return stats
+
+    def proximity_stats(self) -> dict[str, Any]:
+        g = self.g
+        stats = {"base": self.unigram("base", g.path(g.base), ["text"])}
+        for m, spec in g.mixes.items():
+            stats[m] = self.unigram(m, g.path(spec.file), ["text"])
+        for t, spec in g.sft.targets.items():
+            stats[f"target:{t}"] = self.unigram(f"target-{t}", g.path(spec.file), ["prompt", "response"])
+        return stats
+
+    # -- all -----------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        from midmix.experiment import tables
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.log(f"experiment {self.g.name} → {self.out}: {len(all_variants(self.g))} midtrained variants, "
+                 f"{len(sft_jobs(self.g)) * len(self.g.sft.seeds) * len(self.g.sft.lrs)} SFT runs")
+        self.prepare()
+        self.build_mixes()
+        self.pretrain()
+        self.finetune()
+        stats = self.proximity_stats()
+        results = tables.write_all(self, stats)
+        self.log(f"done: tables in {self.out / 'results'}")
+        return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    from midmix.experiment.grid import load
+
+    args = sys.argv[1:] if argv is None else argv
+    grid = load(args[0], args[1:])
+    try:
+        Experiment(grid).run()
+    finally:
+        import torch
+
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    return 0
