@@ -117,8 +117,8 @@ def write_all(exp: Experiment, stats: dict[str, Any]) -> dict[str, Any]:
         grid = np.array([[cells[(s, w)] for w in a.weights] for s in a.starts])
         ablation = {"mix": a.mix, "target": a.target, "starts": a.starts, "weights": a.weights,
                     "gain": grid.tolist()}
-        abl_md = markdown_table(["start \\ weight"] + [f"{w:g}" for w in a.weights],
-                                [[f"{s:g}"] + [f"{x:+.4f}" for x in row] for s, row in zip(a.starts, grid, strict=True)])
+        abl_rows = [[f"{s:g}"] + [f"{x:+.4f}" for x in row] for s, row in zip(a.starts, grid, strict=True)]
+        abl_md = markdown_table(["start \\ weight"] + [f"{w:g}" for w in a.weights], abl_rows)
         _heatmap(grid, a.starts, a.weights, res / "ablation.png",
                  f"{a.mix}: SFT gain on {a.target} (base − variant val loss)")
         with open(res / "ablation.csv", "w", newline="") as f:

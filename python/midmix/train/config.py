@@ -250,6 +250,14 @@ def apply_override(data: dict[str, Any], item: str) -> None:
     node[parts[-1]] = yaml.safe_load(raw)
 
 
+def interval_batches(interval: str, key: str) -> int:
+    """Callback intervals are counted in batches: `100ba` → 100."""
+    text = interval.strip()
+    if not text.endswith("ba") or not text[:-2].strip().isdigit() or int(text[:-2]) < 1:
+        raise ConfigError(f"{key}: {interval!r}: callback intervals are given in batches, e.g. 100ba")
+    return int(text[:-2])
+
+
 def check_duration(value: str, key: str) -> None:
     if not _DURATION.match(value):
         raise ConfigError(f"{key}: {value!r} is not a duration such as 1000ba, 4ep, 65536sp or 2000000tok")
@@ -296,14 +304,14 @@ def validate(cfg: TrainConfig) -> None:
             if cb.eval not in cfg.data.eval:
                 raise ConfigError(f"callbacks.{name}.eval: {cb.eval!r} is not a key of data.eval "
                                   f"({', '.join(cfg.data.eval) or 'none defined'})")
-            check_duration(cb.interval, f"callbacks.{name}.interval")
+            interval_batches(cb.interval, f"callbacks.{name}.interval")
     if cbs.mixture is not None:
-        check_duration(cbs.mixture.interval, "callbacks.mixture.interval")
+        interval_batches(cbs.mixture.interval, "callbacks.mixture.interval")
     if cbs.gradient_alignment is not None:
         if cbs.gradient_alignment.probe not in cfg.data.eval:
             raise ConfigError(f"callbacks.gradient_alignment.probe: {cbs.gradient_alignment.probe!r} is not a key "
                               "of data.eval")
-        check_duration(cbs.gradient_alignment.interval, "callbacks.gradient_alignment.interval")
+        interval_batches(cbs.gradient_alignment.interval, "callbacks.gradient_alignment.interval")
     check_duration(cfg.loggers.console_interval, "loggers.console_interval")
     if cfg.checkpoint.interval is not None:
         check_duration(cfg.checkpoint.interval, "checkpoint.interval")

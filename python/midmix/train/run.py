@@ -7,6 +7,7 @@ completes, `summary.json`.
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import json
 import os
@@ -30,19 +31,11 @@ from midmix._core import ConfigError
 from midmix.report import read_metrics
 from midmix.train import config as cfgmod
 from midmix.train.callbacks import DataAudit, DomainEval, ForgettingEval, GradientAlignment, MixtureMonitor
-from midmix.train.config import TrainConfig
+from midmix.train.config import TrainConfig, interval_batches
 from midmix.train.datasets import EvalSet, check_kind, dataset_info, train_loader
 from midmix.train.loggers import JSONLLogger
 from midmix.train.models import IGNORE, build_model
 from midmix.train.schedules import DurationSchedule
-
-
-def _batches(interval: str, key: str) -> int:
-    """Callback intervals are counted in batches: `100ba`."""
-    text = interval.strip()
-    if not text.endswith("ba") or not text[:-2].strip().isdigit() or int(text[:-2]) < 1:
-        raise ConfigError(f"{key}: {interval!r}: callback intervals are given in batches, e.g. 100ba")
-    return int(text[:-2])
 
 
 def _tokens_in(batch: dict[str, torch.Tensor]) -> int:
@@ -114,20 +107,18 @@ def build_trainer(cfg: TrainConfig, raw: dict[str, Any]) -> Trainer:
 
     cbs = cfg.callbacks
     callbacks: list[Any] = [LRMonitor()]
+    every = interval_batches  # validated already; here only converted
     if cbs.forgetting is not None:
-        callbacks.append(ForgettingEval(evalsets[cbs.forgetting.eval],
-                                        _batches(cbs.forgetting.interval, "callbacks.forgetting.interval")))
+        callbacks.append(ForgettingEval(evalsets[cbs.forgetting.eval], every(cbs.forgetting.interval, "forgetting")))
     if cbs.domain is not None:
-        callbacks.append(DomainEval(evalsets[cbs.domain.eval],
-                                    _batches(cbs.domain.interval, "callbacks.domain.interval")))
+        callbacks.append(DomainEval(evalsets[cbs.domain.eval], every(cbs.domain.interval, "domain")))
     if cbs.mixture is not None:
         if info.kind != "mix":
             raise ConfigError(f"callbacks.mixture: {info.path} is not a build-mix output (no plan to compare with)")
-        callbacks.append(MixtureMonitor(info.report, _batches(cbs.mixture.interval, "callbacks.mixture.interval")))
+        callbacks.append(MixtureMonitor(info.report, every(cbs.mixture.interval, "mixture")))
     if cbs.gradient_alignment is not None:
         ga = cbs.gradient_alignment
-        callbacks.append(GradientAlignment(evalsets[ga.probe], _batches(ga.interval, "callbacks.gradient_alignment"
-                                                                                      ".interval"), ga.batches))
+        callbacks.append(GradientAlignment(evalsets[ga.probe], every(ga.interval, "gradient_alignment"), ga.batches))
     if cbs.audit:
         callbacks.append(DataAudit(run_dir))
 
@@ -229,6 +220,9 @@ def train(cfg: TrainConfig, raw: dict[str, Any]) -> dict[str, Any]:
             tmp.replace(out)
     finally:
         trainer.close()
+        # Composer's Engine registers an atexit hook holding the whole training state (model,
+        # optimizer, loaders): drop it, or every run trained in this process stays in memory.
+        atexit.unregister(trainer.engine._close)
     return summary
 
 
