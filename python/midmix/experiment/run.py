@@ -75,6 +75,20 @@ def sft_jobs(g: Grid) -> list[tuple[str, str]]:
     return list(dict.fromkeys(jobs))
 
 
+class Eta:
+    """`i/n, ETA …` for a stage of similar jobs, from the average time of those done so far."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.t0 = total, 0, time.perf_counter()
+
+    def next(self) -> str:
+        self.done += 1
+        if self.done == 1:
+            return f"{self.done}/{self.total}"
+        left = (time.perf_counter() - self.t0) / (self.done - 1) * (self.total - self.done + 1)
+        return f"{self.done}/{self.total} (ETA {left / 60:.0f} min)"
+
+
 class Experiment:
     def __init__(self, grid: Grid) -> None:
         self.g = grid
@@ -199,13 +213,15 @@ class Experiment:
     def pretrain(self) -> None:
         self.train(self.pretrain_recipe(None), "pretrain base")
         variants = all_variants(self.g)
-        for i, v in enumerate(variants, 1):
-            self.train(self.pretrain_recipe(v), f"midtrain {i}/{len(variants)} {v.name}")
+        eta = Eta(len(variants))
+        for v in variants:
+            self.train(self.pretrain_recipe(v), f"midtrain {eta.next()} {v.name}")
 
     def finetune(self) -> None:
         jobs = [(m, t, seed, lr) for m, t in sft_jobs(self.g) for seed in self.g.sft.seeds for lr in self.g.sft.lrs]
-        for i, (m, t, seed, lr) in enumerate(jobs, 1):
-            self.train(self.sft_recipe(m, t, seed, lr), f"sft {i}/{len(jobs)} {t} ← {m} seed {seed} lr {lr:g}")
+        eta = Eta(len(jobs))
+        for m, t, seed, lr in jobs:
+            self.train(self.sft_recipe(m, t, seed, lr), f"sft {eta.next()} {t} ← {m} seed {seed} lr {lr:g}")
 
     # -- 6. proximity --------------------------------------------------------------------------------
     def unigram(self, name: str, src: Path, fields: list[str]) -> Any:
