@@ -31,18 +31,22 @@ class DatasetInfo:
     report: dict[str, Any]
 
 
-def resolve(path: str) -> Path:
+def resolve(path: str, key: str) -> Path:
     """A dataset directory, or a name registered under the data root."""
     p = Path(path)
     if (p / "index.json").exists():
         return p
     if "/" not in path and p.suffix == "":
-        return registry.lookup(path, registry.data_root())
-    raise ConfigError(f"{path}: no MDS dataset there (index.json missing); run `midmix prepare` or `build-mix` first")
+        try:
+            return registry.lookup(path, registry.data_root())
+        except ConfigError as e:
+            raise ConfigError(f"{key}.path: {e}") from e
+    raise ConfigError(f"{key}.path: no MDS dataset at {path} (index.json missing); run `midmix prepare` or "
+                      "`midmix build-mix` first")
 
 
 def dataset_info(path: str, key: str) -> DatasetInfo:
-    directory = resolve(path)
+    directory = resolve(path, key)
     report_path = directory / "midmix.json"
     if not report_path.exists():
         raise ConfigError(f"{key}: {directory} has no midmix.json; only midmix-written datasets can be trained on")
