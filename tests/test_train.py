@@ -1,5 +1,5 @@
 """Composer training on CPU: tiny recipes end to end, the branch form against one scheduled run,
-kill-and-resume against an uninterrupted run, two gloo ranks with FSDP2, SFT prompt masking."""
+kill-and-resume (pretraining and SFT) against an uninterrupted run, two gloo ranks with FSDP2, SFT prompt masking."""
 
 from __future__ import annotations
 
@@ -271,6 +271,35 @@ def test_sft_masks_the_prompt_of_real_gsm8k_and_trains(data, tmp_path) -> None:
     lr = [v for *_, v in metrics(tmp_path / "sft")["lr-AdamW/group0"]]
     assert lr[-1] < 0.1 * max(lr)  # the cosine reaches its end within the epochs
     assert math.isfinite(summary["final"]["domain/loss"])
+
+
+def test_sft_killed_mid_epoch_resumes_with_the_same_batches(data, tmp_path) -> None:
+    """SFT reads a map-style set through Composer's sampler; a resume must land mid-epoch on the same order."""
+    def sft(run_dir: Path) -> dict:  # 24 examples, 6 batches per epoch; the checkpoint at batch 7 is mid-epoch 2
+        return recipe(data, run_dir, duration="2ep", data={
+            "train": {"path": str(data / "gsm8k"), "kind": "sft", "select": ":24"},
+            "eval": {"general": {"path": str(data / "prose_val"), "max_samples": 8}},
+            "global_batch_size": G, "eval_batch_size": 4},
+            callbacks={"forgetting": {"eval": "general", "interval": "3ba"}, "audit": True},
+            checkpoint={"interval": "7ba"})
+
+    train(sft(tmp_path / "reference"))
+    killed = sft(tmp_path / "killed")
+    proc = start(killed)
+    latest = tmp_path / "killed" / "checkpoints" / "latest-rank0.pt"
+    deadline = time.time() + 600
+    while not latest.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "summary.json").exists(), "the run finished before it could be killed"
+    train(killed)
+    reference, resumed = audit(tmp_path / "reference"), audit(tmp_path / "killed")
+    assert sorted(resumed) == list(range(12))
+    assert {s: v["sha256"] for s, v in resumed.items()} == {s: v["sha256"] for s, v in reference.items()}
+    mr, mk = metrics(tmp_path / "reference"), metrics(tmp_path / "killed")
+    for key in ["loss/train/total", "forgetting/loss", "forgetting/delta"]:
+        np.testing.assert_allclose([v for *_, v in mk[key]], [v for *_, v in mr[key]], rtol=1e-5, atol=1e-7)
 
 
 def test_recipe_errors_name_the_key(tmp_path) -> None:
