@@ -8,12 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from midmix._core import ConfigError
-from midmix.train.config import ARCHS, apply_override, build
+from midmix.train.config import ARCHS, load_yaml
 
 
 @dataclass
@@ -137,20 +134,5 @@ def validate(g: Grid) -> None:
 
 
 def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Grid:
-    path = Path(path)
-    try:
-        data: Any = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise ConfigError(f"{path}: {e.strerror}") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a grid is a mapping of keys")
-    for item in overrides:
-        apply_override(data, item)
-    try:
-        grid = build(Grid, data)
-        validate(grid)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from e
+    grid, _ = load_yaml(path, overrides, Grid, validate)
     return grid

@@ -10,6 +10,7 @@ import dataclasses
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -348,8 +349,10 @@ def parse_select(text: str, n: int, key: str = "select") -> range:
     return range(min(lo, n), min(hi, n))
 
 
-def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[TrainConfig, dict[str, Any]]:
-    """The validated recipe, and the raw mapping it came from (with overrides applied)."""
+def load_yaml(path: str | Path, overrides: list[str] | tuple[str, ...], cls: type,
+              check: Callable[[Any], None]) -> tuple[Any, dict[str, Any]]:
+    """A YAML mapping with `key=value` overrides applied, built into dataclass `cls` and checked;
+    errors name the file. Returns the object and the raw mapping it came from."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
@@ -360,13 +363,20 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a recipe is a mapping of keys, got {type(data).__name__}")
+        raise ConfigError(f"{path}: expected a mapping of keys, got {type(data).__name__}")
     for item in overrides:
         apply_override(data, item)
     try:
-        return from_dict(data), data
+        obj = build(cls, data)
+        check(obj)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from e
+    return obj, data
+
+
+def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[TrainConfig, dict[str, Any]]:
+    """The validated recipe, and the raw mapping it came from (with overrides applied)."""
+    return load_yaml(path, overrides, TrainConfig, validate)
 
 
 def from_dict(data: dict[str, Any]) -> TrainConfig:
