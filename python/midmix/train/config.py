@@ -28,7 +28,8 @@ _DURATION = re.compile(r"^\s*\d+\s*(ba|ep|sp|tok)\s*$")
 class ModelConfig:
     arch: str = "tiny"
     # Where the starting weights come from: None (random init from `seed`), a local Hugging Face model
-    # directory (config.json + weights), or a midmix/Composer checkpoint file (weights only).
+    # directory (config.json + weights), a midmix/Composer checkpoint file, or a midmix run directory
+    # (its latest checkpoint); weights only.
     init_from: str | None = None
     vocab_size: int | None = None  # default: the architecture's (50304 for the Pythia family)
     max_position_embeddings: int | None = None  # default: the training data's sequence length

@@ -88,7 +88,12 @@ class CausalLM(ComposerModel):
 
 def build_model(arch: str, init_from: str | None, vocab_size: int | None, max_positions: int,
                 min_vocab: int) -> CausalLM:
-    """The model for a recipe; `min_vocab` is the data's tokenizer vocabulary, which must fit."""
+    """The model for a recipe; `min_vocab` is the data's tokenizer vocabulary, which must fit.
+
+    `init_from`: a Hugging Face model directory, a Composer checkpoint file, or a midmix run directory
+    (its latest checkpoint)."""
+    if init_from is not None and (Path(init_from) / "checkpoints").is_dir():
+        init_from = str(Path(init_from) / "checkpoints" / "latest-rank0.pt")
     if init_from is not None and Path(init_from).is_dir():
         if not (Path(init_from) / "config.json").exists():
             raise ConfigError(f"model.init_from: {init_from} has no config.json (not a Hugging Face model directory)")

@@ -91,10 +91,7 @@ def build_trainer(cfg: TrainConfig, raw: dict[str, Any]) -> Trainer:
     evalsets = {name: EvalSet(name, e, cfg.data.eval_batch_size) for name, e in cfg.data.eval.items()}
     reproducibility.seed_all(cfg.seed)
     max_positions = cfg.model.max_position_embeddings or max(2048, info.seq_len)
-    init_from = cfg.model.init_from
-    if init_from is not None and (Path(init_from) / "checkpoints").is_dir():
-        init_from = str(Path(init_from) / "checkpoints" / "latest-rank0.pt")  # a run directory
-    model = build_model(cfg.model.arch, init_from, cfg.model.vocab_size, max_positions, info.vocab_size)
+    model = build_model(cfg.model.arch, cfg.model.init_from, cfg.model.vocab_size, max_positions, info.vocab_size)
 
     loader = train_loader(cfg.data.train, info, cfg.data.global_batch_size, cfg.seed)
     decay, no_decay = [], []
