@@ -66,10 +66,14 @@ def branch_step(g: Grid, start: float) -> int:
     return min(max(round(start * g.steps), 1), g.steps - 1)
 
 
+def table_models(g: Grid) -> list[str]:
+    """The models of Table 2/3, fine-tuned on every target: the base, the mixes and the controls."""
+    return list(dict.fromkeys(["base"] + [v.name for v in main_variants(g) + control_variants(g)]))
+
+
 def sft_jobs(g: Grid) -> list[tuple[str, str]]:
-    """(model, target) pairs to fine-tune: every main model on every target, ablation cells on theirs."""
-    models = ["base"] + [v.name for v in main_variants(g) + control_variants(g)]
-    jobs = [(m, t) for m in dict.fromkeys(models) for t in g.sft.targets]
+    """(model, target) pairs to fine-tune: every table model on every target, ablation cells on theirs."""
+    jobs = [(m, t) for m in table_models(g) for t in g.sft.targets]
     if g.ablation is not None:
         jobs += [(v.name, g.ablation.target) for v in ablation_variants(g)]
     return list(dict.fromkeys(jobs))

@@ -67,7 +67,7 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def write_all(exp: Experiment, stats: dict[str, Any]) -> dict[str, Any]:
-    from midmix.experiment.run import ablation_variants, control_variants, main_variants
+    from midmix.experiment.run import Variant, ablation_variants, table_models
 
     g = exp.g
     res = exp.out / "results"
@@ -75,7 +75,7 @@ def write_all(exp: Experiment, stats: dict[str, Any]) -> dict[str, Any]:
     rows = sft_results(exp)
     avg = averaged(rows)
     targets = list(g.sft.targets)
-    models = list(dict.fromkeys(["base"] + [v.name for v in main_variants(g) + control_variants(g)]))
+    models = table_models(g)
 
     # Table 2/3: SFT validation loss and general loss after SFT, Δ vs the base.
     def table(metric: str) -> list[list[str]]:
@@ -96,7 +96,7 @@ def write_all(exp: Experiment, stats: dict[str, Any]) -> dict[str, Any]:
     pa_rows = []
     for m, spec in g.mixes.items():
         mixed = stats["base"].mix(stats[m], spec.weight)
-        name = f"{m}-w{spec.weight:g}-from{first_start:g}"
+        name = Variant(m, spec.weight, first_start).name
         for t in targets:
             target = stats[f"target:{t}"]
             pa_rows.append({"mix": m, "weight": spec.weight, "target": t,
