@@ -55,9 +55,14 @@ def read_index(directory: Path) -> dict[str, Any]:
     return json.loads((directory / "index.json").read_text())
 
 
+def num_samples(index: dict[str, Any]) -> int:
+    """Samples in an MDS dataset, from its index.json (any sample layout, fixed-size or not)."""
+    return sum(int(s["samples"]) for s in index["shards"])
+
+
 def index_lines(index: dict[str, Any]) -> list[str]:
     shards = index["shards"]
-    samples = sum(s["samples"] for s in shards)
+    samples = num_samples(index)
     stored = sum((s["zip_data"] or s["raw_data"])["bytes"] for s in shards)
     lines = [f"shards        {len(shards)}  ({samples:,} samples, {human_bytes(stored)} stored)"]
     if shards:

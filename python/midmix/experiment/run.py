@@ -23,6 +23,7 @@ from typing import Any
 
 from midmix import _core
 from midmix.experiment.grid import Grid
+from midmix.summary import num_samples, read_index
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,7 @@ class Experiment:
     def sft_recipe(self, model: str, target: str, seed: int, lr: float) -> dict[str, Any]:
         g, s, t = self.g, self.g.sft, self.g.sft.targets[target]
         data = self.data / f"sft-{target}"
-        total = sum(int(x["samples"]) for x in json.loads((data / "index.json").read_text())["shards"])
+        total = num_samples(read_index(data))
         val = min(t.val_examples, total // 2)
         train = min(t.train_examples, total - val)
         r = self._recipe(f"sft-{target}-{model}", self.sft_dir(model, target, seed, lr))

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from midmix import registry
 from midmix._core import ConfigError, MixReader, read_sample
 from midmix.data import MixDataset, MixLoader
+from midmix.summary import num_samples, read_index
 from midmix.train.config import DataSetConfig, EvalSetConfig, parse_select
 from midmix.train.models import IGNORE
 
@@ -68,8 +69,7 @@ class SftDataset(Dataset):
     """`prepare --mode sft` examples held in memory: (input_ids, labels) with -100 over masked prompts."""
 
     def __init__(self, path: Path, select: str | None, key: str, mask_prompt: bool = True) -> None:
-        index = json.loads((path / "index.json").read_text())
-        total = sum(int(s["samples"]) for s in index["shards"])
+        total = num_samples(read_index(path))
         rows = parse_select(select, total, f"{key}.select") if select else range(total)
         if len(rows) == 0:
             raise ConfigError(f"{key}: selects no examples out of {total}")
