@@ -276,8 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         Experiment(grid).run()
     finally:
-        import torch
+        from midmix.train.run import close_dist
 
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        close_dist()
     return 0

@@ -223,6 +223,12 @@ def train(cfg: TrainConfig, raw: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
+def close_dist() -> None:
+    """End the process group that build_trainer started (one per process, shared by its runs)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help"):
@@ -236,8 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"midmix train: error: {e}", file=sys.stderr)
         return 2
     finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        close_dist()
     if int(os.environ.get("RANK", "0")) == 0:
         final = summary.get("final", {})
         shown = {k: round(v, 4) for k, v in final.items() if k.startswith(("loss/train", "forgetting/", "domain/"))}
