@@ -94,6 +94,19 @@ def train(r: dict, ranks: int = 1) -> dict:
     return json.loads(summary.read_text())
 
 
+def kill_after_first_checkpoint(r: dict) -> None:
+    """Start the run and SIGKILL it as soon as its first checkpoint is on disk."""
+    run_dir = Path(r["run_dir"])
+    proc = start(r)
+    latest = run_dir / "checkpoints" / "latest-rank0.pt"
+    deadline = time.time() + 600
+    while not latest.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "summary.json").exists(), "the run finished before it could be killed"
+
+
 def audit(run_dir: Path, rank: int = 0) -> dict[int, dict]:
     steps = {}
     for line in (run_dir / f"audit-rank{rank}.jsonl").read_text().splitlines():
@@ -170,14 +183,7 @@ def test_mixture_monitor_matches_the_plan_and_the_schedule_oracle(runs, data) ->
 def test_kill_and_resume_continues_like_an_uninterrupted_run(runs, data) -> None:
     run_dir = runs["scheduled"].parent / "killed"
     r = recipe(data, run_dir)
-    proc = start(r)
-    latest = run_dir / "checkpoints" / "latest-rank0.pt"
-    deadline = time.time() + 600
-    while not latest.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (run_dir / "summary.json").exists(), "the run finished before it could be killed"
+    kill_after_first_checkpoint(r)
     train(r)
     reference, resumed = audit(runs["scheduled"]), audit(run_dir)
     assert {s: v["sha256"] for s, v in resumed.items()} == {s: v["sha256"] for s, v in reference.items()}
@@ -285,14 +291,7 @@ def test_sft_killed_mid_epoch_resumes_with_the_same_batches(data, tmp_path) -> N
 
     train(sft(tmp_path / "reference"))
     killed = sft(tmp_path / "killed")
-    proc = start(killed)
-    latest = tmp_path / "killed" / "checkpoints" / "latest-rank0.pt"
-    deadline = time.time() + 600
-    while not latest.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (tmp_path / "killed" / "summary.json").exists(), "the run finished before it could be killed"
+    kill_after_first_checkpoint(killed)
     train(killed)
     reference, resumed = audit(tmp_path / "reference"), audit(tmp_path / "killed")
     assert sorted(resumed) == list(range(12))
