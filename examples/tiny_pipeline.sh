@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole midtraining workflow at toy scale, on CPU, from the bundled demo data (about 7 minutes on
+# The whole midtraining workflow at toy scale, on CPU, from the bundled demo data (about 8 minutes on
 # 2 cores): prepare → scheduled build-mix → pretrain a base → branch a midtraining run from the base's
 # step 60 → SFT both on 160 real GSM8K examples → a table of in-domain and forgetting losses.
 # Run from a checkout after the README's set-up (`make setup`), or as `make tiny-pipeline`.
