@@ -8,6 +8,7 @@ from pathlib import Path
 
 from midmix import registry
 from midmix._core import ConfigError, Tokenizer
+from midmix.plotting import pyplot
 from midmix.proximity import UnigramStats, proximity
 
 METRICS = ["combined", "vocab_jaccard", "overlap_ratio", "cosine", "jsd", "js_similarity", "kl_smoothed",
@@ -118,21 +119,10 @@ def write_matrix_csv(m: dict, path: Path) -> None:
                 w.writerow([a, b, *[f"{m[a][b][k]:.6f}" for k in METRICS]])
 
 
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError as e:
-        raise ConfigError("--plot needs matplotlib: pip install 'midmix[plot]'") from e
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_heatmap(m: dict, path: Path, metric: str = "combined") -> None:
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot("--plot")
 
     names = list(m)
     grid = np.array([[m[a][b][metric] for b in names] for a in names])
@@ -154,7 +144,7 @@ def plot_heatmap(m: dict, path: Path, metric: str = "combined") -> None:
 def plot_pa(numbers: dict, path: Path) -> None:
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot("--plot")
 
     targets = list(numbers["targets"])
     cands = [c for c in numbers["targets"][targets[0]] if c != numbers["base"]]

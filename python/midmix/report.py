@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from midmix._core import ConfigError
+from midmix.plotting import pyplot
 
 # Panels of the figure: (title, metric in metrics.jsonl).
 PANELS = [("train loss", "loss/train/total"), ("in-domain loss", "domain/loss"),
@@ -82,13 +83,7 @@ def render(rows: list[list[str]], header: list[str] = COLUMNS) -> str:
 
 
 def plot(runs: list[Run], out: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as e:
-        raise ConfigError("the loss-curve PNG needs matplotlib: pip install 'midmix[plot]'") from e
+    plt = pyplot("the loss-curve PNG")
     fig, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 4), squeeze=False)
     for ax, (title, metric) in zip(axes[0], PANELS, strict=True):
         for i, r in enumerate(runs):

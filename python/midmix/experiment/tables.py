@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from midmix._core import ConfigError
+from midmix.plotting import pyplot
 from midmix.proximity import proximity, proximity_advantage
 
 if TYPE_CHECKING:
@@ -153,11 +155,8 @@ def write_all(exp: Experiment, stats: dict[str, Any]) -> dict[str, Any]:
 
 def _heatmap(grid: np.ndarray, starts: list[float], weights: list[float], out: Path, title: str) -> None:
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+        plt = pyplot("the ablation heatmap")
+    except ConfigError:
         return  # the CSV and Markdown carry the same numbers
     fig, ax = plt.subplots(figsize=(1.4 * len(weights) + 2, 1.1 * len(starts) + 1.5))
     lim = float(np.abs(grid).max()) or 1.0
