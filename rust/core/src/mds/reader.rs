@@ -1,0 +1,195 @@
+//! Reading an MDS directory back: its index, its shards and their samples.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::encoding::{Column, Encoding};
+use super::shard::INDEX_FILE;
+use crate::error::{Error, Result};
+
+/// An MDS directory opened for reading.
+pub struct MdsDataset {
+    pub dir: PathBuf,
+    pub columns: Vec<Column>,
+    pub shards: Vec<ShardInfo>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ShardInfo {
+    pub raw_basename: String,
+    pub zip_basename: Option<String>,
+    pub compression: Option<String>,
+    pub samples: u64,
+}
+
+/// One shard's bytes, decompressed, with sample access.
+pub struct Shard {
+    bytes: Vec<u8>,
+    n: usize,
+}
+
+impl Shard {
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// The whole (decompressed) shard file.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    /// The encoded bytes of sample `i`.
+    pub fn sample(&self, i: usize) -> Option<&[u8]> {
+        if i >= self.n {
+            return None;
+        }
+        let at = 4 + 4 * i;
+        let begin = u32::from_le_bytes(self.bytes.get(at..at + 4)?.try_into().ok()?) as usize;
+        let end = u32::from_le_bytes(self.bytes.get(at + 4..at + 8)?.try_into().ok()?) as usize;
+        self.bytes.get(begin..end)
+    }
+}
+
+impl MdsDataset {
+    pub fn open(dir: &Path) -> Result<MdsDataset> {
+        let path = dir.join(INDEX_FILE);
+        let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let index: Value = serde_json::from_str(&text)
+            .map_err(|e| Error::dataset(&path, format!("not valid JSON: {e}")))?;
+        let bad = |msg: &str| Error::dataset(&path, msg.to_string());
+        let shards_v = index["shards"]
+            .as_array()
+            .ok_or_else(|| bad("no 'shards' list"))?;
+        let mut columns: Option<Vec<Column>> = None;
+        let mut shards = Vec::new();
+        for s in shards_v {
+            if s["format"] != "mds" || s["version"] != 2 {
+                return Err(bad("only MDS version 2 shards are supported"));
+            }
+            let names = s["column_names"]
+                .as_array()
+                .ok_or_else(|| bad("shard without column_names"))?;
+            let encs = s["column_encodings"]
+                .as_array()
+                .ok_or_else(|| bad("shard without column_encodings"))?;
+            let cols: Vec<Column> = names
+                .iter()
+                .zip(encs)
+                .map(|(n, e)| {
+                    let (n, e) = (
+                        n.as_str().unwrap_or_default(),
+                        e.as_str().unwrap_or_default(),
+                    );
+                    Ok(Column {
+                        name: n.to_string(),
+                        spec: e.to_string(),
+                        encoding: Encoding::parse(e)?,
+                    })
+                })
+                .collect::<Result<_>>()?;
+            match &columns {
+                None => columns = Some(cols),
+                Some(c) if c.iter().map(|c| &c.spec).eq(cols.iter().map(|c| &c.spec)) => {}
+                Some(_) => return Err(bad("shards disagree on columns")),
+            }
+            shards.push(ShardInfo {
+                raw_basename: s["raw_data"]["basename"]
+                    .as_str()
+                    .ok_or_else(|| bad("shard without raw_data.basename"))?
+                    .to_string(),
+                zip_basename: s["zip_data"]["basename"].as_str().map(String::from),
+                compression: s["compression"].as_str().map(String::from),
+                samples: s["samples"]
+                    .as_u64()
+                    .ok_or_else(|| bad("shard without samples"))?,
+            });
+        }
+        Ok(MdsDataset {
+            dir: dir.to_path_buf(),
+            columns: columns.unwrap_or_default(),
+            shards,
+        })
+    }
+
+    pub fn num_samples(&self) -> u64 {
+        self.shards.iter().map(|s| s.samples).sum()
+    }
+
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+
+    pub fn load_shard(&self, i: usize) -> Result<Shard> {
+        let info = self
+            .shards
+            .get(i)
+            .ok_or_else(|| Error::dataset(&self.dir, format!("no shard {i}")))?;
+        let raw_path = self.dir.join(&info.raw_basename);
+        let bytes = match (fs::read(&raw_path), &info.zip_basename) {
+            (Ok(b), _) => b,
+            (Err(_), Some(zip)) => {
+                let zpath = self.dir.join(zip);
+                let z = fs::read(&zpath).map_err(|e| Error::io(&zpath, e))?;
+                if !info
+                    .compression
+                    .as_deref()
+                    .unwrap_or("")
+                    .starts_with("zstd")
+                {
+                    return Err(Error::dataset(
+                        &zpath,
+                        "only zstd-compressed shards can be read",
+                    ));
+                }
+                zstd::stream::decode_all(&z[..]).map_err(|e| Error::io(&zpath, e))?
+            }
+            (Err(e), None) => return Err(Error::io(&raw_path, e)),
+        };
+        let bad = || Error::dataset(&raw_path, "shard header is truncated or corrupt");
+        let n = u32::from_le_bytes(
+            bytes
+                .get(0..4)
+                .ok_or_else(bad)?
+                .try_into()
+                .map_err(|_| bad())?,
+        ) as usize;
+        if n as u64 != info.samples || bytes.len() < 4 + 4 * (n + 1) {
+            return Err(bad());
+        }
+        let shard = Shard { bytes, n };
+        if n > 0 && shard.sample(n - 1).is_none() {
+            return Err(bad());
+        }
+        Ok(shard)
+    }
+
+    /// Split an encoded sample into per-column byte slices (ndarray headers included).
+    pub fn split_sample<'a>(&self, sample: &'a [u8]) -> Option<Vec<&'a [u8]>> {
+        let var: Vec<usize> = self
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.encoding.fixed_size().is_none())
+            .map(|(i, _)| i)
+            .collect();
+        let mut sizes = vec![0usize; self.columns.len()];
+        for (slot, &ci) in var.iter().enumerate() {
+            let at = slot * 4;
+            sizes[ci] = u32::from_le_bytes(sample.get(at..at + 4)?.try_into().ok()?) as usize;
+        }
+        let mut pos = var.len() * 4;
+        let mut out = Vec::with_capacity(self.columns.len());
+        for (c, size) in self.columns.iter().zip(sizes) {
+            let size = c.encoding.fixed_size().unwrap_or(size);
+            out.push(sample.get(pos..pos + size)?);
+            pos += size;
+        }
+        Some(out)
+    }
+}
