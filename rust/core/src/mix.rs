@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::mds::{write_index, MdsDataset, ShardFormat, WriterOptions};
+use crate::mds::{write_index, MappedDataset, ShardFormat, WriterOptions};
 use crate::plan::{self, Phase, Schedule};
 use crate::progress::Progress;
 use crate::report::{Report, TokenizerInfo};
@@ -109,69 +109,6 @@ pub struct MixReport {
     pub max_deviation: f64,
     pub columns: BTreeMap<String, String>,
     pub elapsed_s: f64,
-}
-
-/// An MDS dataset opened for random access by sample index (memory-mapped shards).
-pub struct Source {
-    ds: MdsDataset,
-    /// Memory maps of the shards (uncompressed), and the first sample index of each.
-    maps: Vec<memmap2::Mmap>,
-    starts: Vec<u64>,
-    samples: u64,
-}
-
-impl Source {
-    /// Open `dir`; compressed shards are decompressed once into `cache`.
-    pub fn open(dir: &Path, cache: &Path) -> Result<Source> {
-        let ds = MdsDataset::open(dir)?;
-        let mut maps = Vec::new();
-        let mut starts = Vec::new();
-        let mut next = 0u64;
-        for (i, sh) in ds.shards.iter().enumerate() {
-            let raw = dir.join(&sh.raw_basename);
-            let path = if raw.exists() {
-                raw
-            } else {
-                // Compressed source: decompress each shard once into the staging area.
-                let bytes = ds.load_shard(i)?.into_bytes();
-                std::fs::create_dir_all(cache).map_err(|e| Error::io(cache, e))?;
-                let out = cache.join(format!("{}-{}", starts.len(), sh.raw_basename));
-                std::fs::write(&out, bytes).map_err(|e| Error::io(&out, e))?;
-                out
-            };
-            let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-            // SAFETY: the shard files are not modified while the mix is built.
-            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
-            starts.push(next);
-            next += sh.samples;
-            maps.push(map);
-        }
-        Ok(Source {
-            ds,
-            maps,
-            starts,
-            samples: next,
-        })
-    }
-
-    pub fn num_samples(&self) -> u64 {
-        self.samples
-    }
-
-    pub fn dataset(&self) -> &MdsDataset {
-        &self.ds
-    }
-
-    /// The bytes of sample `k`.
-    pub fn sample(&self, k: u64) -> Option<&[u8]> {
-        let s = self.starts.partition_point(|&st| st <= k).checked_sub(1)?;
-        let local = (k - self.starts[s]) as usize;
-        let m = &self.maps[s];
-        let at = 4 + 4 * local;
-        let begin = u32::from_le_bytes(m.get(at..at + 4)?.try_into().ok()?) as usize;
-        let end = u32::from_le_bytes(m.get(at + 4..at + 8)?.try_into().ok()?) as usize;
-        m.get(begin..end)
-    }
 }
 
 /// SplitMix64: a small, fully specified generator, so permutations are the same on every platform.
@@ -337,12 +274,12 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
 
     let staged = StagedDir::new(&opts.out, opts.overwrite)?;
     let cache = staged.path().join(".source-cache");
-    let sources: Vec<Source> = opts
+    let sources: Vec<MappedDataset> = opts
         .sources
         .iter()
-        .map(|(_, d)| Source::open(d, &cache))
+        .map(|(_, d)| MappedDataset::open(d, &cache))
         .collect::<Result<_>>()?;
-    let avail: Vec<u64> = sources.iter().map(|s| s.samples).collect();
+    let avail: Vec<u64> = sources.iter().map(|s| s.num_samples()).collect();
 
     // Plan. `Fill` and `stop` end at the first sample a source cannot give without repeating.
     let max_passes = match opts.on_exhaust {
@@ -422,7 +359,7 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
         },
     )?;
     let sample_size = 1 + sources[0]
-        .ds
+        .dataset()
         .columns
         .first()
         .and_then(|c| c.encoding.fixed_size())

@@ -163,7 +163,7 @@ pub struct Column {
 }
 
 /// One column's value for a sample.
-pub enum Value_<'a> {
+pub enum ColumnValue<'a> {
     /// Already in the column's byte form: little-endian scalar, UTF-8 text, raw bytes, or the
     /// values of an ndarray whose dtype and shape are both in the spec.
     Raw(&'a [u8]),
@@ -174,7 +174,6 @@ pub enum Value_<'a> {
         data: &'a [u8],
     },
 }
-pub use Value_ as ColumnValue;
 
 /// Columns sorted by name, as `MDSWriter` stores them.
 pub fn sorted_columns(columns: &[(&str, &str)]) -> Result<Vec<Column>> {

@@ -7,7 +7,7 @@
 //! - `encoding`: column encodings and one sample's bytes;
 //! - `shard`: the shard file format, compression, hashes and `index.json`;
 //! - `writer`: `MdsWriter`, which streams samples into shards;
-//! - `reader`: `MdsDataset` and its shards, read back.
+//! - `reader`: `MdsDataset` and its shards read back, and `MappedDataset` for random access.
 
 mod encoding;
 mod reader;
@@ -15,9 +15,9 @@ mod shard;
 mod writer;
 
 pub use encoding::{
-    decode_ndarray, encode_sample, sorted_columns, Column, ColumnValue, Dtype, Encoding, Value_,
+    decode_ndarray, encode_sample, sorted_columns, Column, ColumnValue, Dtype, Encoding,
 };
-pub use reader::{MdsDataset, Shard, ShardInfo};
+pub use reader::{MappedDataset, MdsDataset, Shard, ShardInfo};
 pub use shard::{
     hash_hex, stored_bytes, write_index, Compression, ShardFormat, WriterOptions,
     DEFAULT_SIZE_LIMIT, INDEX_FILE, SUPPORTED_HASHES,

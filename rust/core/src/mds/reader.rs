@@ -1,4 +1,5 @@
-//! Reading an MDS directory back: its index, its shards and their samples.
+//! Reading an MDS directory back: its index, its shards and their samples, in shard order
+//! (`MdsDataset`) or by sample index through memory maps (`MappedDataset`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -191,5 +192,107 @@ impl MdsDataset {
             pos += size;
         }
         Some(out)
+    }
+}
+
+/// An MDS dataset opened for random access by sample index, through memory-mapped shards.
+pub struct MappedDataset {
+    ds: MdsDataset,
+    /// Memory maps of the shards (uncompressed), and the first sample index of each.
+    maps: Vec<memmap2::Mmap>,
+    starts: Vec<u64>,
+    samples: u64,
+}
+
+impl MappedDataset {
+    /// Open `dir`; compressed shards are decompressed once into `cache`.
+    pub fn open(dir: &Path, cache: &Path) -> Result<MappedDataset> {
+        let ds = MdsDataset::open(dir)?;
+        let mut maps = Vec::new();
+        let mut starts = Vec::new();
+        let mut next = 0u64;
+        for (i, sh) in ds.shards.iter().enumerate() {
+            let raw = dir.join(&sh.raw_basename);
+            let path = if raw.exists() {
+                raw
+            } else {
+                // Compressed shard: decompress it once into the cache and map that.
+                let bytes = ds.load_shard(i)?.into_bytes();
+                fs::create_dir_all(cache).map_err(|e| Error::io(cache, e))?;
+                let out = cache.join(format!("{}-{}", starts.len(), sh.raw_basename));
+                fs::write(&out, bytes).map_err(|e| Error::io(&out, e))?;
+                out
+            };
+            let file = fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+            // SAFETY: the shard files are not modified while they are mapped (they belong to a
+            // finished dataset, or to the cache this dataset alone writes).
+            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+            starts.push(next);
+            next += sh.samples;
+            maps.push(map);
+        }
+        Ok(MappedDataset {
+            ds,
+            maps,
+            starts,
+            samples: next,
+        })
+    }
+
+    pub fn num_samples(&self) -> u64 {
+        self.samples
+    }
+
+    pub fn dataset(&self) -> &MdsDataset {
+        &self.ds
+    }
+
+    /// The bytes of sample `k`.
+    pub fn sample(&self, k: u64) -> Option<&[u8]> {
+        let s = self.starts.partition_point(|&st| st <= k).checked_sub(1)?;
+        let local = (k - self.starts[s]) as usize;
+        let m = &self.maps[s];
+        let at = 4 + 4 * local;
+        let begin = u32::from_le_bytes(m.get(at..at + 4)?.try_into().ok()?) as usize;
+        let end = u32::from_le_bytes(m.get(at + 4..at + 8)?.try_into().ok()?) as usize;
+        m.get(begin..end)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mds::{ColumnValue, MdsWriter, WriterOptions};
+
+    /// Both readers give the same sample bytes, across shards and with compression.
+    #[test]
+    fn mapped_samples_match_shard_samples() {
+        for compression in [None, Some("zstd")] {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("ds");
+            let opts = WriterOptions {
+                compression: compression.map(String::from),
+                size_limit: Some(400),
+                ..Default::default()
+            };
+            let mut w = MdsWriter::create(&dir, &[("tokens", "ndarray:uint16:4")], &opts).unwrap();
+            for i in 0..50u8 {
+                w.write(&[ColumnValue::Raw(&[i; 8])]).unwrap();
+            }
+            w.finish().unwrap();
+            let ds = MdsDataset::open(&dir).unwrap();
+            assert!(ds.shards.len() > 1);
+            let mapped = MappedDataset::open(&dir, &tmp.path().join("cache")).unwrap();
+            assert_eq!(mapped.num_samples(), 50);
+            let mut k = 0;
+            for si in 0..ds.shards.len() {
+                let shard = ds.load_shard(si).unwrap();
+                for i in 0..shard.len() {
+                    assert_eq!(mapped.sample(k), shard.sample(i));
+                    k += 1;
+                }
+            }
+            assert_eq!(mapped.sample(k), None);
+        }
     }
 }
