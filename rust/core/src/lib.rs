@@ -8,6 +8,7 @@ pub mod merge;
 pub mod mix;
 pub mod pack;
 pub mod plan;
+pub mod pool;
 pub mod prepare;
 pub mod progress;
 pub mod pyjson;

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::mds::{write_index, MappedDataset, ShardFormat, WriterOptions};
 use crate::plan::{self, Phase, Schedule};
+use crate::pool::thread_pool;
 use crate::progress::Progress;
 use crate::report::{Report, TokenizerInfo};
 use crate::staging::StagedDir;
@@ -163,7 +164,7 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
             "at most 256 sources fit the uint8 `source` column".into(),
         ));
     }
-    let pool = crate::prepare::thread_pool(opts.threads)?;
+    let pool = thread_pool(opts.threads)?;
 
     // Sources must agree on tokenizer, seq_len and token column.
     let reports: Vec<Report> = opts

@@ -16,6 +16,7 @@ use crate::error::{Error, Location, Result};
 use crate::input::{self, Format, InputFile, ReadOptions};
 use crate::mds::{ColumnValue, Dtype, MdsWriter, WriterOptions};
 use crate::pack::{self, Packer};
+use crate::pool::thread_pool;
 use crate::progress::Progress;
 use crate::record::{self, Extracted, SkipReason};
 use crate::report::{
@@ -99,18 +100,6 @@ impl PrepareOptions {
             cancel: None,
         }
     }
-}
-
-pub fn thread_pool(threads: Option<usize>) -> Result<rayon::ThreadPool> {
-    let mut b = rayon::ThreadPoolBuilder::new();
-    if let Some(n) = threads {
-        if n == 0 {
-            return Err(Error::Config("--threads must be at least 1".into()));
-        }
-        b = b.num_threads(n);
-    }
-    b.build()
-        .map_err(|e| Error::Config(format!("cannot start threads: {e}")))
 }
 
 /// Resolve `--eos`/`--bos` against the tokenizer.

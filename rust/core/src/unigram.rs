@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Location, Result};
 use crate::input::{self, RawRecord, ReadOptions};
 use crate::mds::{decode_ndarray, Dtype, Encoding, MdsDataset};
+use crate::pool::thread_pool;
 use crate::record::{self, Extracted};
 use crate::tokenize::{Encoder, EncoderChoice};
 
@@ -85,7 +86,7 @@ fn sample_key(seed: u64, file: &str, unit: &crate::error::Unit) -> u64 {
 /// Count token ids over raw inputs. Bad records are errors naming file and line/row; empty
 /// documents are skipped and counted.
 pub fn count_raw(opts: &RawOptions) -> Result<Unigram> {
-    let pool = crate::prepare::thread_pool(opts.threads)?;
+    let pool = thread_pool(opts.threads)?;
     let enc = Encoder::from_file(&opts.tokenizer, opts.encoder)?;
     let files = input::discover(&opts.inputs)?;
     let read_opts = ReadOptions {
@@ -211,7 +212,7 @@ pub fn count_raw(opts: &RawOptions) -> Result<Unigram> {
 /// Count token ids of a prepared or mixed dataset (`tokens`, or SFT `input_ids`), without
 /// re-tokenizing. `exclude` ids (the EOS/BOS `prepare` inserted) are not counted.
 pub fn count_dataset(dir: &Path, exclude: &[u32], threads: Option<usize>) -> Result<Unigram> {
-    let pool = crate::prepare::thread_pool(threads)?;
+    let pool = thread_pool(threads)?;
     let ds = MdsDataset::open(dir)?;
     let col = ds
         .column_index("tokens")
