@@ -29,6 +29,18 @@ pub enum Length {
     Fill,
 }
 
+impl Length {
+    /// A length from its kind (`tokens`, `samples` or `fill`) and count (ignored for `fill`).
+    pub fn new(kind: &str, n: u64) -> Result<Length> {
+        match kind {
+            "tokens" => Ok(Length::Tokens(n)),
+            "samples" => Ok(Length::Samples(n)),
+            "fill" => Ok(Length::Fill),
+            k => Err(Error::Config(format!("unknown phase length kind '{k}'"))),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct PhaseSpec {
     pub length: Length,
@@ -43,6 +55,23 @@ pub enum OnExhaust {
     /// A fresh permutation per pass, at most this many passes per source.
     Repeat(Option<u64>),
     Stop,
+}
+
+impl OnExhaust {
+    /// `--on-exhaust KIND [--max-repeat N]`; `max_repeat` only goes with `repeat`.
+    pub fn new(kind: &str, max_repeat: Option<u64>) -> Result<OnExhaust> {
+        match (kind, max_repeat) {
+            ("error", None) => Ok(OnExhaust::Error),
+            ("repeat", m) => Ok(OnExhaust::Repeat(m)),
+            ("stop", None) => Ok(OnExhaust::Stop),
+            (_, Some(_)) => Err(Error::Config(
+                "--max-repeat goes with --on-exhaust repeat".into(),
+            )),
+            (k, None) => Err(Error::Config(format!(
+                "unknown --on-exhaust '{k}': use error, repeat or stop"
+            ))),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +191,12 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
     if k > 256 {
         return Err(Error::Config(
             "at most 256 sources fit the uint8 `source` column".into(),
+        ));
+    }
+    // Without a batch size there is nothing to balance per batch; say so rather than ignore it.
+    if opts.exact_per_batch && opts.global_batch.is_none() {
+        return Err(Error::Config(
+            "--exact-per-batch needs --global-batch".into(),
         ));
     }
     let pool = thread_pool(opts.threads)?;
@@ -513,6 +548,62 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn options(exact_per_batch: bool, global_batch: Option<u64>) -> MixOptions {
+        MixOptions {
+            sources: vec![("a".into(), PathBuf::from("/nonexistent/a"))],
+            phases: vec![PhaseSpec {
+                length: Length::Fill,
+                weights: vec![("a".into(), 1.0)],
+                ramp: false,
+            }],
+            seed: 0,
+            global_batch,
+            exact_per_batch,
+            on_exhaust: OnExhaust::Error,
+            out: PathBuf::from("/nonexistent/out"),
+            overwrite: false,
+            size_limit: None,
+            threads: None,
+            progress: false,
+        }
+    }
+
+    #[test]
+    fn exact_per_batch_needs_a_global_batch() {
+        match build_mix(&options(true, None)) {
+            Err(Error::Config(msg)) => assert_eq!(msg, "--exact-per-batch needs --global-batch"),
+            other => panic!("expected a config error, got {:?}", other.map(|r| r.kind)),
+        }
+        // With a global batch the options pass this check (and fail later, on the missing source).
+        assert!(!matches!(
+            build_mix(&options(true, Some(4))),
+            Err(Error::Config(_))
+        ));
+    }
+
+    #[test]
+    fn option_kinds_parse_or_name_the_choices() {
+        assert!(matches!(Length::new("tokens", 5), Ok(Length::Tokens(5))));
+        assert!(matches!(Length::new("samples", 5), Ok(Length::Samples(5))));
+        assert!(matches!(Length::new("fill", 0), Ok(Length::Fill)));
+        assert!(Length::new("bytes", 5).is_err());
+        assert_eq!(OnExhaust::new("error", None).unwrap(), OnExhaust::Error);
+        assert_eq!(
+            OnExhaust::new("repeat", Some(3)).unwrap(),
+            OnExhaust::Repeat(Some(3))
+        );
+        assert_eq!(OnExhaust::new("stop", None).unwrap(), OnExhaust::Stop);
+        let msg = |k, m| OnExhaust::new(k, m).unwrap_err().to_string();
+        assert_eq!(
+            msg("stop", Some(2)),
+            "--max-repeat goes with --on-exhaust repeat"
+        );
+        assert_eq!(
+            msg("again", None),
+            "unknown --on-exhaust 'again': use error, repeat or stop"
+        );
+    }
 
     #[test]
     fn permutations_are_seeded_by_source_and_pass_only() {

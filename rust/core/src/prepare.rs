@@ -40,6 +40,20 @@ pub enum OnBadRecord {
     Skip,
 }
 
+impl std::str::FromStr for OnBadRecord {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<OnBadRecord> {
+        match s {
+            "error" => Ok(OnBadRecord::Error),
+            "skip" => Ok(OnBadRecord::Skip),
+            _ => Err(Error::Config(format!(
+                "unknown --on-bad-record '{s}': use error or skip"
+            ))),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct PrepareOptions {
     pub name: String,
@@ -59,8 +73,9 @@ pub struct PrepareOptions {
     pub bos: Option<String>,
     pub writer: WriterOptions,
     pub on_bad_record: OnBadRecord,
-    /// `(count, index)`: prepare only slice `index` of `count` of the inputs.
-    pub task: Option<(usize, usize)>,
+    /// Prepare only slice `task_index` of `num_tasks` of the inputs (both or neither).
+    pub num_tasks: Option<usize>,
+    pub task_index: Option<usize>,
     pub threads: Option<usize>,
     pub progress: bool,
     pub cancel: Option<Arc<AtomicBool>>,
@@ -94,11 +109,27 @@ impl PrepareOptions {
                 ..Default::default()
             },
             on_bad_record: OnBadRecord::Error,
-            task: None,
+            num_tasks: None,
+            task_index: None,
             threads: None,
             progress: false,
             cancel: None,
         }
+    }
+}
+
+/// `(count, index)` of the slice to prepare, checked once here: both given or neither, and the
+/// index below the count.
+fn task_slice_of(opts: &PrepareOptions) -> Result<Option<(usize, usize)>> {
+    match (opts.num_tasks, opts.task_index) {
+        (None, None) => Ok(None),
+        (Some(count), Some(index)) if count == 0 || index >= count => Err(Error::Config(format!(
+            "--task-index {index} must be below --num-tasks {count}"
+        ))),
+        (Some(count), Some(index)) => Ok(Some((count, index))),
+        _ => Err(Error::Config(
+            "--num-tasks and --task-index go together".into(),
+        )),
     }
 }
 
@@ -209,13 +240,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Report> {
     if opts.seq_len == 0 {
         return Err(Error::Config("--seq-len must be at least 1".into()));
     }
-    if let Some((count, index)) = opts.task {
-        if count == 0 || index >= count {
-            return Err(Error::Config(format!(
-                "--task-index {index} must be below --num-tasks {count}"
-            )));
-        }
-    }
+    let task = task_slice_of(opts)?;
     let pool = thread_pool(opts.threads)?;
     let enc = Encoder::from_file(&opts.tokenizer, opts.encoder)?;
     let (eos, bos) = special_ids(&enc, opts)?;
@@ -230,7 +255,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Report> {
             f.label = l.clone();
         }
     }
-    if let Some((count, index)) = opts.task {
+    if let Some((count, index)) = task {
         files = files[input::task_slice(&files, count, index)].to_vec();
     }
     let (fields, text_per_line) = match &opts.mode {
@@ -416,7 +441,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Report> {
     }
     read_result?;
 
-    let task = opts.task.map(|(count, index)| TaskInfo {
+    let task = task.map(|(count, index)| TaskInfo {
         index,
         count,
         tail: packer.tail().to_vec(),
@@ -497,4 +522,48 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Report> {
     report.write(staged.path())?;
     staged.commit()?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task_error(num_tasks: Option<usize>, task_index: Option<usize>) -> Option<String> {
+        let mut o = PrepareOptions::new("d", vec![], PathBuf::new(), 8, PathBuf::new());
+        o.num_tasks = num_tasks;
+        o.task_index = task_index;
+        task_slice_of(&o).err().map(|e| e.to_string())
+    }
+
+    #[test]
+    fn task_options_are_checked_together() {
+        assert_eq!(task_error(None, None), None);
+        assert_eq!(task_error(Some(3), Some(2)), None);
+        let pair = Some("--num-tasks and --task-index go together".to_string());
+        assert_eq!(task_error(Some(3), None), pair);
+        assert_eq!(task_error(None, Some(0)), pair);
+        assert_eq!(
+            task_error(Some(2), Some(2)),
+            Some("--task-index 2 must be below --num-tasks 2".into())
+        );
+        assert!(task_error(Some(0), Some(0)).is_some());
+    }
+
+    #[test]
+    fn choices_parse_from_their_names() {
+        assert_eq!("error".parse::<OnBadRecord>().unwrap(), OnBadRecord::Error);
+        assert_eq!("skip".parse::<OnBadRecord>().unwrap(), OnBadRecord::Skip);
+        match "drop".parse::<OnBadRecord>() {
+            Err(Error::Config(msg)) => {
+                assert_eq!(msg, "unknown --on-bad-record 'drop': use error or skip")
+            }
+            other => panic!("expected a config error, got {other:?}"),
+        }
+        assert_eq!("hf".parse::<EncoderChoice>().unwrap(), EncoderChoice::Hf);
+        assert_eq!(EncoderChoice::parse("fast").unwrap(), EncoderChoice::Fast);
+        assert!(matches!(
+            "slow".parse::<EncoderChoice>(),
+            Err(Error::Config(_))
+        ));
+    }
 }

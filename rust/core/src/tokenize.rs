@@ -21,6 +21,14 @@ pub enum EncoderChoice {
 
 impl EncoderChoice {
     pub fn parse(s: &str) -> Result<EncoderChoice> {
+        s.parse()
+    }
+}
+
+impl std::str::FromStr for EncoderChoice {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<EncoderChoice> {
         match s {
             "auto" => Ok(EncoderChoice::Auto),
             "fast" | "fastokens" => Ok(EncoderChoice::Fast),

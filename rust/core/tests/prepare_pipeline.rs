@@ -116,7 +116,8 @@ fn merged_parts_equal_a_single_run() {
     for i in 0..2 {
         let out = tmp.path().join(format!("p{i}"));
         let mut o = PrepareOptions::new("d", inputs.clone(), tokenizer(), 777, out.clone());
-        o.task = Some((2, i));
+        o.num_tasks = Some(2);
+        o.task_index = Some(i);
         prepare(&o).unwrap();
         parts.push(out);
     }
