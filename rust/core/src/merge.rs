@@ -5,11 +5,14 @@
 //! concatenated token stream, copying ids without re-tokenizing.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::mds::{MdsDataset, MdsWriter, WriterOptions};
 use crate::pack::{self, Packer};
+use crate::pool::check_cancel;
 use crate::progress::Progress;
 use crate::report::{Counts, Report, RunInfo};
 use crate::staging::StagedDir;
@@ -20,6 +23,8 @@ pub struct MergeOptions {
     pub out: PathBuf,
     pub overwrite: bool,
     pub progress: bool,
+    /// Set to stop between shards with `Error::Interrupted`.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 fn same<T: PartialEq + std::fmt::Debug>(what: &str, part: &PathBuf, a: &T, b: &T) -> Result<()> {
@@ -106,6 +111,7 @@ pub fn merge(opts: &MergeOptions) -> Result<Report> {
     let mut counts = Counts::default();
     let mut inputs = Vec::new();
     for (p, r) in &parts {
+        check_cancel(opts.cancel.as_deref())?;
         let ds = MdsDataset::open(p)?;
         let tok_col = match ds.shards.len() {
             0 => 0, // an empty part (more tasks than input files): nothing to copy
@@ -114,6 +120,7 @@ pub fn merge(opts: &MergeOptions) -> Result<Report> {
                 .ok_or_else(|| Error::dataset(p, "has no token column"))?,
         };
         for si in 0..ds.shards.len() {
+            check_cancel(opts.cancel.as_deref())?;
             let shard = ds.load_shard(si)?;
             for i in 0..shard.len() {
                 let sample = shard.sample(i).ok_or_else(|| {

@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -15,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::mds::{write_index, MappedDataset, ShardFormat, WriterOptions};
 use crate::plan::{self, Phase, Schedule};
-use crate::pool::thread_pool;
+use crate::pool::{check_cancel, thread_pool};
 use crate::progress::Progress;
 use crate::report::{Report, TokenizerInfo};
 use crate::staging::StagedDir;
@@ -88,6 +90,8 @@ pub struct MixOptions {
     pub size_limit: Option<u64>,
     pub threads: Option<usize>,
     pub progress: bool,
+    /// Set to stop between sources and between output shards with `Error::Interrupted`.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -313,7 +317,10 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
     let sources: Vec<MappedDataset> = opts
         .sources
         .iter()
-        .map(|(_, d)| MappedDataset::open(d, &cache))
+        .map(|(_, d)| {
+            check_cancel(opts.cancel.as_deref())?;
+            MappedDataset::open(d, &cache)
+        })
         .collect::<Result<_>>()?;
     let avail: Vec<u64> = sources.iter().map(|s| s.num_samples()).collect();
 
@@ -408,6 +415,7 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
         (0..n_shards)
             .into_par_iter()
             .map(|si| {
+                check_cancel(opts.cancel.as_deref())?;
                 let lo = si as u64 * per_shard;
                 let hi = (lo + per_shard).min(total);
                 let mut fill = |w: &mut dyn std::io::Write| -> Result<()> {
@@ -566,6 +574,7 @@ mod tests {
             size_limit: None,
             threads: None,
             progress: false,
+            cancel: None,
         }
     }
 

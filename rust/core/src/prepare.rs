@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
@@ -16,7 +16,7 @@ use crate::error::{Error, Location, Result};
 use crate::input::{self, Format, InputFile, ReadOptions};
 use crate::mds::{ColumnValue, Dtype, MdsWriter, WriterOptions};
 use crate::pack::{self, Packer};
-use crate::pool::thread_pool;
+use crate::pool::{check_cancel, thread_pool};
 use crate::progress::Progress;
 use crate::record::{self, Extracted, SkipReason};
 use crate::report::{
@@ -327,12 +327,8 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Report> {
 
     let mut failure: Option<Error> = None;
     for batch in rx.iter() {
-        if opts
-            .cancel
-            .as_ref()
-            .is_some_and(|c| c.load(Ordering::Relaxed))
-        {
-            failure = Some(Error::Interrupted);
+        if let Err(e) = check_cancel(opts.cancel.as_deref()) {
+            failure = Some(e);
             break;
         }
         let file = &files[batch.file];

@@ -6,7 +6,7 @@
 
 use std::collections::BinaryHeap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{mpsc, Arc};
 
 use rayon::prelude::*;
@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Location, Result};
 use crate::input::{self, RawRecord, ReadOptions};
 use crate::mds::{decode_ndarray, Dtype, Encoding, MdsDataset};
-use crate::pool::thread_pool;
+use crate::pool::{check_cancel, thread_pool};
 use crate::record::{self, Extracted};
 use crate::tokenize::{Encoder, EncoderChoice};
 
@@ -75,6 +75,8 @@ pub struct RawOptions {
     pub max_tokens_per_doc: Option<usize>,
     pub seed: u64,
     pub threads: Option<usize>,
+    /// Set to stop between batches with `Error::Interrupted`.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 /// A record's sampling key: depends only on the seed and where the record is.
@@ -97,7 +99,9 @@ pub fn count_raw(opts: &RawOptions) -> Result<Unigram> {
     let consumed = Arc::new(AtomicU64::new(0));
 
     let mut total = Unigram::new(vocab);
+    let cancel = opts.cancel.as_deref();
     let mut count_batch = |file: usize, records: Vec<RawRecord>| -> Result<()> {
+        check_cancel(cancel)?;
         let label = &files[file].label;
         let parsed: Vec<(crate::error::Unit, Extracted)> = pool.install(|| {
             records
@@ -151,6 +155,9 @@ pub fn count_raw(opts: &RawOptions) -> Result<Unigram> {
             let mut kept: std::collections::HashMap<(usize, u64), RawRecord> = Default::default();
             let mut seq = 0u64;
             input::read_all(&files, &read_opts, &consumed, &mut |b| {
+                if check_cancel(cancel).is_err() {
+                    return false;
+                }
                 for rec in b.records {
                     let key = sample_key(opts.seed, &files[b.file].label, &rec.unit);
                     seq += 1;
@@ -167,6 +174,7 @@ pub fn count_raw(opts: &RawOptions) -> Result<Unigram> {
                 }
                 true
             })?;
+            check_cancel(cancel)?;
             let mut chosen: Vec<((usize, u64), RawRecord)> = kept.into_iter().collect();
             chosen.sort_by_key(|(k, _)| *k);
             let mut batch: Vec<RawRecord> = Vec::new();
@@ -210,8 +218,14 @@ pub fn count_raw(opts: &RawOptions) -> Result<Unigram> {
 }
 
 /// Count token ids of a prepared or mixed dataset (`tokens`, or SFT `input_ids`), without
-/// re-tokenizing. `exclude` ids (the EOS/BOS `prepare` inserted) are not counted.
-pub fn count_dataset(dir: &Path, exclude: &[u32], threads: Option<usize>) -> Result<Unigram> {
+/// re-tokenizing. `exclude` ids (the EOS/BOS `prepare` inserted) are not counted. Setting
+/// `cancel` stops it between shards with `Error::Interrupted`.
+pub fn count_dataset(
+    dir: &Path,
+    exclude: &[u32],
+    threads: Option<usize>,
+    cancel: Option<&AtomicBool>,
+) -> Result<Unigram> {
     let pool = thread_pool(threads)?;
     let ds = MdsDataset::open(dir)?;
     let col = ds
@@ -230,6 +244,7 @@ pub fn count_dataset(dir: &Path, exclude: &[u32], threads: Option<usize>) -> Res
         (0..ds.shards.len())
             .into_par_iter()
             .map(|si| -> Result<Unigram> {
+                check_cancel(cancel)?;
                 let shard = ds.load_shard(si)?;
                 let mut u = Unigram::new(vocab);
                 for i in 0..shard.len() {
@@ -280,5 +295,64 @@ mod tests {
         let m = a.merge(b);
         assert_eq!(m.counts, vec![1, 3, 0, 1, 0, 1]);
         assert_eq!(m.tokens, 6);
+    }
+
+    fn tokenizer() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/pythia.json")
+    }
+
+    fn raw_options(input: &Path, max_docs: Option<u64>, cancel: bool) -> RawOptions {
+        RawOptions {
+            inputs: vec![input.display().to_string()],
+            tokenizer: tokenizer(),
+            encoder: EncoderChoice::Auto,
+            fields: vec!["text".into()],
+            text_per_line: false,
+            max_docs,
+            max_tokens_per_doc: None,
+            seed: 0,
+            threads: Some(2),
+            cancel: Some(Arc::new(AtomicBool::new(cancel))),
+        }
+    }
+
+    #[test]
+    fn count_raw_stops_when_cancelled() {
+        let tmp = tempfile::tempdir().unwrap();
+        let input = tmp.path().join("a.jsonl");
+        std::fs::write(&input, "{\"text\": \"one two\"}\n{\"text\": \"three\"}\n").unwrap();
+        for max_docs in [None, Some(1)] {
+            let u = count_raw(&raw_options(&input, max_docs, false)).unwrap();
+            assert_eq!(u.documents, max_docs.unwrap_or(2));
+            assert!(matches!(
+                count_raw(&raw_options(&input, max_docs, true)),
+                Err(Error::Interrupted)
+            ));
+        }
+    }
+
+    #[test]
+    fn count_dataset_stops_when_cancelled() {
+        use crate::mds::{ColumnValue, MdsWriter, WriterOptions};
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("ds");
+        let mut w = MdsWriter::create(
+            &dir,
+            &[("tokens", "ndarray:uint16:2")],
+            &WriterOptions::default(),
+        )
+        .unwrap();
+        w.write(&[ColumnValue::Raw(&[1, 0, 2, 0])]).unwrap();
+        w.finish().unwrap();
+        let u = count_dataset(&dir, &[], Some(1), None).unwrap();
+        assert_eq!(
+            (u.documents, u.tokens, u.counts[1], u.counts[2]),
+            (1, 2, 1, 1)
+        );
+        let cancel = AtomicBool::new(true);
+        assert!(matches!(
+            count_dataset(&dir, &[], Some(1), Some(&cancel)),
+            Err(Error::Interrupted)
+        ));
     }
 }

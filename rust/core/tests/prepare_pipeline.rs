@@ -127,6 +127,7 @@ fn merged_parts_equal_a_single_run() {
         out: merged.clone(),
         overwrite: false,
         progress: false,
+        cancel: None,
     })
     .unwrap();
     assert_eq!(files(&single), files(&merged));

@@ -150,6 +150,17 @@ impl MdsWriter {
     }
 }
 
+impl Drop for MdsWriter {
+    /// A writer dropped unfinished (an error or a cancel upstream) waits for shards still being
+    /// written, so its directory can be removed right after without a file appearing in it.
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(h) = self.flusher.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::fs;
