@@ -235,17 +235,260 @@ fn encode_batch(
         .collect())
 }
 
-pub fn prepare(opts: &PrepareOptions) -> Result<Report> {
-    let started = Instant::now();
-    if opts.seq_len == 0 {
-        return Err(Error::Config("--seq-len must be at least 1".into()));
-    }
-    let task = task_slice_of(opts)?;
-    let pool = thread_pool(opts.threads)?;
-    let enc = Encoder::from_file(&opts.tokenizer, opts.encoder)?;
-    let (eos, bos) = special_ids(&enc, opts)?;
-    let dtype = pack::token_dtype(enc.vocab_size);
+/// The token ids every mode wraps documents in, and the dtype it stores ids as.
+#[derive(Debug, Clone, Copy)]
+struct Tokens {
+    eos: Option<u32>,
+    bos: Option<u32>,
+    dtype: Dtype,
+}
 
+/// What became of one record's token ids.
+enum Pushed {
+    Written,
+    /// The mode cannot use it; `--on-bad-record` decides between an error and a skip.
+    Rejected(SkipReason, String),
+}
+
+/// Everything that differs between pretraining and SFT preparation. `prepare` drives one of
+/// these through the same reading, encoding and writing steps.
+trait ModePipeline {
+    /// `mode` in the report.
+    fn name(&self) -> &'static str;
+    /// Record fields to extract and tokenize, in order.
+    fn fields(&self) -> Vec<String>;
+    /// `.txt` inputs: one document per line instead of one per file.
+    fn text_per_line(&self) -> bool;
+    /// Refuse inputs the mode cannot read before any work starts.
+    fn check_inputs(&self, files: &[InputFile]) -> Result<()>;
+    /// The output columns, (name, MDS encoding).
+    fn columns(&self) -> Vec<(String, String)>;
+    /// Turn one record's token ids (one list per field) into samples.
+    fn push(
+        &mut self,
+        parts: &[Vec<u32>],
+        writer: &mut MdsWriter,
+        counts: &mut Counts,
+    ) -> Result<Pushed>;
+    /// Fill the sample and token counts once every record is in. A task part keeps its tail
+    /// for `merge` instead of dropping it.
+    fn finish_counts(&self, counts: &mut Counts, writer: &MdsWriter, is_task: bool);
+    /// Tokens after the last full sample (kept in a task part's report).
+    fn tail(&self) -> Vec<u32>;
+    /// `text_field` and `sft` in the report.
+    fn text_field(&self) -> Option<String>;
+    fn sft(&self) -> Option<SftInfo>;
+}
+
+/// Pretraining: documents are wrapped in BOS/EOS and packed into fixed `seq_len` windows.
+struct Pretrain {
+    text_field: String,
+    text_per_line: bool,
+    seq_len: usize,
+    tokens: Tokens,
+    packer: Packer,
+}
+
+impl ModePipeline for Pretrain {
+    fn name(&self) -> &'static str {
+        "pretrain"
+    }
+
+    fn fields(&self) -> Vec<String> {
+        vec![self.text_field.clone()]
+    }
+
+    fn text_per_line(&self) -> bool {
+        self.text_per_line
+    }
+
+    fn check_inputs(&self, _files: &[InputFile]) -> Result<()> {
+        Ok(())
+    }
+
+    fn columns(&self) -> Vec<(String, String)> {
+        vec![(
+            "tokens".into(),
+            format!("ndarray:{}:{}", self.tokens.dtype.name(), self.seq_len),
+        )]
+    }
+
+    fn push(
+        &mut self,
+        parts: &[Vec<u32>],
+        writer: &mut MdsWriter,
+        counts: &mut Counts,
+    ) -> Result<Pushed> {
+        let mut doc: Vec<u32> = Vec::with_capacity(parts[0].len() + 2);
+        doc.extend(self.tokens.bos);
+        doc.extend_from_slice(&parts[0]);
+        doc.extend(self.tokens.eos);
+        counts.document_tokens += doc.len() as u64;
+        self.packer.push(&doc, writer)?;
+        Ok(Pushed::Written)
+    }
+
+    fn finish_counts(&self, counts: &mut Counts, _writer: &MdsWriter, is_task: bool) {
+        counts.samples = self.packer.samples;
+        counts.tokens = self.packer.samples * self.seq_len as u64;
+        counts.dropped_tail_tokens = if is_task {
+            0
+        } else {
+            self.packer.tail().len() as u64
+        };
+    }
+
+    fn tail(&self) -> Vec<u32> {
+        self.packer.tail().to_vec()
+    }
+
+    fn text_field(&self) -> Option<String> {
+        Some(self.text_field.clone())
+    }
+
+    fn sft(&self) -> Option<SftInfo> {
+        None
+    }
+}
+
+/// SFT: one sample per (prompt, response) example, labels masked over the prompt.
+struct Sft {
+    info: SftInfo,
+    seq_len: usize,
+    tokens: Tokens,
+    // Reused buffers for one sample's columns.
+    ids_bytes: Vec<u8>,
+    label_bytes: Vec<u8>,
+}
+
+impl ModePipeline for Sft {
+    fn name(&self) -> &'static str {
+        "sft"
+    }
+
+    fn fields(&self) -> Vec<String> {
+        vec![
+            self.info.prompt_field.clone(),
+            self.info.response_field.clone(),
+        ]
+    }
+
+    fn text_per_line(&self) -> bool {
+        false
+    }
+
+    fn check_inputs(&self, files: &[InputFile]) -> Result<()> {
+        match files.iter().find(|f| matches!(f.format, Format::Text(_))) {
+            Some(f) => Err(Error::Config(format!(
+                "{}: SFT mode needs prompt and response fields; .txt inputs have none",
+                f.label
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn columns(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "input_ids".into(),
+                format!("ndarray:{}", self.tokens.dtype.name()),
+            ),
+            ("labels".into(), "ndarray:int32".into()),
+        ]
+    }
+
+    fn push(
+        &mut self,
+        parts: &[Vec<u32>],
+        writer: &mut MdsWriter,
+        counts: &mut Counts,
+    ) -> Result<Pushed> {
+        let t = self.tokens;
+        counts.document_tokens += (parts[0].len() + parts[1].len()) as u64;
+        let Some(sample) = pack::sft_sample(
+            t.bos,
+            &parts[0],
+            &parts[1],
+            t.eos,
+            self.seq_len,
+            self.info.mask_prompt,
+        ) else {
+            return Ok(Pushed::Rejected(
+                SkipReason::PromptTooLong,
+                format!(
+                    "the prompt alone fills --seq-len {} and leaves no response token to train on (pass --on-bad-record skip to skip such examples)",
+                    self.seq_len
+                ),
+            ));
+        };
+        if sample.truncated_tokens > 0 {
+            counts.truncated_samples += 1;
+            counts.truncated_tokens += sample.truncated_tokens as u64;
+        }
+        counts.label_tokens += sample.labels.iter().filter(|&&l| l != -100).count() as u64;
+        counts.tokens += sample.input_ids.len() as u64;
+        pack::ids_to_bytes(&sample.input_ids, t.dtype, &mut self.ids_bytes);
+        self.label_bytes.clear();
+        self.label_bytes
+            .extend(sample.labels.iter().flat_map(|l| l.to_le_bytes()));
+        let n = [sample.input_ids.len() as u64];
+        writer.write(&[
+            ColumnValue::Array {
+                dtype: t.dtype,
+                shape: &n,
+                data: &self.ids_bytes,
+            },
+            ColumnValue::Array {
+                dtype: Dtype::I32,
+                shape: &n,
+                data: &self.label_bytes,
+            },
+        ])?;
+        Ok(Pushed::Written)
+    }
+
+    fn finish_counts(&self, counts: &mut Counts, writer: &MdsWriter, _is_task: bool) {
+        counts.samples = writer.samples_written();
+    }
+
+    fn tail(&self) -> Vec<u32> {
+        Vec::new()
+    }
+
+    fn text_field(&self) -> Option<String> {
+        None
+    }
+
+    fn sft(&self) -> Option<SftInfo> {
+        Some(self.info.clone())
+    }
+}
+
+/// The pipeline for `opts.mode`: the one place that looks at the mode.
+fn pipeline(opts: &PrepareOptions, tokens: Tokens) -> Box<dyn ModePipeline> {
+    match &opts.mode {
+        Mode::Pretrain {
+            text_field,
+            text_per_line,
+        } => Box::new(Pretrain {
+            text_field: text_field.clone(),
+            text_per_line: *text_per_line,
+            seq_len: opts.seq_len,
+            tokens,
+            packer: Packer::new(opts.seq_len, tokens.dtype),
+        }),
+        Mode::Sft(info) => Box::new(Sft {
+            info: info.clone(),
+            seq_len: opts.seq_len,
+            tokens,
+            ids_bytes: Vec::new(),
+            label_bytes: Vec::new(),
+        }),
+    }
+}
+
+/// The input files, labelled as asked and cut to this task's slice.
+fn input_files(opts: &PrepareOptions, task: Option<(usize, usize)>) -> Result<Vec<InputFile>> {
     let mut files = input::discover(&opts.inputs)?;
     if let Some(labels) = &opts.input_labels {
         if labels.len() != files.len() {
@@ -258,43 +501,186 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Report> {
     if let Some((count, index)) = task {
         files = files[input::task_slice(&files, count, index)].to_vec();
     }
-    let (fields, text_per_line) = match &opts.mode {
-        Mode::Pretrain {
-            text_field,
-            text_per_line,
-        } => (vec![text_field.clone()], *text_per_line),
-        Mode::Sft(s) => {
-            if let Some(f) = files.iter().find(|f| matches!(f.format, Format::Text(_))) {
-                return Err(Error::Config(format!(
-                    "{}: SFT mode needs prompt and response fields; .txt inputs have none",
-                    f.label
-                )));
-            }
-            (
-                vec![s.prompt_field.clone(), s.response_field.clone()],
-                false,
-            )
-        }
+    Ok(files)
+}
+
+/// What the encoding loop reads from.
+struct Source<'a> {
+    opts: &'a PrepareOptions,
+    pool: &'a rayon::ThreadPool,
+    enc: &'a Encoder,
+    files: &'a [InputFile],
+}
+
+/// Read every file on a reader thread, encode its batches in parallel and hand the records to
+/// `mode` in input order. Returns the documents used per file.
+fn encode_all(
+    src: &Source<'_>,
+    mode: &mut dyn ModePipeline,
+    writer: &mut MdsWriter,
+    counts: &mut Counts,
+    progress: &Progress,
+) -> Result<Vec<u64>> {
+    let fields = mode.fields();
+    let mut docs_per_file = vec![0u64; src.files.len()];
+
+    // Reader thread → bounded channel → ordered, parallel encoding here.
+    let consumed = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = mpsc::sync_channel::<input::RawBatch>(2);
+    let read_opts = ReadOptions {
+        fields: fields.clone(),
+        text_per_line: mode.text_per_line(),
     };
+    let reader_files = src.files.to_vec();
+    let reader_consumed = consumed.clone();
+    let reader = std::thread::spawn(move || {
+        input::read_all(&reader_files, &read_opts, &reader_consumed, &mut |b| {
+            tx.send(b).is_ok()
+        })
+    });
+
+    let mut failure: Option<Error> = None;
+    for batch in rx.iter() {
+        let (file, input_pos) = (batch.file, batch.input_pos);
+        let consumed_batch = check_cancel(src.opts.cancel.as_deref())
+            .and_then(|()| encode_batch(src.pool, src.enc, batch.records, &fields))
+            .and_then(|encoded| {
+                let docs = consume_batch(src, file, encoded, mode, writer, counts)?;
+                docs_per_file[file] += docs;
+                Ok(())
+            });
+        if let Err(e) = consumed_batch {
+            failure = Some(e);
+            break;
+        }
+        progress.update(input_pos, counts.documents, counts.document_tokens);
+    }
+    drop(rx);
+    let read_result = reader
+        .join()
+        .map_err(|_| Error::Config("input reader thread panicked".into()))?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    read_result?;
+    Ok(docs_per_file)
+}
+
+/// Hand one batch's records to `mode`, in order; rejected ones become an error or a skip as
+/// `--on-bad-record` says. Returns how many documents were used.
+fn consume_batch(
+    src: &Source<'_>,
+    file: usize,
+    encoded: Vec<EncodedRecord>,
+    mode: &mut dyn ModePipeline,
+    writer: &mut MdsWriter,
+    counts: &mut Counts,
+) -> Result<u64> {
+    let mut docs = 0;
+    for (unit, parsed, parts) in encoded {
+        let pushed = match &parsed {
+            Err((reason, msg)) => Pushed::Rejected(*reason, msg.clone()),
+            Ok(_) => mode.push(&parts, writer, counts)?,
+        };
+        if let Pushed::Rejected(reason, msg) = pushed {
+            if src.opts.on_bad_record == OnBadRecord::Error && !reason.is_benign() {
+                return Err(Error::BadRecord {
+                    loc: Location {
+                        path: src.files[file].label.clone(),
+                        unit,
+                    },
+                    msg,
+                });
+            }
+            *counts
+                .skipped
+                .entry(reason.as_str().to_string())
+                .or_default() += 1;
+            continue;
+        }
+        let text_bytes: usize = parsed.iter().flatten().map(String::len).sum();
+        counts.documents += 1;
+        counts.text_bytes += text_bytes as u64;
+        docs += 1;
+    }
+    Ok(docs)
+}
+
+/// What a finished run gives the report besides the options.
+struct Output {
+    counts: Counts,
+    inputs: Vec<InputInfo>,
+    task: Option<TaskInfo>,
+}
+
+fn report(
+    opts: &PrepareOptions,
+    enc: &Encoder,
+    mode: &dyn ModePipeline,
+    tokens: Tokens,
+    out: Output,
+    run: RunInfo,
+) -> Report {
+    let mut hashes = opts.writer.hashes.clone();
+    hashes.sort();
+    hashes.dedup();
+    Report {
+        midmix_version: crate::VERSION.to_string(),
+        kind: "prepared".into(),
+        name: opts.name.clone(),
+        mode: mode.name().into(),
+        tokenizer: TokenizerInfo {
+            path: opts.tokenizer.display().to_string(),
+            sha256: enc.fingerprint.clone(),
+            vocab_size: enc.vocab_size,
+            encoder: enc.backend_name().into(),
+            fallback_reason: enc.fallback_reason.clone(),
+        },
+        seq_len: opts.seq_len,
+        eos_id: tokens.eos,
+        bos_id: tokens.bos,
+        dtype: tokens.dtype.name().into(),
+        columns: mode.columns().into_iter().collect::<BTreeMap<_, _>>(),
+        text_field: mode.text_field(),
+        sft: mode.sft(),
+        counts: out.counts,
+        inputs: out.inputs,
+        writer: WriterInfo {
+            compression: opts.writer.compression.clone(),
+            hashes,
+            size_limit: opts.writer.size_limit,
+        },
+        task: out.task,
+        run,
+    }
+}
+
+pub fn prepare(opts: &PrepareOptions) -> Result<Report> {
+    let started = Instant::now();
+    if opts.seq_len == 0 {
+        return Err(Error::Config("--seq-len must be at least 1".into()));
+    }
+    let task = task_slice_of(opts)?;
+    let pool = thread_pool(opts.threads)?;
+    let enc = Encoder::from_file(&opts.tokenizer, opts.encoder)?;
+    let (eos, bos) = special_ids(&enc, opts)?;
+    let tokens = Tokens {
+        eos,
+        bos,
+        dtype: pack::token_dtype(enc.vocab_size),
+    };
+    let mut mode = pipeline(opts, tokens);
+    let files = input_files(opts, task)?;
+    mode.check_inputs(&files)?;
     let sums = pool.install(|| fingerprints(&files))?;
 
     let staged = StagedDir::new(&opts.out, opts.overwrite)?;
-    let columns: Vec<(String, String)> = match &opts.mode {
-        Mode::Pretrain { .. } => vec![(
-            "tokens".into(),
-            format!("ndarray:{}:{}", dtype.name(), opts.seq_len),
-        )],
-        Mode::Sft(_) => vec![
-            ("input_ids".into(), format!("ndarray:{}", dtype.name())),
-            ("labels".into(), "ndarray:int32".into()),
-        ],
-    };
+    let columns = mode.columns();
     let col_refs: Vec<(&str, &str)> = columns
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_str()))
         .collect();
     let mut writer = MdsWriter::create(staged.path(), &col_refs, &opts.writer)?;
-
     let total_bytes: u64 = files.iter().map(|f| f.size).sum();
     let progress = Progress::new(
         opts.progress,
@@ -305,216 +691,49 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Report> {
         input_bytes: total_bytes,
         ..Default::default()
     };
-    let mut docs_per_file = vec![0u64; files.len()];
-    let mut packer = Packer::new(opts.seq_len, dtype);
-    let mut ids_bytes = Vec::new();
-    let mut label_bytes = Vec::new();
-
-    // Reader thread → bounded channel → ordered, parallel encoding here.
-    let consumed = Arc::new(AtomicU64::new(0));
-    let (tx, rx) = mpsc::sync_channel::<input::RawBatch>(2);
-    let read_opts = ReadOptions {
-        fields: fields.clone(),
-        text_per_line,
+    let src = Source {
+        opts,
+        pool: &pool,
+        enc: &enc,
+        files: &files,
     };
-    let reader_files = files.clone();
-    let reader_consumed = consumed.clone();
-    let reader = std::thread::spawn(move || {
-        input::read_all(&reader_files, &read_opts, &reader_consumed, &mut |b| {
-            tx.send(b).is_ok()
-        })
-    });
-
-    let mut failure: Option<Error> = None;
-    for batch in rx.iter() {
-        if let Err(e) = check_cancel(opts.cancel.as_deref()) {
-            failure = Some(e);
-            break;
-        }
-        let file = &files[batch.file];
-        let encoded = match encode_batch(&pool, &enc, batch.records, &fields) {
-            Ok(e) => e,
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        };
-        for (unit, parsed, parts) in encoded {
-            let loc = || Location {
-                path: file.label.clone(),
-                unit,
-            };
-            let text_bytes = match parsed {
-                Err((reason, msg)) => {
-                    if opts.on_bad_record == OnBadRecord::Error && !reason.is_benign() {
-                        failure = Some(Error::BadRecord { loc: loc(), msg });
-                        break;
-                    }
-                    *counts
-                        .skipped
-                        .entry(reason.as_str().to_string())
-                        .or_default() += 1;
-                    continue;
-                }
-                Ok(fields) => fields.iter().map(String::len).sum::<usize>(),
-            };
-            match &opts.mode {
-                Mode::Pretrain { .. } => {
-                    let mut doc: Vec<u32> = Vec::with_capacity(parts[0].len() + 2);
-                    doc.extend(bos);
-                    doc.extend_from_slice(&parts[0]);
-                    doc.extend(eos);
-                    counts.document_tokens += doc.len() as u64;
-                    packer.push(&doc, &mut writer)?;
-                }
-                Mode::Sft(s) => {
-                    counts.document_tokens += (parts[0].len() + parts[1].len()) as u64;
-                    let Some(sample) = pack::sft_sample(
-                        bos,
-                        &parts[0],
-                        &parts[1],
-                        eos,
-                        opts.seq_len,
-                        s.mask_prompt,
-                    ) else {
-                        if opts.on_bad_record == OnBadRecord::Error {
-                            failure = Some(Error::BadRecord {
-                                loc: loc(),
-                                msg: format!(
-                                    "the prompt alone fills --seq-len {} and leaves no response token to train on (pass --on-bad-record skip to skip such examples)",
-                                    opts.seq_len
-                                ),
-                            });
-                            break;
-                        }
-                        *counts
-                            .skipped
-                            .entry(SkipReason::PromptTooLong.as_str().into())
-                            .or_default() += 1;
-                        continue;
-                    };
-                    if sample.truncated_tokens > 0 {
-                        counts.truncated_samples += 1;
-                        counts.truncated_tokens += sample.truncated_tokens as u64;
-                    }
-                    counts.label_tokens +=
-                        sample.labels.iter().filter(|&&l| l != -100).count() as u64;
-                    counts.tokens += sample.input_ids.len() as u64;
-                    pack::ids_to_bytes(&sample.input_ids, dtype, &mut ids_bytes);
-                    label_bytes.clear();
-                    label_bytes.extend(sample.labels.iter().flat_map(|l| l.to_le_bytes()));
-                    let n = [sample.input_ids.len() as u64];
-                    writer.write(&[
-                        ColumnValue::Array {
-                            dtype,
-                            shape: &n,
-                            data: &ids_bytes,
-                        },
-                        ColumnValue::Array {
-                            dtype: Dtype::I32,
-                            shape: &n,
-                            data: &label_bytes,
-                        },
-                    ])?;
-                }
-            }
-            counts.documents += 1;
-            counts.text_bytes += text_bytes as u64;
-            docs_per_file[batch.file] += 1;
-        }
-        if failure.is_some() {
-            break;
-        }
-        progress.update(batch.input_pos, counts.documents, counts.document_tokens);
-    }
-    drop(rx);
-    let read_result = reader
-        .join()
-        .map_err(|_| Error::Config("input reader thread panicked".into()))?;
-    if let Some(e) = failure {
-        progress.abandon();
-        return Err(e);
-    }
-    read_result?;
+    let docs_per_file = encode_all(&src, mode.as_mut(), &mut writer, &mut counts, &progress)
+        .inspect_err(|_| progress.abandon())?;
 
     let task = task.map(|(count, index)| TaskInfo {
         index,
         count,
-        tail: packer.tail().to_vec(),
+        tail: mode.tail(),
     });
-    if let Mode::Pretrain { .. } = opts.mode {
-        counts.samples = packer.samples;
-        counts.tokens = packer.samples * opts.seq_len as u64;
-        counts.dropped_tail_tokens = if task.is_some() {
-            0
-        } else {
-            packer.tail().len() as u64
-        };
-    } else {
-        counts.samples = writer.samples_written();
-    }
+    mode.finish_counts(&mut counts, &writer, task.is_some());
     let shards = writer.finish()?;
     counts.output_bytes = crate::mds::stored_bytes(&shards);
     progress.finish();
 
+    let inputs = files
+        .iter()
+        .zip(sums)
+        .zip(docs_per_file)
+        .map(|((f, sum), docs)| InputInfo {
+            path: f.label.clone(),
+            format: format_name(f.format).into(),
+            bytes: f.size,
+            xxh3_128: sum,
+            documents: docs,
+        })
+        .collect();
     let elapsed = started.elapsed().as_secs_f64();
-    let text_mb_per_s = counts.text_bytes as f64 / 1e6 / elapsed.max(1e-9);
-    let mut hashes = opts.writer.hashes.clone();
-    hashes.sort();
-    hashes.dedup();
-    let report = Report {
-        midmix_version: crate::VERSION.to_string(),
-        kind: "prepared".into(),
-        name: opts.name.clone(),
-        mode: match opts.mode {
-            Mode::Pretrain { .. } => "pretrain".into(),
-            Mode::Sft(_) => "sft".into(),
-        },
-        tokenizer: TokenizerInfo {
-            path: opts.tokenizer.display().to_string(),
-            sha256: enc.fingerprint.clone(),
-            vocab_size: enc.vocab_size,
-            encoder: enc.backend_name().into(),
-            fallback_reason: enc.fallback_reason.clone(),
-        },
-        seq_len: opts.seq_len,
-        eos_id: eos,
-        bos_id: bos,
-        dtype: dtype.name().into(),
-        columns: columns.into_iter().collect::<BTreeMap<_, _>>(),
-        text_field: match &opts.mode {
-            Mode::Pretrain { text_field, .. } => Some(text_field.clone()),
-            Mode::Sft(_) => None,
-        },
-        sft: match &opts.mode {
-            Mode::Sft(s) => Some(s.clone()),
-            Mode::Pretrain { .. } => None,
-        },
-        counts,
-        inputs: files
-            .iter()
-            .zip(sums)
-            .zip(docs_per_file)
-            .map(|((f, sum), docs)| InputInfo {
-                path: f.label.clone(),
-                format: format_name(f.format).into(),
-                bytes: f.size,
-                xxh3_128: sum,
-                documents: docs,
-            })
-            .collect(),
-        writer: WriterInfo {
-            compression: opts.writer.compression.clone(),
-            hashes,
-            size_limit: opts.writer.size_limit,
-        },
-        task,
-        run: RunInfo {
-            elapsed_s: elapsed,
-            threads: pool.current_num_threads(),
-            text_mb_per_s,
-        },
+    let run = RunInfo {
+        elapsed_s: elapsed,
+        threads: pool.current_num_threads(),
+        text_mb_per_s: counts.text_bytes as f64 / 1e6 / elapsed.max(1e-9),
     };
+    let out = Output {
+        counts,
+        inputs,
+        task,
+    };
+    let report = report(opts, &enc, mode.as_ref(), tokens, out, run);
     report.write(staged.path())?;
     staged.commit()?;
     Ok(report)
