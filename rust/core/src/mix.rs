@@ -186,8 +186,8 @@ fn fingerprint_file(path: &Path) -> Result<String> {
     Ok(format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes)))
 }
 
-pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
-    let started = Instant::now();
+/// Option checks that need no input: the source count and `--exact-per-batch`.
+fn check_options(opts: &MixOptions) -> Result<()> {
     let k = opts.sources.len();
     if k == 0 {
         return Err(Error::Config("a mix needs at least one source".into()));
@@ -203,9 +203,12 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
             "--exact-per-batch needs --global-batch".into(),
         ));
     }
-    let pool = thread_pool(opts.threads)?;
+    Ok(())
+}
 
-    // Sources must agree on tokenizer, seq_len and token column.
+/// The sources' reports, checked to agree on tokenizer, seq_len and token column (mixes take
+/// pretraining data only). Returns them with the shared `tokens` column spec.
+fn read_sources(opts: &MixOptions) -> Result<(Vec<Report>, String)> {
     let reports: Vec<Report> = opts
         .sources
         .iter()
@@ -242,23 +245,23 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
             ));
         }
     }
-    let seq_len = first.seq_len;
     let tokens_spec = first
         .columns
         .get("tokens")
         .cloned()
         .ok_or_else(|| Error::dataset(&opts.sources[0].1, "has no tokens column"))?;
+    Ok((reports, tokens_spec))
+}
 
-    // Phases: lengths in samples, weights normalized over the source list.
-    let names: Vec<&str> = opts.sources.iter().map(|(n, _)| n.as_str()).collect();
-    let g = opts.global_batch.unwrap_or(0);
+/// Phases with lengths in samples and weights normalized over the source list.
+fn phases(opts: &MixOptions, names: &[&str], seq_len: usize) -> Result<Vec<Phase>> {
     if opts.global_batch == Some(0) {
         return Err(Error::Config("--global-batch must be at least 1".into()));
     }
     let mut phases = Vec::new();
     let mut cum = 0u64;
     for (p, spec) in opts.phases.iter().enumerate() {
-        let mut w = vec![0.0; k];
+        let mut w = vec![0.0; names.len()];
         for (name, v) in &spec.weights {
             let i = names.iter().position(|n| n == name).ok_or_else(|| {
                 Error::Config(format!(
@@ -310,91 +313,89 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
             ramp: spec.ramp,
         });
     }
-    let schedule = Schedule::new(&phases)?;
+    Ok(phases)
+}
 
-    let staged = StagedDir::new(&opts.out, opts.overwrite)?;
-    let cache = staged.path().join(".source-cache");
-    let sources: Vec<MappedDataset> = opts
-        .sources
-        .iter()
-        .map(|(_, d)| {
-            check_cancel(opts.cancel.as_deref())?;
-            MappedDataset::open(d, &cache)
-        })
-        .collect::<Result<_>>()?;
-    let avail: Vec<u64> = sources.iter().map(|s| s.num_samples()).collect();
-
-    // Plan. `Fill` and `stop` end at the first sample a source cannot give without repeating.
+/// Refuse a plan that takes more passes over a source than `--on-exhaust` allows.
+fn check_exhaustion(
+    opts: &MixOptions,
+    names: &[&str],
+    plan_sources: &[u8],
+    avail: &[u64],
+    seq_len: usize,
+) -> Result<()> {
     let max_passes = match opts.on_exhaust {
         OnExhaust::Repeat(m) => m.unwrap_or(u64::MAX),
         _ => 1,
     };
-    let stop_at_limit = opts.on_exhaust == OnExhaust::Stop || schedule.total().is_none();
-    let planned_len = schedule.total().unwrap_or_else(|| avail.iter().sum());
-    let batch = if opts.exact_per_batch { g } else { 0 };
-    let plan = plan::build(&schedule, planned_len, batch, &|i, c| {
-        !stop_at_limit || c < avail[i]
-    });
-    let mut used = vec![0u64; k];
-    for &s in &plan.sources {
+    let mut used = vec![0u64; names.len()];
+    for &s in plan_sources {
         used[s as usize] += 1;
     }
-    if !stop_at_limit {
-        for i in 0..k {
-            let passes = if avail[i] == 0 {
-                u64::MAX
-            } else {
-                used[i].div_ceil(avail[i])
+    for i in 0..names.len() {
+        let passes = if avail[i] == 0 {
+            u64::MAX
+        } else {
+            used[i].div_ceil(avail[i])
+        };
+        if used[i] > 0 && (passes > max_passes) {
+            let what = match opts.on_exhaust {
+                OnExhaust::Repeat(Some(m)) => format!("more than --max-repeat {m} passes"),
+                _ => "more than it has (use --on-exhaust repeat or stop, or a smaller budget)"
+                    .to_string(),
             };
-            if used[i] > 0 && (passes > max_passes) {
-                let what = match opts.on_exhaust {
-                    OnExhaust::Repeat(Some(m)) => format!("more than --max-repeat {m} passes"),
-                    _ => "more than it has (use --on-exhaust repeat or stop, or a smaller budget)"
-                        .to_string(),
-                };
-                return Err(Error::Config(format!(
-                    "source '{}' runs out: the plan needs {} tokens ({} samples) but it has {} tokens ({} samples), {what}",
-                    names[i],
-                    used[i] * seq_len as u64,
-                    used[i],
-                    avail[i] * seq_len as u64,
-                    avail[i]
-                )));
-            }
+            return Err(Error::Config(format!(
+                "source '{}' runs out: the plan needs {} tokens ({} samples) but it has {} tokens ({} samples), {what}",
+                names[i],
+                used[i] * seq_len as u64,
+                used[i],
+                avail[i] * seq_len as u64,
+                avail[i]
+            )));
         }
     }
-    let mut total = plan.sources.len() as u64;
-    if let Some(g) = opts.global_batch {
-        total = total / g * g;
-    }
-    if total == 0 {
-        return Err(Error::Config(
-            "the mix would be empty (budget below one sample or global batch, or an empty source)"
-                .into(),
-        ));
-    }
-    let plan_sources = &plan.sources[..total as usize];
+    Ok(())
+}
 
-    // Resolve each position to (source, sample index): pass p of source i takes permutation p.
+/// Resolve each position to (source, sample index): pass p of source i takes permutation p.
+/// Also returns how many samples each source gave.
+fn resolve_picks(
+    seed: u64,
+    names: &[&str],
+    plan_sources: &[u8],
+    avail: &[u64],
+) -> (Vec<(u8, u32)>, Vec<u64>) {
+    let k = names.len();
     let mut seen = vec![0u64; k];
-    let mut picks: Vec<(u8, u32)> = Vec::with_capacity(total as usize);
+    let mut picks: Vec<(u8, u32)> = Vec::with_capacity(plan_sources.len());
     let mut perms: Vec<Vec<u32>> = vec![Vec::new(); k];
     let mut perm_pass = vec![u64::MAX; k];
     for &s in plan_sources {
         let i = s as usize;
         let pass = seen[i] / avail[i];
         if perm_pass[i] != pass {
-            perms[i] = permutation(opts.seed, names[i], pass, avail[i]);
+            perms[i] = permutation(seed, names[i], pass, avail[i]);
             perm_pass[i] = pass;
         }
         picks.push((s, perms[i][(seen[i] % avail[i]) as usize]));
         seen[i] += 1;
     }
-    drop(perms);
+    (picks, seen)
+}
 
-    // Write shards in parallel: each holds a fixed count of fixed-size samples.
+/// Write the picked samples as shards in parallel (each holds a fixed count of fixed-size
+/// samples, so they are independent), then `index.json`.
+fn write_shards(
+    opts: &MixOptions,
+    pool: &rayon::ThreadPool,
+    dir: &Path,
+    sources: &[MappedDataset],
+    picks: &[(u8, u32)],
+    tokens_spec: &str,
+) -> Result<()> {
+    let total = picks.len() as u64;
     let format = ShardFormat::new(
-        &[("source", "uint8"), ("tokens", tokens_spec.as_str())],
+        &[("source", "uint8"), ("tokens", tokens_spec)],
         &WriterOptions {
             compression: None,
             hashes: Vec::new(),
@@ -429,13 +430,12 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
                             })?;
                         w.write_all(&[s])
                             .and_then(|_| w.write_all(bytes))
-                            .map_err(|e| Error::io(staged.path(), e))?;
+                            .map_err(|e| Error::io(dir, e))?;
                     }
                     Ok(())
                 };
                 let n = (hi - lo) as usize;
-                let entry =
-                    format.write_fixed_shard(staged.path(), si, n, sample_size, &mut fill)?;
+                let entry = format.write_fixed_shard(dir, si, n, sample_size, &mut fill)?;
                 let bytes = (n * sample_size) as u64;
                 let done = written.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
                 progress.update(done + bytes, 0, 0);
@@ -443,17 +443,22 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
             })
             .collect::<Result<Vec<_>>>()
     })?;
-    write_index(staged.path(), &shards)?;
+    write_index(dir, &shards)?;
     progress.finish();
-    drop(sources);
-    if cache.exists() {
-        std::fs::remove_dir_all(&cache).map_err(|e| Error::io(&cache, e))?;
-    }
+    Ok(())
+}
 
-    // Realized counts per phase and source, from the plan actually written.
-    let tok = seq_len as u64;
+/// Realized counts per phase and source, from the plan actually written.
+fn phase_reports(
+    schedule: &Schedule,
+    phases: &[Phase],
+    names: &[&str],
+    plan_sources: &[u8],
+    tok: u64,
+) -> Vec<PhaseReport> {
+    let total = plan_sources.len() as u64;
     let mut phase_reports = Vec::new();
-    for ((start, end), ph) in schedule.phase_bounds().into_iter().zip(&phases) {
+    for ((start, end), ph) in schedule.phase_bounds().into_iter().zip(phases) {
         if start >= total {
             break;
         }
@@ -462,7 +467,7 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
         for &s in &plan_sources[start as usize..end as usize] {
             *samples.entry(names[s as usize].to_string()).or_insert(0u64) += 1;
         }
-        for n in &names {
+        for n in names {
             samples.entry(n.to_string()).or_insert(0);
         }
         phase_reports.push(PhaseReport {
@@ -486,21 +491,19 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
             samples,
         });
     }
-    let samples_per_source: BTreeMap<String, u64> = names
+    phase_reports
+}
+
+fn source_infos(
+    opts: &MixOptions,
+    reports: &[Report],
+    avail: &[u64],
+    tok: u64,
+) -> Result<Vec<SourceInfo>> {
+    opts.sources
         .iter()
-        .zip(&seen)
-        .map(|(n, c)| (n.to_string(), *c))
-        .collect();
-    let passes = names
-        .iter()
-        .zip(seen.iter().zip(&avail))
-        .map(|(n, (c, a))| (n.to_string(), *c as f64 / (*a).max(1) as f64))
-        .collect();
-    let source_info = opts
-        .sources
-        .iter()
-        .zip(&reports)
-        .zip(&avail)
+        .zip(reports)
+        .zip(avail)
         .map(|(((name, dir), r), a)| {
             Ok(SourceInfo {
                 name: name.clone(),
@@ -511,31 +514,109 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
                 tokenizer_sha256: r.tokenizer.sha256.clone(),
             })
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect()
+}
+
+/// `on_exhaust` as the report spells it.
+fn on_exhaust_name(on_exhaust: OnExhaust) -> String {
+    match on_exhaust {
+        OnExhaust::Error => "error".into(),
+        OnExhaust::Repeat(m) => format!(
+            "repeat (max {})",
+            m.map(|m| m.to_string()).unwrap_or("unlimited".into())
+        ),
+        OnExhaust::Stop => "stop".into(),
+    }
+}
+
+fn write_report(dir: &Path, report: &MixReport) -> Result<()> {
+    let path = dir.join(crate::report::REPORT_FILE);
+    let text =
+        serde_json::to_string_pretty(report).map_err(|e| Error::dataset(&path, e.to_string()))?;
+    std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))
+}
+
+pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
+    let started = Instant::now();
+    check_options(opts)?;
+    let pool = thread_pool(opts.threads)?;
+    let (reports, tokens_spec) = read_sources(opts)?;
+    let first = &reports[0];
+    let seq_len = first.seq_len;
+    let names: Vec<&str> = opts.sources.iter().map(|(n, _)| n.as_str()).collect();
+    let phases = phases(opts, &names, seq_len)?;
+    let schedule = Schedule::new(&phases)?;
+
+    let staged = StagedDir::new(&opts.out, opts.overwrite)?;
+    let cache = staged.path().join(".source-cache");
+    let sources: Vec<MappedDataset> = opts
+        .sources
+        .iter()
+        .map(|(_, d)| {
+            check_cancel(opts.cancel.as_deref())?;
+            MappedDataset::open(d, &cache)
+        })
+        .collect::<Result<_>>()?;
+    let avail: Vec<u64> = sources.iter().map(|s| s.num_samples()).collect();
+
+    // Plan. `Fill` and `stop` end at the first sample a source cannot give without repeating.
+    let stop_at_limit = opts.on_exhaust == OnExhaust::Stop || schedule.total().is_none();
+    let planned_len = schedule.total().unwrap_or_else(|| avail.iter().sum());
+    let batch = match opts.global_batch {
+        Some(g) if opts.exact_per_batch => g,
+        _ => 0,
+    };
+    let plan = plan::build(&schedule, planned_len, batch, &|i, c| {
+        !stop_at_limit || c < avail[i]
+    });
+    if !stop_at_limit {
+        check_exhaustion(opts, &names, &plan.sources, &avail, seq_len)?;
+    }
+    let mut total = plan.sources.len() as u64;
+    if let Some(g) = opts.global_batch {
+        total = total / g * g;
+    }
+    if total == 0 {
+        return Err(Error::Config(
+            "the mix would be empty (budget below one sample or global batch, or an empty source)"
+                .into(),
+        ));
+    }
+    let plan_sources = &plan.sources[..total as usize];
+    let (picks, seen) = resolve_picks(opts.seed, &names, plan_sources, &avail);
+
+    write_shards(opts, &pool, staged.path(), &sources, &picks, &tokens_spec)?;
+    drop(sources);
+    if cache.exists() {
+        std::fs::remove_dir_all(&cache).map_err(|e| Error::io(&cache, e))?;
+    }
+
+    let tok = seq_len as u64;
     let report = MixReport {
         midmix_version: crate::VERSION.into(),
         kind: "mix".into(),
         sources: names.iter().map(|s| s.to_string()).collect(),
-        source_info,
+        source_info: source_infos(opts, &reports, &avail, tok)?,
         seed: opts.seed,
         seq_len,
         dtype: first.dtype.clone(),
         tokenizer: first.tokenizer.clone(),
         global_batch: opts.global_batch,
         exact_per_batch: opts.exact_per_batch,
-        on_exhaust: match opts.on_exhaust {
-            OnExhaust::Error => "error".into(),
-            OnExhaust::Repeat(m) => format!(
-                "repeat (max {})",
-                m.map(|m| m.to_string()).unwrap_or("unlimited".into())
-            ),
-            OnExhaust::Stop => "stop".into(),
-        },
+        on_exhaust: on_exhaust_name(opts.on_exhaust),
         total_samples: total,
         total_tokens: total * tok,
-        phases: phase_reports,
-        samples_per_source,
-        passes,
+        phases: phase_reports(&schedule, &phases, &names, plan_sources, tok),
+        samples_per_source: names
+            .iter()
+            .zip(&seen)
+            .map(|(n, c)| (n.to_string(), *c))
+            .collect(),
+        passes: names
+            .iter()
+            .zip(seen.iter().zip(&avail))
+            .map(|(n, (c, a))| (n.to_string(), *c as f64 / (*a).max(1) as f64))
+            .collect(),
         max_deviation: plan.max_deviation,
         columns: [
             ("source".to_string(), "uint8".to_string()),
@@ -545,10 +626,7 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
         .collect(),
         elapsed_s: started.elapsed().as_secs_f64(),
     };
-    let path = staged.path().join(crate::report::REPORT_FILE);
-    let text =
-        serde_json::to_string_pretty(&report).map_err(|e| Error::dataset(&path, e.to_string()))?;
-    std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))?;
+    write_report(staged.path(), &report)?;
     staged.commit()?;
     Ok(report)
 }
