@@ -4,13 +4,13 @@
 //! Each part keeps the tokens after its last full sample (its `tail`); merging re-cuts the
 //! concatenated token stream, copying ids without re-tokenizing.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::mds::{MdsDataset, MdsWriter, WriterOptions};
+use crate::mds::{Dtype, MdsDataset, MdsWriter, WriterOptions};
 use crate::pack::{self, Packer};
 use crate::pool::check_cancel;
 use crate::progress::Progress;
@@ -27,7 +27,7 @@ pub struct MergeOptions {
     pub cancel: Option<Arc<AtomicBool>>,
 }
 
-fn same<T: PartialEq + std::fmt::Debug>(what: &str, part: &PathBuf, a: &T, b: &T) -> Result<()> {
+fn same<T: PartialEq + std::fmt::Debug>(what: &str, part: &Path, a: &T, b: &T) -> Result<()> {
     if a != b {
         return Err(Error::dataset(
             part,
@@ -37,11 +37,9 @@ fn same<T: PartialEq + std::fmt::Debug>(what: &str, part: &PathBuf, a: &T, b: &T
     Ok(())
 }
 
-pub fn merge(opts: &MergeOptions) -> Result<Report> {
-    let started = Instant::now();
-    if opts.parts.is_empty() {
-        return Err(Error::Config("merge needs at least one part".into()));
-    }
+/// The parts' reports, each checked to be a task part, sorted by task index and checked to
+/// be exactly parts 0..n of one prepare.
+fn read_parts(opts: &MergeOptions) -> Result<Vec<(PathBuf, Report)>> {
     let mut parts: Vec<(PathBuf, Report)> = opts
         .parts
         .iter()
@@ -75,7 +73,7 @@ pub fn merge(opts: &MergeOptions) -> Result<Report> {
             ));
         }
     }
-    let first = parts[0].1.clone();
+    let first = &parts[0].1;
     for (p, r) in &parts[1..] {
         same("mode", p, &r.mode, &first.mode)?;
         same("tokenizer", p, &r.tokenizer.sha256, &first.tokenizer.sha256)?;
@@ -87,6 +85,80 @@ pub fn merge(opts: &MergeOptions) -> Result<Report> {
         same("writer options", p, &r.writer, &first.writer)?;
         same("name", p, &r.name, &first.name)?;
     }
+    Ok(parts)
+}
+
+/// Copies the parts' samples, in order, into one writer: pretraining tokens are re-cut through
+/// one packer (with each part's tail), SFT samples are copied as they are.
+struct Copier<'a> {
+    opts: &'a MergeOptions,
+    pretrain: bool,
+    dtype: Dtype,
+    packer: Packer,
+    writer: MdsWriter,
+    progress: Progress,
+    copied: u64,
+}
+
+impl Copier<'_> {
+    fn copy_part(&mut self, p: &Path, r: &Report) -> Result<()> {
+        check_cancel(self.opts.cancel.as_deref())?;
+        let ds = MdsDataset::open(p)?;
+        let tok_col = match ds.shards.len() {
+            0 => 0, // an empty part (more tasks than input files): nothing to copy
+            _ => ds
+                .column_index(if self.pretrain { "tokens" } else { "input_ids" })
+                .ok_or_else(|| Error::dataset(p, "has no token column"))?,
+        };
+        for si in 0..ds.shards.len() {
+            check_cancel(self.opts.cancel.as_deref())?;
+            let shard = ds.load_shard(si)?;
+            for i in 0..shard.len() {
+                let corrupt = || Error::dataset(p, format!("shard {si} sample {i} is corrupt"));
+                let sample = shard.sample(i).ok_or_else(corrupt)?;
+                if self.pretrain {
+                    let cols = ds.split_sample(sample).ok_or_else(corrupt)?;
+                    let ids = pack::bytes_to_ids(cols[tok_col], self.dtype);
+                    self.packer.push(&ids, &mut self.writer)?;
+                } else {
+                    self.writer.write_encoded(sample)?;
+                }
+                self.copied += 1;
+            }
+            self.progress.update(self.copied, 0, 0);
+        }
+        if let Some(task) = &r.task {
+            self.packer.push(&task.tail, &mut self.writer)?;
+        }
+        Ok(())
+    }
+}
+
+/// Add a part's counts to the merged ones. Pretraining sample and token counts come from the
+/// re-cut stream instead (see `merge`).
+fn add_counts(counts: &mut Counts, c: &Counts, pretrain: bool) {
+    counts.documents += c.documents;
+    counts.document_tokens += c.document_tokens;
+    counts.text_bytes += c.text_bytes;
+    counts.input_bytes += c.input_bytes;
+    counts.truncated_samples += c.truncated_samples;
+    counts.truncated_tokens += c.truncated_tokens;
+    counts.label_tokens += c.label_tokens;
+    if !pretrain {
+        counts.tokens += c.tokens;
+    }
+    for (k, v) in &c.skipped {
+        *counts.skipped.entry(k.clone()).or_default() += v;
+    }
+}
+
+pub fn merge(opts: &MergeOptions) -> Result<Report> {
+    let started = Instant::now();
+    if opts.parts.is_empty() {
+        return Err(Error::Config("merge needs at least one part".into()));
+    }
+    let parts = read_parts(opts)?;
+    let first = parts[0].1.clone();
 
     let staged = StagedDir::new(&opts.out, opts.overwrite)?;
     let columns: Vec<(&str, &str)> = first
@@ -99,64 +171,34 @@ pub fn merge(opts: &MergeOptions) -> Result<Report> {
         hashes: first.writer.hashes.clone(),
         size_limit: first.writer.size_limit,
     };
-    let mut writer = MdsWriter::create(staged.path(), &columns, &writer_opts)?;
-    let dtype = crate::mds::Dtype::parse(&first.dtype)
+    let writer = MdsWriter::create(staged.path(), &columns, &writer_opts)?;
+    let dtype = Dtype::parse(&first.dtype)
         .ok_or_else(|| Error::dataset(&parts[0].0, format!("unknown dtype {}", first.dtype)))?;
-    let pretrain = first.mode == "pretrain";
-    let mut packer = Packer::new(first.seq_len, dtype);
     let total: u64 = parts.iter().map(|(_, r)| r.counts.samples).sum();
-    let progress = Progress::new(opts.progress, total, "merge");
-    let mut copied = 0u64;
+    let mut copier = Copier {
+        opts,
+        pretrain: first.mode == "pretrain",
+        dtype,
+        packer: Packer::new(first.seq_len, dtype),
+        writer,
+        progress: Progress::new(opts.progress, total, "merge"),
+        copied: 0,
+    };
 
     let mut counts = Counts::default();
     let mut inputs = Vec::new();
     for (p, r) in &parts {
-        check_cancel(opts.cancel.as_deref())?;
-        let ds = MdsDataset::open(p)?;
-        let tok_col = match ds.shards.len() {
-            0 => 0, // an empty part (more tasks than input files): nothing to copy
-            _ => ds
-                .column_index(if pretrain { "tokens" } else { "input_ids" })
-                .ok_or_else(|| Error::dataset(p, "has no token column"))?,
-        };
-        for si in 0..ds.shards.len() {
-            check_cancel(opts.cancel.as_deref())?;
-            let shard = ds.load_shard(si)?;
-            for i in 0..shard.len() {
-                let sample = shard.sample(i).ok_or_else(|| {
-                    Error::dataset(p, format!("shard {si} sample {i} is corrupt"))
-                })?;
-                if pretrain {
-                    let cols = ds.split_sample(sample).ok_or_else(|| {
-                        Error::dataset(p, format!("shard {si} sample {i} is corrupt"))
-                    })?;
-                    packer.push(&pack::bytes_to_ids(cols[tok_col], dtype), &mut writer)?;
-                } else {
-                    writer.write_encoded(sample)?;
-                }
-                copied += 1;
-            }
-            progress.update(copied, 0, 0);
-        }
-        if let Some(task) = &r.task {
-            packer.push(&task.tail, &mut writer)?;
-        }
-        let c = &r.counts;
-        counts.documents += c.documents;
-        counts.document_tokens += c.document_tokens;
-        counts.text_bytes += c.text_bytes;
-        counts.input_bytes += c.input_bytes;
-        counts.truncated_samples += c.truncated_samples;
-        counts.truncated_tokens += c.truncated_tokens;
-        counts.label_tokens += c.label_tokens;
-        if !pretrain {
-            counts.tokens += c.tokens;
-        }
-        for (k, v) in &c.skipped {
-            *counts.skipped.entry(k.clone()).or_default() += v;
-        }
+        copier.copy_part(p, r)?;
+        add_counts(&mut counts, &r.counts, copier.pretrain);
         inputs.extend(r.inputs.iter().cloned());
     }
+    let Copier {
+        pretrain,
+        packer,
+        writer,
+        progress,
+        ..
+    } = copier;
     if pretrain {
         counts.samples = packer.samples;
         counts.tokens = packer.samples * first.seq_len as u64;
