@@ -210,6 +210,38 @@ pub struct ReadOptions {
     pub text_per_line: bool,
 }
 
+/// Collects records into batches and hands each on to the sink, noting the input consumed.
+struct Batcher<'a> {
+    /// Index of the file being read.
+    file: usize,
+    records: Vec<RawRecord>,
+    bytes: usize,
+    consumed: &'a AtomicU64,
+    sink: &'a mut dyn FnMut(RawBatch) -> bool,
+}
+
+impl Batcher<'_> {
+    fn push(&mut self, record: RawRecord, bytes: usize) {
+        self.records.push(record);
+        self.bytes += bytes;
+    }
+
+    fn full(&self) -> bool {
+        self.bytes >= BATCH_BYTES || self.records.len() >= BATCH_RECORDS
+    }
+
+    /// Hand on the batch cut at input position `pos`; false once the sink wants no more.
+    fn emit(&mut self, pos: u64) -> bool {
+        self.consumed.store(pos, Ordering::Relaxed);
+        self.bytes = 0;
+        (self.sink)(RawBatch {
+            file: self.file,
+            records: std::mem::take(&mut self.records),
+            input_pos: pos,
+        })
+    }
+}
+
 /// Read `files` in order, handing batches to `sink`. Stops at the first input-level error or when
 /// `sink` returns false.
 pub fn read_all(
@@ -219,128 +251,149 @@ pub fn read_all(
     sink: &mut dyn FnMut(RawBatch) -> bool,
 ) -> Result<()> {
     let mut done_bytes = 0u64;
+    let mut batcher = Batcher {
+        file: 0,
+        records: Vec::new(),
+        bytes: 0,
+        consumed,
+        sink,
+    };
     for (fi, f) in files.iter().enumerate() {
-        let file_bytes = Arc::new(AtomicU64::new(0));
-        let progress = |fb: &Arc<AtomicU64>| done_bytes + fb.load(Ordering::Relaxed).min(f.size);
-        let mut batch = Vec::new();
-        let mut batch_bytes = 0usize;
-        let mut emit = |batch: &mut Vec<RawRecord>, bytes: &mut usize, pos: u64| -> bool {
-            consumed.store(pos, Ordering::Relaxed);
-            *bytes = 0;
-            sink(RawBatch {
-                file: fi,
-                records: std::mem::take(batch),
-                input_pos: pos,
-            })
-        };
-        let loc = |unit| Location {
-            path: f.label.clone(),
-            unit,
-        };
-        match f.format {
-            Format::Parquet => {
-                let mut stop = false;
-                read_parquet(f, &opts.fields, &mut |row, values, frac| {
-                    let size: usize = values
-                        .iter()
-                        .map(|v| match v {
-                            Some(FieldValue::Str(s)) => s.len(),
-                            Some(FieldValue::Bytes(b)) => b.len(),
-                            _ => 0,
-                        })
-                        .sum();
-                    batch.push(RawRecord {
-                        unit: Unit::Row(row),
-                        payload: Payload::Fields(values),
-                    });
-                    batch_bytes += size;
-                    if batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_RECORDS {
-                        let pos = done_bytes + (f.size as f64 * frac) as u64;
-                        if !emit(&mut batch, &mut batch_bytes, pos) {
-                            stop = true;
-                        }
-                    }
-                    !stop
-                })?;
-                if stop {
-                    return Ok(());
-                }
-            }
+        batcher.file = fi;
+        let more = match f.format {
+            Format::Parquet => read_parquet_records(f, &opts.fields, done_bytes, &mut batcher)?,
             Format::Jsonl(comp) | Format::Text(comp) => {
-                let file = File::open(&f.path).map_err(|e| Error::io(&f.path, e))?;
-                let counting = CountingReader {
-                    inner: file,
-                    count: file_bytes.clone(),
-                };
-                let mut reader: Box<dyn BufRead> = match comp {
-                    Compression::None => Box::new(BufReader::with_capacity(1 << 20, counting)),
-                    Compression::Gzip => Box::new(BufReader::with_capacity(
-                        1 << 20,
-                        flate2::read::MultiGzDecoder::new(BufReader::new(counting)),
-                    )),
-                    Compression::Zstd => Box::new(BufReader::with_capacity(
-                        1 << 20,
-                        zstd::stream::read::Decoder::new(counting)
-                            .map_err(|e| Error::io(&f.path, e))?,
-                    )),
-                };
-                let is_json = matches!(f.format, Format::Jsonl(_));
-                let corrupt = |line: u64, e: std::io::Error| Error::BadInput {
-                    loc: loc(Unit::Line(line)),
-                    msg: match comp {
-                        Compression::None => format!("read error: {e}"),
-                        _ => format!("truncated or corrupt compressed stream ({e})"),
-                    },
-                };
-                if !is_json && !opts.text_per_line {
-                    let mut text = Vec::new();
-                    reader.read_to_end(&mut text).map_err(|e| corrupt(1, e))?;
-                    batch.push(RawRecord {
-                        unit: Unit::File,
-                        payload: Payload::Text(text),
-                    });
-                } else {
-                    let mut line_no = 0u64;
-                    loop {
-                        let mut line = Vec::new();
-                        let n = reader
-                            .read_until(b'\n', &mut line)
-                            .map_err(|e| corrupt(line_no + 1, e))?;
-                        if n == 0 {
-                            break;
-                        }
-                        line_no += 1;
-                        if line.last() == Some(&b'\n') {
-                            line.pop();
-                            if line.last() == Some(&b'\r') {
-                                line.pop();
-                            }
-                        }
-                        batch_bytes += line.len();
-                        batch.push(RawRecord {
-                            unit: Unit::Line(line_no),
-                            payload: if is_json {
-                                Payload::Json(line)
-                            } else {
-                                Payload::Text(line)
-                            },
-                        });
-                        if (batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_RECORDS)
-                            && !emit(&mut batch, &mut batch_bytes, progress(&file_bytes))
-                        {
-                            return Ok(());
-                        }
-                    }
-                }
+                read_text_records(f, comp, opts.text_per_line, done_bytes, &mut batcher)?
             }
+        };
+        if !more {
+            return Ok(());
         }
         done_bytes += f.size;
-        if !batch.is_empty() && !emit(&mut batch, &mut batch_bytes, done_bytes) {
+        if !batcher.records.is_empty() && !batcher.emit(done_bytes) {
             return Ok(());
         }
         consumed.store(done_bytes, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// One Parquet file's rows into `batcher`, `done_bytes` being the input before it. Returns
+/// false when the sink wants no more.
+fn read_parquet_records(
+    f: &InputFile,
+    fields: &[String],
+    done_bytes: u64,
+    batcher: &mut Batcher<'_>,
+) -> Result<bool> {
+    let mut more = true;
+    read_parquet(f, fields, &mut |row, values, frac| {
+        let size: usize = values
+            .iter()
+            .map(|v| match v {
+                Some(FieldValue::Str(s)) => s.len(),
+                Some(FieldValue::Bytes(b)) => b.len(),
+                _ => 0,
+            })
+            .sum();
+        let record = RawRecord {
+            unit: Unit::Row(row),
+            payload: Payload::Fields(values),
+        };
+        batcher.push(record, size);
+        if batcher.full() {
+            let pos = done_bytes + (f.size as f64 * frac) as u64;
+            if !batcher.emit(pos) {
+                more = false;
+            }
+        }
+        more
+    })?;
+    Ok(more)
+}
+
+/// A JSONL or text file, decompressed, buffered; `count` gets the bytes read from disk.
+fn open_text(f: &InputFile, comp: Compression, count: Arc<AtomicU64>) -> Result<Box<dyn BufRead>> {
+    let file = File::open(&f.path).map_err(|e| Error::io(&f.path, e))?;
+    let counting = CountingReader { inner: file, count };
+    Ok(match comp {
+        Compression::None => Box::new(BufReader::with_capacity(1 << 20, counting)),
+        Compression::Gzip => Box::new(BufReader::with_capacity(
+            1 << 20,
+            flate2::read::MultiGzDecoder::new(BufReader::new(counting)),
+        )),
+        Compression::Zstd => Box::new(BufReader::with_capacity(
+            1 << 20,
+            zstd::stream::read::Decoder::new(counting).map_err(|e| Error::io(&f.path, e))?,
+        )),
+    })
+}
+
+/// One JSONL or text file's records (lines, or the whole text file) into `batcher`,
+/// `done_bytes` being the input before it. Returns false when the sink wants no more.
+fn read_text_records(
+    f: &InputFile,
+    comp: Compression,
+    text_per_line: bool,
+    done_bytes: u64,
+    batcher: &mut Batcher<'_>,
+) -> Result<bool> {
+    let file_bytes = Arc::new(AtomicU64::new(0));
+    let mut reader = open_text(f, comp, file_bytes.clone())?;
+    let is_json = matches!(f.format, Format::Jsonl(_));
+    let corrupt = |line: u64, e: std::io::Error| Error::BadInput {
+        loc: Location {
+            path: f.label.clone(),
+            unit: Unit::Line(line),
+        },
+        msg: match comp {
+            Compression::None => format!("read error: {e}"),
+            _ => format!("truncated or corrupt compressed stream ({e})"),
+        },
+    };
+    if !is_json && !text_per_line {
+        let mut text = Vec::new();
+        reader.read_to_end(&mut text).map_err(|e| corrupt(1, e))?;
+        let record = RawRecord {
+            unit: Unit::File,
+            payload: Payload::Text(text),
+        };
+        batcher.push(record, 0);
+        return Ok(true);
+    }
+    let mut line_no = 0u64;
+    loop {
+        let mut line = Vec::new();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| corrupt(line_no + 1, e))?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+        }
+        let size = line.len();
+        let record = RawRecord {
+            unit: Unit::Line(line_no),
+            payload: if is_json {
+                Payload::Json(line)
+            } else {
+                Payload::Text(line)
+            },
+        };
+        batcher.push(record, size);
+        // Progress counts bytes read from disk, capped at the file's size.
+        let pos = || done_bytes + file_bytes.load(Ordering::Relaxed).min(f.size);
+        if batcher.full() && !batcher.emit(pos()) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Stream a Parquet file's requested columns row by row: `row(index, values, fraction_done)`.
