@@ -12,7 +12,7 @@ use std::sync::{mpsc, Arc};
 use rayon::prelude::*;
 
 use crate::error::{Error, Location, Result};
-use crate::input::{self, RawRecord, ReadOptions};
+use crate::input::{self, InputFile, RawRecord, ReadOptions};
 use crate::mds::{decode_ndarray, Dtype, Encoding, MdsDataset};
 use crate::pool::{check_cancel, thread_pool};
 use crate::record::{self, Extracted};
@@ -85,24 +85,22 @@ fn sample_key(seed: u64, file: &str, unit: &crate::error::Unit) -> u64 {
     xxhash_rust::xxh3::xxh3_64(key.as_bytes())
 }
 
-/// Count token ids over raw inputs. Bad records are errors naming file and line/row; empty
-/// documents are skipped and counted.
-pub fn count_raw(opts: &RawOptions) -> Result<Unigram> {
-    let pool = thread_pool(opts.threads)?;
-    let enc = Encoder::from_file(&opts.tokenizer, opts.encoder)?;
-    let files = input::discover(&opts.inputs)?;
-    let read_opts = ReadOptions {
-        fields: opts.fields.clone(),
-        text_per_line: opts.text_per_line,
-    };
-    let vocab = enc.vocab_size as usize;
-    let consumed = Arc::new(AtomicU64::new(0));
+/// Counts raw records batch by batch into one total.
+struct RawCounter<'a> {
+    opts: &'a RawOptions,
+    pool: rayon::ThreadPool,
+    enc: Encoder,
+    files: Vec<InputFile>,
+    vocab: usize,
+    total: Unigram,
+}
 
-    let mut total = Unigram::new(vocab);
-    let cancel = opts.cancel.as_deref();
-    let mut count_batch = |file: usize, records: Vec<RawRecord>| -> Result<()> {
-        check_cancel(cancel)?;
-        let label = &files[file].label;
+impl RawCounter<'_> {
+    /// Parse and tokenize one batch of `file`'s records in parallel and add its counts.
+    fn count_batch(&mut self, file: usize, records: Vec<RawRecord>) -> Result<()> {
+        check_cancel(self.opts.cancel.as_deref())?;
+        let (opts, pool, vocab) = (self.opts, &self.pool, self.vocab);
+        let label = &self.files[file].label;
         let parsed: Vec<(crate::error::Unit, Extracted)> = pool.install(|| {
             records
                 .into_par_iter()
@@ -112,12 +110,12 @@ pub fn count_raw(opts: &RawOptions) -> Result<Unigram> {
         let mut texts: Vec<&str> = Vec::new();
         for (unit, p) in &parsed {
             match p {
-                Extracted::Fields(f) if f.iter().all(|s| s.is_empty()) => total.skipped += 1,
+                Extracted::Fields(f) if f.iter().all(|s| s.is_empty()) => self.total.skipped += 1,
                 Extracted::Fields(f) => {
-                    total.documents += 1;
+                    self.total.documents += 1;
                     texts.extend(f.iter().map(String::as_str));
                 }
-                Extracted::Rejected(reason, _) if reason.is_benign() => total.skipped += 1,
+                Extracted::Rejected(reason, _) if reason.is_benign() => self.total.skipped += 1,
                 Extracted::Rejected(_, msg) => {
                     return Err(Error::BadRecord {
                         loc: Location {
@@ -129,7 +127,7 @@ pub fn count_raw(opts: &RawOptions) -> Result<Unigram> {
                 }
             }
         }
-        let ids = pool.install(|| enc.encode_batch(&texts))?;
+        let ids = pool.install(|| self.enc.encode_batch(&texts))?;
         let part = pool.install(|| {
             ids.par_chunks(256)
                 .map(|chunk| {
@@ -144,77 +142,111 @@ pub fn count_raw(opts: &RawOptions) -> Result<Unigram> {
                 })
                 .reduce(|| Unigram::new(vocab), Unigram::merge)
         });
-        total = std::mem::take(&mut total).merge(part);
+        self.total = std::mem::take(&mut self.total).merge(part);
         Ok(())
-    };
-
-    match opts.max_docs {
-        // Choose the records first (the k smallest keys), then count only those, in input order.
-        Some(k) => {
-            let mut heap: BinaryHeap<(u64, usize, u64)> = BinaryHeap::new();
-            let mut kept: std::collections::HashMap<(usize, u64), RawRecord> = Default::default();
-            let mut seq = 0u64;
-            input::read_all(&files, &read_opts, &consumed, &mut |b| {
-                if check_cancel(cancel).is_err() {
-                    return false;
-                }
-                for rec in b.records {
-                    let key = sample_key(opts.seed, &files[b.file].label, &rec.unit);
-                    seq += 1;
-                    if (heap.len() as u64) < k {
-                        heap.push((key, b.file, seq));
-                        kept.insert((b.file, seq), rec);
-                    } else if heap.peek().is_some_and(|top| key < top.0) {
-                        if let Some((_, f, s)) = heap.pop() {
-                            kept.remove(&(f, s));
-                        }
-                        heap.push((key, b.file, seq));
-                        kept.insert((b.file, seq), rec);
-                    }
-                }
-                true
-            })?;
-            check_cancel(cancel)?;
-            let mut chosen: Vec<((usize, u64), RawRecord)> = kept.into_iter().collect();
-            chosen.sort_by_key(|(k, _)| *k);
-            let mut batch: Vec<RawRecord> = Vec::new();
-            let mut batch_file = usize::MAX;
-            for ((f, _), rec) in chosen {
-                if f != batch_file && !batch.is_empty() {
-                    count_batch(batch_file, std::mem::take(&mut batch))?;
-                }
-                batch_file = f;
-                batch.push(rec);
-            }
-            if !batch.is_empty() {
-                count_batch(batch_file, batch)?;
-            }
-        }
-        // Stream: one reader thread, batches counted as they arrive.
-        None => {
-            let (tx, rx) = mpsc::sync_channel::<input::RawBatch>(2);
-            let reader_files = files.clone();
-            let reader = std::thread::spawn(move || {
-                input::read_all(&reader_files, &read_opts, &consumed, &mut |b| {
-                    tx.send(b).is_ok()
-                })
-            });
-            let mut result = Ok(());
-            for b in rx.iter() {
-                result = count_batch(b.file, b.records);
-                if result.is_err() {
-                    break;
-                }
-            }
-            drop(rx);
-            let read = reader
-                .join()
-                .map_err(|_| Error::Config("input reader thread panicked".into()))?;
-            result?;
-            read?;
-        }
     }
-    Ok(total)
+
+    /// `--max-docs k`: choose the records first (the k smallest keys), then count only those,
+    /// in input order.
+    fn count_sample(
+        &mut self,
+        k: u64,
+        read_opts: &ReadOptions,
+        consumed: &Arc<AtomicU64>,
+    ) -> Result<()> {
+        let (files, opts) = (&self.files, self.opts);
+        let cancel = opts.cancel.as_deref();
+        let mut heap: BinaryHeap<(u64, usize, u64)> = BinaryHeap::new();
+        let mut kept: std::collections::HashMap<(usize, u64), RawRecord> = Default::default();
+        let mut seq = 0u64;
+        input::read_all(files, read_opts, consumed, &mut |b| {
+            if check_cancel(cancel).is_err() {
+                return false;
+            }
+            for rec in b.records {
+                let key = sample_key(opts.seed, &files[b.file].label, &rec.unit);
+                seq += 1;
+                if (heap.len() as u64) < k {
+                    heap.push((key, b.file, seq));
+                    kept.insert((b.file, seq), rec);
+                } else if heap.peek().is_some_and(|top| key < top.0) {
+                    if let Some((_, f, s)) = heap.pop() {
+                        kept.remove(&(f, s));
+                    }
+                    heap.push((key, b.file, seq));
+                    kept.insert((b.file, seq), rec);
+                }
+            }
+            true
+        })?;
+        check_cancel(cancel)?;
+        let mut chosen: Vec<((usize, u64), RawRecord)> = kept.into_iter().collect();
+        chosen.sort_by_key(|(k, _)| *k);
+        let mut batch: Vec<RawRecord> = Vec::new();
+        let mut batch_file = usize::MAX;
+        for ((f, _), rec) in chosen {
+            if f != batch_file && !batch.is_empty() {
+                self.count_batch(batch_file, std::mem::take(&mut batch))?;
+            }
+            batch_file = f;
+            batch.push(rec);
+        }
+        if !batch.is_empty() {
+            self.count_batch(batch_file, batch)?;
+        }
+        Ok(())
+    }
+
+    /// Every record: one reader thread, batches counted as they arrive.
+    fn count_stream(&mut self, read_opts: ReadOptions, consumed: Arc<AtomicU64>) -> Result<()> {
+        let (tx, rx) = mpsc::sync_channel::<input::RawBatch>(2);
+        let reader_files = self.files.clone();
+        let reader = std::thread::spawn(move || {
+            input::read_all(&reader_files, &read_opts, &consumed, &mut |b| {
+                tx.send(b).is_ok()
+            })
+        });
+        let mut result = Ok(());
+        for b in rx.iter() {
+            result = self.count_batch(b.file, b.records);
+            if result.is_err() {
+                break;
+            }
+        }
+        drop(rx);
+        let read = reader
+            .join()
+            .map_err(|_| Error::Config("input reader thread panicked".into()))?;
+        result?;
+        read
+    }
+}
+
+/// Count token ids over raw inputs. Bad records are errors naming file and line/row; empty
+/// documents are skipped and counted.
+pub fn count_raw(opts: &RawOptions) -> Result<Unigram> {
+    let pool = thread_pool(opts.threads)?;
+    let enc = Encoder::from_file(&opts.tokenizer, opts.encoder)?;
+    let files = input::discover(&opts.inputs)?;
+    let read_opts = ReadOptions {
+        fields: opts.fields.clone(),
+        text_per_line: opts.text_per_line,
+    };
+    let vocab = enc.vocab_size as usize;
+    let consumed = Arc::new(AtomicU64::new(0));
+    let mut counter = RawCounter {
+        opts,
+        pool,
+        enc,
+        files,
+        vocab,
+        total: Unigram::new(vocab),
+    };
+    match opts.max_docs {
+        Some(k) => counter.count_sample(k, &read_opts, &consumed)?,
+        None => counter.count_stream(read_opts, consumed)?,
+    }
+    Ok(counter.total)
 }
 
 /// Count token ids of a prepared or mixed dataset (`tokens`, or SFT `input_ids`), without
