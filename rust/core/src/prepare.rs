@@ -606,6 +606,22 @@ fn consume_batch(
     Ok(docs)
 }
 
+/// Each input as the report lists it: its fingerprint and the documents it gave.
+fn input_infos(files: &[InputFile], sums: Vec<String>, docs: Vec<u64>) -> Vec<InputInfo> {
+    files
+        .iter()
+        .zip(sums)
+        .zip(docs)
+        .map(|((f, sum), docs)| InputInfo {
+            path: f.label.clone(),
+            format: format_name(f.format).into(),
+            bytes: f.size,
+            xxh3_128: sum,
+            documents: docs,
+        })
+        .collect()
+}
+
 /// What a finished run gives the report besides the options.
 struct Output {
     counts: Counts,
@@ -710,18 +726,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Report> {
     counts.output_bytes = crate::mds::stored_bytes(&shards);
     progress.finish();
 
-    let inputs = files
-        .iter()
-        .zip(sums)
-        .zip(docs_per_file)
-        .map(|((f, sum), docs)| InputInfo {
-            path: f.label.clone(),
-            format: format_name(f.format).into(),
-            bytes: f.size,
-            xxh3_128: sum,
-            documents: docs,
-        })
-        .collect();
+    let inputs = input_infos(&files, sums, docs_per_file);
     let elapsed = started.elapsed().as_secs_f64();
     let run = RunInfo {
         elapsed_s: elapsed,
