@@ -43,7 +43,7 @@ def main() -> None:
     ap.add_argument("--read-samples", type=int, default=4000, help="samples to read in the StreamingDataset runs")
     ap.add_argument("--passes", type=float, default=4.0, help="passes over prose the mix may take")
     args = ap.parse_args()
-    from midmix import _core
+    import midmix
 
     work = Path(tempfile.mkdtemp(prefix="midmix-mixbench-"))
     os.environ["TMPDIR"] = str(work)
@@ -58,7 +58,7 @@ def main() -> None:
         src = {}
         for name, paths in inputs.items():
             src[name] = work / name
-            _core.prepare(name, [str(p) for p in paths], PYTHIA, args.seq_len, src[name])
+            midmix.prepare(name, [str(p) for p in paths], tokenizer=PYTHIA, seq_len=args.seq_len, out=src[name])
         n = {k: json.loads((v / "midmix.json").read_text())["counts"]["samples"] for k, v in src.items()}
         # Large enough (up to ~4 passes over prose) that fixed start-up costs do not dominate.
         total = int(min(n["code"] / 0.2, args.passes * n["prose"] / 0.8))
@@ -78,9 +78,9 @@ def main() -> None:
         mix = work / "mix"
 
         def build() -> None:
-            _core.build_mix([("code", str(src["code"])), ("prose", str(src["prose"]))],
-                            [("samples", total, [("code", 0.2), ("prose", 0.8)], False)], mix, overwrite=True,
-                            on_exhaust="repeat")
+            midmix.build_mix([midmix.Phase.samples(total, {"code": 0.2, "prose": 0.8})], mix,
+                             sources={"code": src["code"], "prose": src["prose"]}, overwrite=True,
+                             on_exhaust="repeat", register=False)
 
         t_mix = best_of(3, build)
         mix_mb = dir_bytes(mix) / 1e6
@@ -122,7 +122,7 @@ def main() -> None:
         print(f"midmix MixDataset                {tokens / t_md / 1e6:9.1f} M tokens/s")
 
         flat = work / "tokens.u16"
-        rows, _ = _core.MixReader(mix).gather(list(range(steps * args.batch)))
+        rows, _ = midmix.Dataset.open(mix).tokens().gather(list(range(steps * args.batch)))
         rows.astype(np.uint16).tofile(flat)
         mm = np.memmap(flat, dtype=np.uint16, mode="r").reshape(-1, args.seq_len)
 

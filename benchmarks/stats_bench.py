@@ -16,8 +16,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import midmix
 import numpy as np
-from midmix import _core
 from midmix.proximity import UnigramStats
 from timing import best_of
 
@@ -35,7 +35,8 @@ def main() -> None:
         else:
             inputs = [ROOT / "demo" / "data" / "prose.jsonl", ROOT / "demo" / "data" / "code.jsonl.zst"]
         ds = work / "ds"
-        t_prep = best_of(1, lambda: _core.prepare("b", [str(i) for i in inputs], PYTHIA, 2048, ds))
+        t_prep = best_of(1, lambda: midmix.prepare("b", [str(i) for i in inputs], tokenizer=PYTHIA,
+                                                   seq_len=2048, out=ds))
         report = json.loads((ds / "midmix.json").read_text())
         mb = report["counts"]["text_bytes"] / 1e6
         print(f"data: {mb:.0f} MB of text, {report['counts']['tokens']:,} tokens in "
@@ -43,7 +44,7 @@ def main() -> None:
 
         print("== from a prepared dataset ==")
         t_ds = best_of(3, lambda: UnigramStats.from_dataset(ds))
-        tokens, _ = _core.MixReader(ds).gather(list(range(report["counts"]["samples"])))
+        tokens, _ = midmix.Dataset.open(ds).tokens().gather(list(range(report["counts"]["samples"])))
         flat = tokens.reshape(-1)
         n = flat.size
         t_np = best_of(3, lambda: np.bincount(flat, minlength=50277))

@@ -4,11 +4,16 @@ oracle independent of midmix's own reader."""
 from __future__ import annotations
 
 import json
+import os
 import struct
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# What the tests prepare is registered in a data root of the test run's own, never in ./data.
+os.environ["MIDMIX_DATA_ROOT"] = tempfile.mkdtemp(prefix="midmix-test-root-")
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -67,3 +72,10 @@ def tree_bytes(directory: Path, ignore_run: bool = True) -> dict[str, bytes]:
                 data = json.dumps(obj, sort_keys=True).encode()
             out[str(p.relative_to(directory))] = data
     return out
+
+
+def mix_of(sources, phases, out, **kw):
+    """`midmix.build_mix` with (name, path) sources and phases as (kind, length, [(name, weight)], ramp)."""
+    import midmix
+
+    return midmix.build_mix([midmix.Phase(*p) for p in phases], out, sources=dict(sources), **kw)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import midmix
 import numpy as np
 from conftest import PYTHIA, shard_samples
-from midmix import _core
 
 DEMO = Path(__file__).resolve().parent.parent / "demo" / "data"
 
@@ -18,7 +18,7 @@ def prepare_sources(root: Path, seq_len: int = 64) -> dict[str, Path]:
     for name, f in (("prose", "prose.jsonl"), ("code", "code.jsonl.zst")):
         out[name] = root / name
         if not out[name].exists():
-            _core.prepare(name, [str(DEMO / f)], PYTHIA, seq_len, out[name])
+            midmix.prepare(name, [str(DEMO / f)], tokenizer=PYTHIA, seq_len=seq_len, out=out[name])
     return out
 
 

@@ -8,10 +8,11 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import midmix
 import pytest
 from click.testing import CliRunner
-from conftest import GPT2, SHARED, needs_shared, tree_bytes
-from midmix import ConfigError, DatasetError, _core
+from conftest import GPT2, SHARED, mix_of, needs_shared, tree_bytes
+from midmix import ConfigError, DatasetError
 from midmix.cli import main
 from mixutil import max_deviation, prepare_sources, read_mix, scheduled_targets, source_rows
 
@@ -23,7 +24,7 @@ def sources(tmp_path_factory) -> dict[str, Path]:
 
 def mix(sources, phases, out, **kw) -> dict:
     srcs = kw.pop("names", None) or list(sources)
-    return json.loads(_core.build_mix([(n, str(sources[n])) for n in srcs], phases, out, **kw))
+    return mix_of([(n, str(sources[n])) for n in srcs], phases, out, **kw).to_dict()
 
 
 def test_weighted_mix_is_exact_and_copies_tokens(sources, tmp_path) -> None:
@@ -160,18 +161,20 @@ def test_bad_configurations(sources, tmp_path) -> None:
 
     # Sources must share tokenizer and seq_len.
     other = tmp_path / "other"
-    _core.prepare("o", [str(Path(__file__).parent.parent / "demo" / "data" / "prose.jsonl")], sources["prose"].parent /
-                  "prose" / ".." / ".." / "x" if False else GPT2, 64, other) if GPT2.exists() else None
+    midmix.prepare("o", [str(Path(__file__).parent.parent / "demo" / "data" / "prose.jsonl")],
+                   tokenizer=sources["prose"].parent /
+                  "prose" / ".." / ".." / "x" if False else GPT2,
+                   seq_len=64, out=other) if GPT2.exists() else None
     if GPT2.exists():
         with pytest.raises(DatasetError, match="must share a tokenizer"):
-            _core.build_mix([("prose", str(sources["prose"])), ("o", str(other))],
-                            [("samples", 10, [("prose", 1.0), ("o", 1.0)], False)], out)
+            mix_of([("prose", str(sources["prose"])), ("o", str(other))],
+                   [("samples", 10, [("prose", 1.0), ("o", 1.0)], False)], out)
     longer = tmp_path / "longer"
-    _core.prepare("l", [str(Path(__file__).parent.parent / "demo" / "data" / "prose.jsonl")],
-                  Path(__file__).parent / "fixtures" / "pythia.json", 128, longer)
+    midmix.prepare("l", [str(Path(__file__).parent.parent / "demo" / "data" / "prose.jsonl")],
+                   tokenizer=Path(__file__).parent / "fixtures" / "pythia.json", seq_len=128, out=longer)
     with pytest.raises(DatasetError, match="seq_len"):
-        _core.build_mix([("prose", str(sources["prose"])), ("l", str(longer))],
-                        [("samples", 10, [("prose", 1.0), ("l", 1.0)], False)], out)
+        mix_of([("prose", str(sources["prose"])), ("l", str(longer))],
+               [("samples", 10, [("prose", 1.0), ("l", 1.0)], False)], out)
     assert not out.exists()
 
 
@@ -195,7 +198,8 @@ def test_shared_corpora_scheduled_mix(tmp_path) -> None:
     srcs = {}
     for name in ("c4_like", "starcoder_like", "math_like"):
         srcs[name] = tmp_path / name
-        _core.prepare(name, [str(SHARED / "corpora" / f"{name}.parquet")], PYTHIA, 512, srcs[name])
+        midmix.prepare(name, [str(SHARED / "corpora" / f"{name}.parquet")], tokenizer=PYTHIA, seq_len=512,
+                       out=srcs[name])
     names = list(srcs)
     phases = [(8192, [1.0, 0.0, 0.0], False), (4096, [0.8, 0.2, 0.0], True), (12288, [0.8, 0.08, 0.12], False)]
     spec = [("samples", n, list(zip(names, w, strict=True)), r) for n, w, r in phases]

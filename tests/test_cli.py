@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from conftest import PYTHIA, token_stream
-from midmix.cli import main, parse_size
+from midmix.cli import Size, main
 
 DEMO = Path(__file__).resolve().parent.parent / "demo" / "data"
 
@@ -66,8 +66,16 @@ def test_cli_parts_and_merge(tmp_path) -> None:
 
 
 def test_parse_size() -> None:
-    assert parse_size("64MiB") == 64 << 20 and parse_size("100MB") == 10**8
-    assert parse_size("none") is None and parse_size("123") == 123
+    parse_size = Size().convert
+    assert parse_size("64MiB", None, None) == 64 << 20 and parse_size("100MB", None, None) == 10**8
+    assert parse_size("none", None, None) is None and parse_size("123", None, None) == 123
+
+
+@pytest.mark.parametrize("bad", ["abc", "-1", "0", "12XB"])
+def test_bad_size_limit_is_a_usage_error_not_a_traceback(bad, tmp_path) -> None:
+    r = CliRunner().invoke(main, ["prepare", "p", str(DEMO / "prose.jsonl"), "--tokenizer", "x.json",
+                                  "--out", str(tmp_path / "o"), "--size-limit", bad])
+    assert r.exit_code == 2 and "size" in r.output and r.exception is not None and isinstance(r.exception, SystemExit)
 
 
 def test_hf_local_dataset(tmp_path, monkeypatch) -> None:

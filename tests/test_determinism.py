@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import midmix
 import pytest
 from conftest import PYTHIA, SHARED, tree_bytes
-from midmix import _core
 
 DEMO = Path(__file__).resolve().parent.parent / "demo" / "data"
 
@@ -19,8 +19,8 @@ def test_byte_identical_across_thread_counts(tmp_path, compression) -> None:
     trees = []
     for threads in (1, 2, 8):
         out = tmp_path / f"t{threads}"
-        _core.prepare("d", inputs, PYTHIA, 512, out, threads=threads, compression=compression,
-                      hashes=["sha1"], size_limit=1 << 20)
+        midmix.prepare("d", inputs, tokenizer=PYTHIA, seq_len=512, out=out, threads=threads,
+                       compression=compression, hashes=["sha1"], size_limit=1 << 20)
         trees.append(tree_bytes(out))
     assert len(trees[0]) > 3
     assert trees[0] == trees[1] == trees[2]

@@ -7,11 +7,11 @@ import json
 import os
 from pathlib import Path
 
+import midmix
 import numpy as np
 import pytest
 import zstandard
 from conftest import PYTHIA, read_tokens, shard_samples
-from midmix import _core
 
 streaming = pytest.importorskip("streaming")
 from streaming import MDSWriter, StreamingDataset  # noqa: E402
@@ -33,7 +33,8 @@ def files(directory: Path) -> dict[str, bytes]:
 
 
 def prepare_demo(out: Path, **kw) -> None:
-    _core.prepare("prose", [str(DEMO / "prose.jsonl")], PYTHIA, kw.pop("seq_len", 128), out, **kw)
+    midmix.prepare("prose", [str(DEMO / "prose.jsonl")], tokenizer=PYTHIA, seq_len=kw.pop("seq_len", 128),
+                   out=out, **kw)
 
 
 @pytest.mark.parametrize("hashes", [[], ["sha1", "xxh3_64"], ["md5", "sha256", "xxh128", "xxh64"]])
@@ -115,7 +116,8 @@ def test_sft_output_is_byte_identical_to_mdswriter(tmp_path) -> None:
             for i in range(300)]
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     ours = tmp_path / "ours"
-    _core.prepare("s", [str(src)], PYTHIA, 16, ours, mode="sft", size_limit=4000, on_bad_record="skip")
+    midmix.prepare("s", [str(src)], tokenizer=PYTHIA, seq_len=16, out=ours, mode="sft", size_limit=4000,
+                   on_bad_record="skip")
     theirs = tmp_path / "theirs"
     index = json.loads((ours / "index.json").read_text())
     with MDSWriter(out=str(theirs), columns={"input_ids": "ndarray:uint16", "labels": "ndarray:int32"},

@@ -7,9 +7,10 @@ import json
 import shutil
 from pathlib import Path
 
+import midmix
 import pytest
 from conftest import PYTHIA, tree_bytes
-from midmix import DatasetError, _core
+from midmix import DatasetError
 
 DEMO = Path(__file__).resolve().parent.parent / "demo" / "data"
 
@@ -33,14 +34,15 @@ def test_merged_parts_equal_single_run(tmp_path, tasks, mode) -> None:
     if mode == "sft":  # prompt = the id, response = the text
         kw.update(mode="sft", prompt_field="id", response_field="text")
     single = tmp_path / "single"
-    _core.prepare("p", inputs, PYTHIA, 1000, single, **kw)
+    midmix.prepare("p", inputs, tokenizer=PYTHIA, seq_len=1000, out=single, **kw)
     parts = []
     for i in range(tasks):
         part = tmp_path / f"part{i}"
-        _core.prepare("p", inputs, PYTHIA, 1000, part, num_tasks=tasks, task_index=i, **kw)
+        midmix.prepare("p", inputs, tokenizer=PYTHIA, seq_len=1000, out=part, num_tasks=tasks, task_index=i,
+                       **kw)
         parts.append(part)
     merged = tmp_path / "merged"
-    rep = json.loads(_core.merge(list(reversed(parts)), merged))  # order of arguments does not matter
+    rep = midmix.merge(list(reversed(parts)), merged).to_dict()  # order of arguments does not matter
     a, b = tree_bytes(single), tree_bytes(merged)
     ra, rb = json.loads(a.pop("midmix.json")), json.loads(b.pop("midmix.json"))
     assert a == b  # index.json and every shard byte-identical
@@ -53,19 +55,19 @@ def test_merge_rejects_incomplete_or_foreign_parts(tmp_path) -> None:
     parts = []
     for i in range(3):
         part = tmp_path / f"part{i}"
-        _core.prepare("p", inputs, PYTHIA, 64, part, num_tasks=3, task_index=i)
+        midmix.prepare("p", inputs, tokenizer=PYTHIA, seq_len=64, out=part, num_tasks=3, task_index=i)
         parts.append(part)
     with pytest.raises(DatasetError, match="3 parts were given|part 0 of 3"):
-        _core.merge(parts[:2], tmp_path / "m")
+        midmix.merge(parts[:2], tmp_path / "m")
     other = tmp_path / "other"
-    _core.prepare("p", inputs, PYTHIA, 32, other, num_tasks=3, task_index=2)
+    midmix.prepare("p", inputs, tokenizer=PYTHIA, seq_len=32, out=other, num_tasks=3, task_index=2)
     with pytest.raises(DatasetError, match="seq_len"):
-        _core.merge(parts[:2] + [other], tmp_path / "m")
+        midmix.merge(parts[:2] + [other], tmp_path / "m")
     single = tmp_path / "single"
-    _core.prepare("p", inputs, PYTHIA, 64, single)
+    midmix.prepare("p", inputs, tokenizer=PYTHIA, seq_len=64, out=single)
     with pytest.raises(DatasetError, match="--num-tasks"):
-        _core.merge([single], tmp_path / "m")
+        midmix.merge([single], tmp_path / "m")
     shutil.copytree(parts[1], tmp_path / "dup")
     with pytest.raises(DatasetError, match="missing or given twice"):
-        _core.merge([parts[0], parts[1], tmp_path / "dup"], tmp_path / "m")
+        midmix.merge([parts[0], parts[1], tmp_path / "dup"], tmp_path / "m")
     assert not (tmp_path / "m").exists()

@@ -7,13 +7,14 @@ import gzip
 import json
 from pathlib import Path
 
+import midmix
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import tokenizers
 import zstandard
 from conftest import PYTHIA, report, token_stream
-from midmix import ConfigError, DatasetError, InputError, TokenizerError, _core
+from midmix import ConfigError, DatasetError, InputError, TokenizerError
 
 DOCS = [
     "The first document.\nIt has two lines.",
@@ -30,8 +31,8 @@ def expected_stream(docs: list[str]) -> list[int]:
 
 def run(tmp_path: Path, inputs: list[Path | str], **kw) -> Path:
     out = tmp_path / kw.pop("out_name", "out")
-    _core.prepare("t", [str(i) for i in inputs], PYTHIA, kw.pop("seq_len", 8), out,
-                  num_tasks=1, task_index=0, **kw)
+    midmix.prepare("t", [str(i) for i in inputs], tokenizer=PYTHIA, seq_len=kw.pop("seq_len", 8), out=out,
+                   num_tasks=1, task_index=0, **kw)
     return out
 
 
@@ -83,7 +84,7 @@ def test_text_field_globs_and_order(tmp_path) -> None:
 def test_packing_and_dropped_tail(tmp_path) -> None:
     (tmp_path / "a.jsonl").write_bytes(jsonl(DOCS))
     out = tmp_path / "out"
-    rep = json.loads(_core.prepare("t", [str(tmp_path / "a.jsonl")], PYTHIA, 16, out))
+    rep = midmix.prepare("t", [str(tmp_path / "a.jsonl")], tokenizer=PYTHIA, seq_len=16, out=out).to_dict()
     total = len(expected_stream(DOCS))
     c = rep["counts"]
     assert c["samples"] == total // 16 and c["tokens"] == 16 * (total // 16)
@@ -107,12 +108,12 @@ def test_bad_records_name_file_and_line(tmp_path, case) -> None:
     src.write_bytes(data)
     out = tmp_path / "out"
     with pytest.raises(InputError) as err:
-        _core.prepare("t", [str(src)], PYTHIA, 4, out)
+        midmix.prepare("t", [str(src)], tokenizer=PYTHIA, seq_len=4, out=out)
     assert err.value.path == str(src) and err.value.line == line
     assert f"{src}:{line}" in str(err.value)
     assert not out.exists() and list(tmp_path.iterdir()) == [src]  # nothing left behind
 
-    rep = json.loads(_core.prepare("t", [str(src)], PYTHIA, 4, out, on_bad_record="skip"))
+    rep = midmix.prepare("t", [str(src)], tokenizer=PYTHIA, seq_len=4, out=out, on_bad_record="skip").to_dict()
     assert rep["counts"]["skipped"] == {reason: 1}
     assert rep["counts"]["documents"] == line - 1
 
@@ -121,14 +122,14 @@ def test_bad_parquet_value_names_row(tmp_path) -> None:
     src = tmp_path / "a.parquet"
     pq.write_table(pa.table({"text": ["ok", None, "ok"]}), src)
     with pytest.raises(InputError) as err:
-        _core.prepare("t", [str(src)], PYTHIA, 4, tmp_path / "out")
+        midmix.prepare("t", [str(src)], tokenizer=PYTHIA, seq_len=4, out=tmp_path / "out")
     assert err.value.row == 1 and "row 1" in str(err.value)
     pq.write_table(pa.table({"text": [1, 2]}), src)
     with pytest.raises(InputError, match="not a string"):
-        _core.prepare("t", [str(src)], PYTHIA, 4, tmp_path / "out")
+        midmix.prepare("t", [str(src)], tokenizer=PYTHIA, seq_len=4, out=tmp_path / "out")
     pq.write_table(pa.table({"body": ["x"]}), src)
     with pytest.raises(InputError, match="no column 'text'.*body"):
-        _core.prepare("t", [str(src)], PYTHIA, 4, tmp_path / "out")
+        midmix.prepare("t", [str(src)], tokenizer=PYTHIA, seq_len=4, out=tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.parquet"]
 
 
@@ -146,12 +147,12 @@ def test_truncated_files_are_errors(tmp_path, kind) -> None:
         full.unlink()
     src.write_bytes(data[: len(data) * 2 // 3])
     with pytest.raises(InputError) as err:
-        _core.prepare("t", [str(src)], PYTHIA, 4, tmp_path / "out")
+        midmix.prepare("t", [str(src)], tokenizer=PYTHIA, seq_len=4, out=tmp_path / "out")
     assert err.value.path == str(src)
     assert "truncated" in str(err.value) or "Parquet" in str(err.value)
     # Not skippable: a broken file is not a bad record.
     with pytest.raises(InputError):
-        _core.prepare("t", [str(src)], PYTHIA, 4, tmp_path / "out", on_bad_record="skip")
+        midmix.prepare("t", [str(src)], tokenizer=PYTHIA, seq_len=4, out=tmp_path / "out", on_bad_record="skip")
     assert sorted(p.name for p in tmp_path.iterdir()) == [src.name]
 
 
@@ -161,18 +162,18 @@ def test_bad_tokenizer_and_options(tmp_path) -> None:
     bad_tok = tmp_path / "tok.json"
     bad_tok.write_text("{not json")
     with pytest.raises(TokenizerError, match=str(bad_tok)):
-        _core.prepare("t", [str(src)], bad_tok, 4, tmp_path / "out")
+        midmix.prepare("t", [str(src)], tokenizer=bad_tok, seq_len=4, out=tmp_path / "out")
     with pytest.raises(TokenizerError, match="cannot read"):
-        _core.prepare("t", [str(src)], tmp_path / "missing.json", 4, tmp_path / "out")
+        midmix.prepare("t", [str(src)], tokenizer=tmp_path / "missing.json", seq_len=4, out=tmp_path / "out")
     with pytest.raises(ConfigError, match="no such file"):
-        _core.prepare("t", [str(tmp_path / "nope.jsonl")], PYTHIA, 4, tmp_path / "out")
+        midmix.prepare("t", [str(tmp_path / "nope.jsonl")], tokenizer=PYTHIA, seq_len=4, out=tmp_path / "out")
     with pytest.raises(ConfigError, match="unknown input format"):
         (tmp_path / "x.csv").write_text("a")
-        _core.prepare("t", [str(tmp_path / "x.csv")], PYTHIA, 4, tmp_path / "out")
+        midmix.prepare("t", [str(tmp_path / "x.csv")], tokenizer=PYTHIA, seq_len=4, out=tmp_path / "out")
     with pytest.raises(ConfigError, match="neither a token"):
-        _core.prepare("t", [str(src)], PYTHIA, 4, tmp_path / "out", eos="<nope>")
+        midmix.prepare("t", [str(src)], tokenizer=PYTHIA, seq_len=4, out=tmp_path / "out", eos="<nope>")
     with pytest.raises(ConfigError, match="not supported"):
-        _core.prepare("t", [str(src)], PYTHIA, 4, tmp_path / "out", compression="br")
+        midmix.prepare("t", [str(src)], tokenizer=PYTHIA, seq_len=4, out=tmp_path / "out", compression="br")
     assert not (tmp_path / "out").exists()
 
 
@@ -180,11 +181,11 @@ def test_refuses_to_overwrite_without_flag(tmp_path) -> None:
     src = tmp_path / "a.jsonl"
     src.write_bytes(jsonl(DOCS))
     out = tmp_path / "out"
-    _core.prepare("t", [str(src)], PYTHIA, 4, out)
+    midmix.prepare("t", [str(src)], tokenizer=PYTHIA, seq_len=4, out=out)
     with pytest.raises(DatasetError, match="already exists"):
-        _core.prepare("t", [str(src)], PYTHIA, 8, out)
+        midmix.prepare("t", [str(src)], tokenizer=PYTHIA, seq_len=8, out=out)
     assert report(out)["seq_len"] == 4
-    _core.prepare("t", [str(src)], PYTHIA, 8, out, overwrite=True)
+    midmix.prepare("t", [str(src)], tokenizer=PYTHIA, seq_len=8, out=out, overwrite=True)
     assert report(out)["seq_len"] == 8
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "out"]
 

@@ -8,12 +8,12 @@ import json
 import math
 from collections import Counter
 
+import midmix
 import numpy as np
 import pytest
 import tokenizers
 from click.testing import CliRunner
-from conftest import PYTHIA, SHARED, needs_shared, read_tokens
-from midmix import _core
+from conftest import PYTHIA, SHARED, mix_of, needs_shared, read_tokens
 from midmix.cli import main
 from midmix.proximity import UnigramStats, proximity, proximity_advantage
 from mixutil import DEMO, prepare_sources
@@ -90,7 +90,7 @@ def test_raw_counts_equal_hf_tokenizer_counts(tmp_path) -> None:
 
 def test_dataset_counts_equal_numpy_bincount(tmp_path) -> None:
     out = tmp_path / "p"
-    _core.prepare("p", [str(DEMO / "prose.jsonl")], PYTHIA, 128, out)
+    midmix.prepare("p", [str(DEMO / "prose.jsonl")], tokenizer=PYTHIA, seq_len=128, out=out)
     tokens = read_tokens(out).reshape(-1)
     s = UnigramStats.from_dataset(out)
     want = np.bincount(tokens, minlength=len(s.counts))
@@ -104,8 +104,8 @@ def test_dataset_counts_equal_numpy_bincount(tmp_path) -> None:
 
 def test_mixture_aware_stats_agree_with_a_built_mix(tmp_path) -> None:
     srcs = prepare_sources(tmp_path, seq_len=64)
-    rep = json.loads(_core.build_mix([(n, str(p)) for n, p in srcs.items()],
-                                     [("fill", 0, [("prose", 0.8), ("code", 0.2)], False)], tmp_path / "mix"))
+    rep = mix_of([(n, str(p)) for n, p in srcs.items()], [("fill", 0, [("prose", 0.8), ("code", 0.2)], False)],
+                 tmp_path / "mix").to_dict()
     built = UnigramStats.from_dataset(tmp_path / "mix")
     prose, code = UnigramStats.from_dataset(srcs["prose"]), UnigramStats.from_dataset(srcs["code"])
     exact = prose.mix(code, 0.2)

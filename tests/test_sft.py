@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import json
 
+import midmix
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import tokenizers
 from conftest import PYTHIA, SHARED, needs_shared
-from midmix import InputError, _core
+from midmix import InputError
 
 GSM8K = SHARED / "sft" / "gsm8k.parquet"
 
 
 def samples(directory) -> list[dict]:
     n = sum(s["samples"] for s in json.loads((directory / "index.json").read_text())["shards"])
-    return [_core.read_sample(directory, i) for i in range(n)]
+    return [midmix.Dataset.open(directory).sample(i) for i in range(n)]
 
 
 @needs_shared()
@@ -24,7 +25,8 @@ def samples(directory) -> list[dict]:
 def test_gsm8k_prompt_masking(tmp_path, mask) -> None:
     out = tmp_path / "gsm8k"
     seq_len = 256
-    rep = json.loads(_core.prepare("gsm8k", [str(GSM8K)], PYTHIA, seq_len, out, mode="sft", mask_prompt=mask))
+    rep = midmix.prepare("gsm8k", [str(GSM8K)], tokenizer=PYTHIA, seq_len=seq_len, out=out, mode="sft",
+                         mask_prompt=mask).to_dict()
     table = pq.read_table(GSM8K).to_pylist()
     tok = tokenizers.Tokenizer.from_file(str(PYTHIA))
     got = samples(out)
@@ -50,9 +52,10 @@ def test_prompt_longer_than_seq_len(tmp_path) -> None:
     src.write_text(json.dumps({"q": "word " * 50, "a": "yes"}) + "\n" + json.dumps({"q": "hi", "a": "yes"}) + "\n")
     kw = dict(mode="sft", prompt_field="q", response_field="a")
     with pytest.raises(InputError, match="prompt alone fills") as err:
-        _core.prepare("s", [str(src)], PYTHIA, 16, tmp_path / "out", **kw)
+        midmix.prepare("s", [str(src)], tokenizer=PYTHIA, seq_len=16, out=tmp_path / "out", **kw)
     assert err.value.line == 1
-    rep = json.loads(_core.prepare("s", [str(src)], PYTHIA, 16, tmp_path / "out", on_bad_record="skip", **kw))
+    rep = midmix.prepare("s", [str(src)], tokenizer=PYTHIA, seq_len=16, out=tmp_path / "out",
+                         on_bad_record="skip", **kw).to_dict()
     assert rep["counts"]["skipped"] == {"prompt_too_long": 1} and rep["counts"]["samples"] == 1
-    s = _core.read_sample(tmp_path / "out", 0)
+    s = midmix.Dataset.open(tmp_path / "out").sample(0)
     assert isinstance(s["labels"], np.ndarray) and (s["labels"] != -100).sum() == 2  # "yes" + EOS

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 
+import midmix
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -13,7 +14,6 @@ import pytest
 import tokenizers
 from adversarial import adversarial_texts
 from conftest import GPT2, PYTHIA, SHARED, needs_shared, token_stream
-from midmix import _core
 
 TOKENIZERS = {"pythia": PYTHIA, "gpt2": GPT2}
 # The Python oracle runs at ~1-2 MB/s, so by default each corpus is checked on a 25 MB prefix of its
@@ -31,7 +31,7 @@ def test_adversarial_text_ids_equal_hf(name: str, encoder: str) -> None:
     path = TOKENIZERS[name]
     if not path.exists():
         pytest.skip(f"{path} is not present")
-    ours = _core.Tokenizer(path, encoder=encoder)
+    ours = midmix.Tokenizer(path, encoder=encoder)
     assert ours.backend == {"fast": "fastokens", "hf": "hf-tokenizers"}[encoder]
     oracle = hf(path)
     texts = adversarial_texts()
@@ -43,7 +43,7 @@ def test_adversarial_text_ids_equal_hf(name: str, encoder: str) -> None:
 
 
 def test_tokenizer_facts() -> None:
-    t = _core.Tokenizer(PYTHIA)
+    t = midmix.Tokenizer(PYTHIA)
     assert t.encode("Hello world") == [12092, 1533]
     assert t.eos_id == 0 and t.vocab_size == 50277
     assert t.decode([12092, 1533]) == "Hello world"
@@ -73,7 +73,7 @@ def test_prepared_stream_equals_hf_on_shared_corpus(tmp_path, corpus: str, name:
     tok = TOKENIZERS[name]
     out = tmp_path / "out"
     # As a 1-of-1 task part the tail after the last full sample is kept, so the stream is complete.
-    _core.prepare("c", [str(path)], tok, 2048, out, num_tasks=1, task_index=0)
+    midmix.prepare("c", [str(path)], tokenizer=tok, seq_len=2048, out=out, num_tasks=1, task_index=0)
     stream = token_stream(out)
 
     texts = table.column("text").to_pylist()

@@ -12,11 +12,11 @@ import sys
 import time
 from pathlib import Path
 
+import midmix
 import numpy as np
 import pytest
 import yaml
-from conftest import PYTHIA, ROOT
-from midmix import _core
+from conftest import PYTHIA, ROOT, mix_of
 from mixutil import scheduled_targets
 
 torch = pytest.importorskip("torch")
@@ -31,13 +31,16 @@ def data(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("train-data")
     for name, src in [("prose", "prose.jsonl"), ("code", "code.jsonl.zst"), ("prose_val", "prose_val.jsonl"),
                       ("code_val", "code_val.jsonl")]:
-        _core.prepare(name, [str(DEMO / src)], PYTHIA, SEQ, d / name)
-    _core.prepare("gsm8k", [str(DEMO / "gsm8k.jsonl")], PYTHIA, 256, d / "gsm8k", mode="sft")
+        midmix.prepare(name, [str(DEMO / src)], tokenizer=PYTHIA, seq_len=SEQ, out=d / name)
+    midmix.prepare("gsm8k", [str(DEMO / "gsm8k.jsonl")], tokenizer=PYTHIA, seq_len=256, out=d / "gsm8k",
+                   mode="sft")
     sources = [("prose", str(d / "prose")), ("code", str(d / "code"))]
     half = STEPS * G // 2
-    _core.build_mix(sources[:1], [("samples", STEPS * G, [("prose", 1.0)], False)], d / "base-mix", global_batch=G)
-    _core.build_mix(sources, [("samples", half, [("prose", 1.0)], False),
-                              ("samples", half, [("prose", 0.5), ("code", 0.5)], True)], d / "code-mix", global_batch=G)
+    mix_of(sources[:1], [("samples", STEPS * G, [("prose", 1.0)], False)], d / "base-mix", global_batch=G)
+    mix_of(sources,
+           [("samples", half, [("prose", 1.0)], False),
+                              ("samples", half, [("prose", 0.5), ("code", 0.5)], True)],
+           d / "code-mix", global_batch=G)
     return d
 
 
@@ -173,7 +176,7 @@ def test_mixture_monitor_matches_the_plan_and_the_schedule_oracle(runs, data) ->
     assert max(v for _, _, v in m["mixture/max_abs_error_samples"]) < 1
     from midmix.train.callbacks import planned_counts
 
-    report = json.loads((data / "code-mix" / "midmix.json").read_text())
+    report = midmix.read_manifest(data / "code-mix")
     half = STEPS * G // 2
     oracle = scheduled_targets([(half, [1.0, 0.0], False), (half, [0.5, 0.5], True)], STEPS * G)
     for n in range(STEPS * G + 1):
@@ -310,15 +313,15 @@ def test_recipe_errors_name_the_key(tmp_path) -> None:
         config.load(path, overrides)
 
     base = "data: {train: {path: x}}\n"
-    with pytest.raises(_core.ConfigError, match=r"unknown key optimizer\.lrr"):
+    with pytest.raises(midmix.ConfigError, match=r"unknown key optimizer\.lrr"):
         load(base + "optimizer: {lrr: 1}\n")
-    with pytest.raises(_core.ConfigError, match=r"optimizer\.lr: expected float"):
+    with pytest.raises(midmix.ConfigError, match=r"optimizer\.lr: expected float"):
         load(base, "optimizer.lr=fast")
-    with pytest.raises(_core.ConfigError, match=r"duration: '10 steps'"):
+    with pytest.raises(midmix.ConfigError, match=r"duration: '10 steps'"):
         load(base + "duration: 10 steps\n")
-    with pytest.raises(_core.ConfigError, match=r"callbacks\.forgetting\.eval: 'c4'"):
+    with pytest.raises(midmix.ConfigError, match=r"callbacks\.forgetting\.eval: 'c4'"):
         load(base + "callbacks: {forgetting: {eval: c4}}\n")
-    with pytest.raises(_core.ConfigError, match=r"model\.arch"):
+    with pytest.raises(midmix.ConfigError, match=r"model\.arch"):
         load(base + "model: {arch: gpt5}\n")
     (tmp_path / "r.yaml").write_text(base)
     cfg, _ = config.load(tmp_path / "r.yaml", ["optimizer.lr=1e-3", "schedule.name=wsd"])

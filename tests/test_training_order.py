@@ -12,8 +12,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import midmix
 import pytest
-from midmix import _core
+from conftest import mix_of
 from mixutil import prepare_sources, read_mix
 
 pytest.importorskip("torch")
@@ -26,7 +27,7 @@ def mixed(tmp_path_factory) -> Path:
     sources = prepare_sources(root / "sources", seq_len=32)
     out = root / "mix"
     phases = [("samples", 96, [("prose", 1.0)], False), ("samples", 96, [("prose", 0.5), ("code", 0.5)], False)]
-    _core.build_mix([(n, str(p)) for n, p in sources.items()], phases, out, global_batch=8, size_limit=3000)
+    mix_of([(n, str(p)) for n, p in sources.items()], phases, out, global_batch=8, size_limit=3000)
     return out
 
 
@@ -98,7 +99,7 @@ def test_state_dict_round_trip(mixed) -> None:
     assert len(first) == len(ds) - 3 and len(second) == len(ds)  # the resume applies to one pass
     assert (second[0]["input_ids"] == ds.batch(0)["input_ids"]).all()
     assert (first[0]["input_ids"] == ds.batch(3)["input_ids"]).all()
-    with pytest.raises(_core.ConfigError, match="boundary"):
+    with pytest.raises(midmix.ConfigError, match="boundary"):
         again.load_state_dict({"sample_in_epoch": 5, "global_batch": 8})
-    with pytest.raises(_core.ConfigError, match="global batch"):
+    with pytest.raises(midmix.ConfigError, match="global batch"):
         again.load_state_dict({"sample_in_epoch": 8, "global_batch": 16})

@@ -1,21 +1,42 @@
-"""midmix: exact, fast, deterministic data mixing for language-model training."""
+"""midmix: exact, fast, deterministic data mixing for language-model training.
 
-from midmix._core import (
-    ConfigError,
-    DatasetError,
-    InputError,
-    MidmixError,
-    Tokenizer,
-    TokenizerError,
-    __version__,
-)
+The public API::
+
+    import midmix
+    midmix.prepare("c4", ["raw/c4/*.jsonl.zst"], tokenizer="pythia.json", seq_len=2048)
+    midmix.build_mix([midmix.Phase.samples(1024, {"c4": 0.8, "starcoder": 0.2})], "mixes/code20")
+    ds = midmix.Dataset.open("code20")            # by registered name or by path
+    ds.manifest.total_samples, ds.sample(0)["tokens"]
+
+`midmix._core` (the Rust extension) is private: everything goes through these names.
+"""
+
+from midmix.api import __version__, build_mix, count_unigrams_dataset, count_unigrams_files, merge, prepare
+from midmix.dataset import Dataset, data_root
+from midmix.errors import ConfigError, DatasetError, InputError, MidmixError, TokenizerError
+from midmix.manifest import Manifest, MixManifest, PreparedManifest, read_manifest
+from midmix.mixspec import Phase, load_schedule
+from midmix.tokenizer import Tokenizer
 
 __all__ = [
     "ConfigError",
+    "Dataset",
     "DatasetError",
     "InputError",
+    "Manifest",
     "MidmixError",
+    "MixManifest",
+    "Phase",
+    "PreparedManifest",
     "Tokenizer",
     "TokenizerError",
     "__version__",
+    "build_mix",
+    "count_unigrams_dataset",
+    "count_unigrams_files",
+    "data_root",
+    "load_schedule",
+    "merge",
+    "prepare",
+    "read_manifest",
 ]

@@ -1,45 +1,43 @@
-"""The `midmix` command line."""
+"""The `midmix` command line: options → a `midmix.api` call → printed results. No logic of its own."""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from midmix import _core, mixspec, registry, summary
-from midmix._core import MidmixError
+from midmix import api, describe, mixspec
+from midmix import dataset as ds
+from midmix.errors import MidmixError
+from midmix.tokenizer import Tokenizer, resolve_tokenizer
 
 SIZE_UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "KIB": 1024, "M": 10**6, "MB": 10**6, "MIB": 1 << 20,
               "G": 10**9, "GB": 10**9, "GIB": 1 << 30}
 
 
-def parse_size(text: str) -> int | None:
+class Size(click.ParamType):
     """`64MiB`, `1000000`, `none` → bytes (None = no limit)."""
-    t = text.strip().upper()
-    if t == "NONE":
-        return None
-    num = t.rstrip("KMGIB")
-    unit = t[len(num):]
-    if not num or unit not in SIZE_UNITS:
-        raise click.BadParameter(f"'{text}' is not a size such as 64MiB, 100MB or 1048576")
-    return int(float(num) * SIZE_UNITS[unit])
 
+    name = "size"
 
-def resolve_tokenizer(spec: str) -> Path:
-    """A tokenizer.json path, a directory holding one, or (online) a hub id."""
-    path = Path(spec)
-    if path.is_dir() and (path / "tokenizer.json").exists():
-        return path / "tokenizer.json"
-    if path.exists() or "/" not in spec or spec.endswith(".json"):
-        return path
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError as e:
-        raise click.UsageError(f"{spec} is not a file; hub ids need `huggingface_hub` installed") from e
-    return Path(hf_hub_download(spec, "tokenizer.json"))
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | None:
+        if value is None or isinstance(value, int):
+            return value
+        t = str(value).strip().upper()
+        if t == "NONE":
+            return None
+        num = t.rstrip("KMGIB")
+        unit = t[len(num):]
+        try:
+            size = int(float(num) * SIZE_UNITS[unit])
+        except (KeyError, ValueError):
+            self.fail(f"'{value}' is not a size such as 64MiB, 100MB or 1048576", param, ctx)
+        if size < 1:
+            self.fail(f"'{value}': a size limit must be at least 1 byte (or 'none')", param, ctx)
+        return size
 
 
 def fail(e: MidmixError) -> None:
@@ -47,7 +45,7 @@ def fail(e: MidmixError) -> None:
 
 
 @click.group()
-@click.version_option(_core.__version__, prog_name="midmix")
+@click.version_option(api.__version__, prog_name="midmix")
 def main() -> None:
     """midmix: exact, fast, deterministic data mixing for language-model training."""
 
@@ -73,7 +71,8 @@ def main() -> None:
 @click.option("--bos", help="BOS token or id before each document [default: none]")
 @click.option("--compression", help="zstd or zstd:LEVEL")
 @click.option("--hashes", default="", help="comma-separated shard hashes, e.g. sha1,xxh3_64")
-@click.option("--size-limit", default="64MiB", show_default=True, help="shard size limit ('none' = one shard)")
+@click.option("--size-limit", default="64MiB", show_default=True, type=Size(),
+              help="shard size limit ('none' = one shard)")
 @click.option("--on-bad-record", type=click.Choice(["error", "skip"]), default="error", show_default=True)
 @click.option("--num-tasks", type=click.IntRange(min=1), help="split the inputs into this many parts…")
 @click.option("--task-index", type=click.IntRange(min=0), help="…and prepare this one (0-based)")
@@ -82,52 +81,24 @@ def main() -> None:
               help="auto: the fast exact encoder when it supports the tokenizer, else HF tokenizers")
 @click.option("--overwrite", is_flag=True, help="replace an existing output directory")
 @click.option("--quiet", is_flag=True, help="no progress bar or summary")
-@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
-def prepare(name: str, inputs: tuple[str, ...], tokenizer: str, seq_len: int, out: Path | None,
-            data_root: Path | None, text_field: str, text_per_line: bool, hf_name: str | None,
-            hf_config: str | None, split: str, mode: str, prompt_field: str, response_field: str,
-            mask_prompt: bool, eos: str | None, bos: str | None, compression: str | None, hashes: str,
-            size_limit: str, on_bad_record: str, num_tasks: int | None, task_index: int | None,
-            threads: int | None, encoder: str, overwrite: bool, quiet: bool, as_json: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="print the manifest as JSON")
+def prepare(name: str, inputs: tuple[str, ...], hf_name: str | None, hashes: str, quiet: bool, as_json: bool,
+            **options: Any) -> None:
     """Tokenize and pack corpus files INPUTS into an MDS dataset registered as NAME."""
     if not inputs and not hf_name:
         raise click.UsageError("give INPUT files/directories/globs, or --hf NAME")
     if inputs and hf_name:
         raise click.UsageError("give either INPUT files or --hf, not both")
-    if (num_tasks is None) != (task_index is None):
-        raise click.UsageError("--num-tasks and --task-index go together")
-    root = registry.data_root(data_root)
-    out = out or root / name
-    if threads:  # the fast encoder sizes its own worker pool from this, once per process
-        os.environ.setdefault("FASTOKENS_BPE_THREADS", str(threads))
-    kwargs = dict(
-        encoder=encoder, overwrite=overwrite, mode=mode, text_field=text_field,
-        text_per_line=text_per_line, prompt_field=prompt_field, response_field=response_field,
-        mask_prompt=mask_prompt, eos=eos, bos=bos, compression=compression,
-        hashes=[h for h in hashes.split(",") if h], size_limit=parse_size(size_limit),
-        on_bad_record=on_bad_record, num_tasks=num_tasks, task_index=task_index, threads=threads,
-        progress=not quiet,
-    )
-    tok = resolve_tokenizer(tokenizer)
     try:
-        if hf_name:
-            from midmix.hf import export_to_parquet
-
-            fields = [prompt_field, response_field] if mode == "sft" else [text_field]
-            with export_to_parquet(hf_name, hf_config, split, fields) as (path, label):
-                text = _core.prepare(name, [str(path)], tok, seq_len, out, input_labels=[label], **kwargs)
-        else:
-            text = _core.prepare(name, list(inputs), tok, seq_len, out, **kwargs)
+        m = api.prepare(name, inputs, hf=hf_name, hashes=[h for h in hashes.split(",") if h], progress=not quiet,
+                        **options)
     except MidmixError as e:
         fail(e)
-    report = json.loads(text)
-    if num_tasks is None:
-        registry.register(name, out, root)
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        click.echo(json.dumps(m.to_dict(), indent=2))
     elif not quiet:
-        click.echo(f"prepared {out}")
-        click.echo("\n".join(summary.report_lines(report)))
+        click.echo(f"prepared {options['out'] or ds.data_root(options['data_root']) / name}")
+        click.echo("\n".join(describe.prepared_lines(m)))
 
 
 @main.command()
@@ -139,13 +110,25 @@ def prepare(name: str, inputs: tuple[str, ...], tokenizer: str, seq_len: int, ou
 def merge(parts: tuple[Path, ...], out: Path, data_root: Path | None, overwrite: bool, quiet: bool) -> None:
     """Combine the PARTS of a `prepare --num-tasks` run into the dataset a single run gives."""
     try:
-        report = json.loads(_core.merge(list(parts), out, overwrite=overwrite, progress=not quiet))
+        m = api.merge(parts, out, data_root=data_root, overwrite=overwrite, progress=not quiet)
     except MidmixError as e:
         fail(e)
-    registry.register(report["name"], out, registry.data_root(data_root))
     if not quiet:
         click.echo(f"merged {len(parts)} parts into {out}")
-        click.echo("\n".join(summary.report_lines(report)))
+        click.echo("\n".join(describe.prepared_lines(m)))
+
+
+def _named_paths(items: tuple[str, ...], option: str) -> dict[str, Path]:
+    """`NAME=PATH` options → {name: path}; a name given twice is an error, not a silent override."""
+    out: dict[str, Path] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name:
+            raise click.UsageError(f"{option} {item!r}: use NAME=PATH")
+        if name in out:
+            raise click.UsageError(f"{option}: '{name}' is given twice ({out[name]} and {path})")
+        out[name] = Path(path)
+    return out
 
 
 @main.command("build-mix")
@@ -161,46 +144,29 @@ def merge(parts: tuple[Path, ...], out: Path, data_root: Path | None, overwrite:
 @click.option("--exact-per-batch", is_flag=True, help="each global batch holds its exact largest-remainder share")
 @click.option("--on-exhaust", type=click.Choice(["error", "repeat", "stop"]), default="error", show_default=True)
 @click.option("--max-repeat", type=click.IntRange(min=1), help="with repeat: at most this many passes per source")
-@click.option("--size-limit", default="64MiB", show_default=True)
+@click.option("--size-limit", default="64MiB", show_default=True, type=Size())
 @click.option("--threads", type=click.IntRange(min=1))
 @click.option("--out", required=True, type=click.Path(path_type=Path))
+@click.option("--name", help="register the mix under this name [default: the --out directory's name]")
 @click.option("--overwrite", is_flag=True)
 @click.option("--quiet", is_flag=True)
 def build_mix(weights: str | None, schedule: Path | None, tokens: str | None, samples: str | None,
-              source_paths: tuple[str, ...], data_root: Path | None, seed: int, global_batch: int | None,
-              exact_per_batch: bool, on_exhaust: str, max_repeat: int | None, size_limit: str,
-              threads: int | None, out: Path, overwrite: bool, quiet: bool) -> None:
+              source_paths: tuple[str, ...], out: Path, quiet: bool, **options: Any) -> None:
     """Interleave prepared sources by weight (or a schedule) into one MDS stream in training order."""
     if (weights is None) == (schedule is None):
         raise click.UsageError("give --weights or --schedule")
-    if exact_per_batch and not global_batch:
-        raise click.UsageError("--exact-per-batch needs --global-batch")
+    if schedule and (tokens or samples):
+        raise click.UsageError("a schedule sets its own lengths: drop --tokens/--samples")
     try:
-        if schedule:
-            if tokens or samples:
-                raise click.UsageError("a schedule sets its own lengths: drop --tokens/--samples")
-            phases = mixspec.load_schedule(schedule)
-        else:
-            phases = mixspec.phases_from_weights(weights or "", tokens, samples)
-        explicit = {}
-        for item in source_paths:
-            name, sep, path = item.partition("=")
-            if not sep:
-                raise click.UsageError(f"--source {item!r}: use NAME=PATH")
-            explicit[name] = Path(path)
-        root = registry.data_root(data_root)
-        names = mixspec.source_order(phases)
-        sources = [(n, str(explicit[n] if n in explicit else registry.lookup(n, root))) for n in names]
-        text = _core.build_mix(
-            sources, [p.as_core() for p in phases], out, seed=seed, global_batch=global_batch,
-            exact_per_batch=exact_per_batch, on_exhaust=on_exhaust, max_repeat=max_repeat, overwrite=overwrite,
-            size_limit=parse_size(size_limit), threads=threads, progress=not quiet,
-        )
+        phases = mixspec.load_schedule(schedule) if schedule else \
+            mixspec.phases_from_weights(weights or "", tokens, samples)
+        m = api.build_mix(phases, out, sources=_named_paths(source_paths, "--source"), progress=not quiet,
+                          **options)
     except MidmixError as e:
         fail(e)
     if not quiet:
         click.echo(f"built {out}")
-        click.echo("\n".join(summary.mix_lines(json.loads(text))))
+        click.echo("\n".join(describe.mix_lines(m)))
 
 
 def _unigram_options(f):
@@ -228,27 +194,17 @@ def stats(source: str, tokenizer: str | None, data_root: Path | None, fields: st
     from midmix import proximity_cli as pc
 
     try:
-        s = pc.load_source(source, tokenizer=tokenizer, data_root=registry.data_root(data_root),
+        s = pc.load_source(source, tokenizer=tokenizer, data_root=ds.data_root(data_root),
                            fields=fields.split(",") if fields else None, max_docs=max_docs,
                            max_tokens_per_doc=max_tokens_per_doc, seed=seed)
         if out:
             s.save(out)
-        dec = tokenizer or _recorded_tokenizer(source, registry.data_root(data_root))
+        dec = tokenizer or pc.recorded_tokenizer(source, ds.data_root(data_root))
         click.echo("\n".join(pc.summary_lines(s, dec, top)))
     except MidmixError as e:
         fail(e)
     if out:
         click.echo(f"wrote {out}")
-
-
-def _recorded_tokenizer(spec: str, root: Path) -> str | None:
-    name, sep, path = spec.partition("=")
-    try:
-        d = Path(path) if sep else registry.lookup(name, root)
-        tok = json.loads((d / "midmix.json").read_text()).get("tokenizer", {}).get("path")
-        return tok if tok and Path(tok).exists() else None
-    except (OSError, ValueError, MidmixError):
-        return None
 
 
 @main.command("proximity")
@@ -267,98 +223,55 @@ def proximity_cmd(targets: tuple[str, ...], base: str | None, candidates: str, m
                   csv_out: Path | None, plot: Path | None) -> None:
     """Proximity of candidate midtraining data to target data, and its advantage over the base."""
     from midmix import proximity_cli as pc
-    from midmix.proximity import UnigramStats
 
-    root = registry.data_root(data_root)
-
-    def load(spec: str) -> UnigramStats:
-        return pc.load_source(spec, tokenizer=tokenizer, data_root=root, fields=fields.split(",") if fields else None,
-                              max_docs=max_docs, max_tokens_per_doc=max_tokens_per_doc, seed=seed)
+    if csv_out and not as_matrix:
+        raise click.UsageError("--csv goes with --matrix")
     try:
-        weights = dict(mixspec.parse_weights(",".join(mixes))) if mixes else {}
-        tgt = [load(t) for t in targets]
-        cands = [load(c) for c in candidates.split(",") if c]
-        base_stats = load(base) if base else None
-        unknown = set(weights) - {c.name for c in cands}
-        if unknown:
-            raise click.UsageError(f"--mix names {', '.join(sorted(unknown))}, which are not --candidates")
-        if weights and base_stats is None:
-            raise click.UsageError("--mix needs --base")
-        scored = [base_stats.mix(c, weights[c.name]) if c.name in weights else c for c in cands]
-        numbers: dict = {"mixtures": weights}
-        if as_matrix:
-            named = tgt + ([base_stats] if base_stats else []) + scored
-            m = pc.matrix(named)
-            numbers["matrix"] = m
-            names = list(m)
-            click.echo(f"{'combined':<22}" + "".join(f"{n[:12]:>13}" for n in names))
-            for a in names:
-                click.echo(f"{a[:22]:<22}" + "".join(f"{m[a][b]['combined']:>13.4f}" for b in names))
-            if csv_out:
-                pc.write_matrix_csv(m, csv_out)
-            if plot:
-                pc.plot_heatmap(m, plot)
-        else:
-            if not tgt or base_stats is None or not scored:
-                raise click.UsageError("give --target, --base and --candidates (or --matrix)")
-            lines, table = pc.pa_table(tgt, base_stats, scored)
-            numbers.update(table)
-            click.echo("\n".join(lines).lstrip("\n"))
-            if plot:
-                pc.plot_pa(table, plot)
+        loader = pc.SourceLoader(tokenizer=tokenizer, data_root=ds.data_root(data_root),
+                                 fields=fields.split(",") if fields else None, max_docs=max_docs,
+                                 max_tokens_per_doc=max_tokens_per_doc, seed=seed)
+        result = pc.compare(loader, targets=list(targets), base=base,
+                            candidates=[c for c in candidates.split(",") if c],
+                            mixes=dict(mixspec.parse_weights(",".join(mixes))) if mixes else {}, as_matrix=as_matrix)
+        click.echo("\n".join(result.lines))
+        if csv_out:
+            pc.write_matrix_csv(result.numbers["matrix"], csv_out)
+        if plot:
+            result.plot(plot)
         if json_out:
-            json_out.write_text(json.dumps(numbers, indent=2) + "\n")
+            json_out.write_text(json.dumps(result.numbers, indent=2) + "\n")
     except MidmixError as e:
         fail(e)
 
 
 @main.command()
-@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("directory")
 @click.option("--data-root", type=click.Path(path_type=Path), help="to look NAME up instead of a path")
 @click.option("--show", "show", type=click.IntRange(min=0), multiple=True, help="decode sample N as text")
 @click.option("--tokenizer", help="tokenizer for --show [default: the one recorded in midmix.json]")
 @click.option("--json", "as_json", is_flag=True, help="print midmix.json")
-def inspect(directory: Path, data_root: Path | None, show: tuple[int, ...], tokenizer: str | None,
+def inspect(directory: str, data_root: Path | None, show: tuple[int, ...], tokenizer: str | None,
             as_json: bool) -> None:
     """Summarize an MDS dataset (a directory, or a registered name) and decode samples."""
-    if not (directory / "index.json").exists():
-        try:
-            directory = registry.lookup(str(directory), registry.data_root(data_root))
-        except MidmixError as e:
-            fail(e)
-    report_path = directory / "midmix.json"
-    report = json.loads(report_path.read_text()) if report_path.exists() else None
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-        return
-    click.echo(f"dataset       {directory}")
-    click.echo("\n".join(summary.index_lines(summary.read_index(directory))))
-    if report and report.get("kind") == "mix":
-        click.echo("\n".join(summary.mix_lines(report)))
-    elif report:
-        click.echo("\n".join(summary.report_lines(report)))
-    if not show:
-        return
-    tok_path = tokenizer or (report and report.get("tokenizer", {}).get("path"))
-    if not tok_path:
-        raise click.UsageError("--show needs --tokenizer (none is recorded in midmix.json here)")
     try:
-        tok = _core.Tokenizer(resolve_tokenizer(tok_path))
+        d = ds.Dataset.open(directory, data_root)
+        m = d.manifest
+        if as_json:
+            click.echo(json.dumps(m.to_dict() if m else None, indent=2))
+            return
+        click.echo(f"dataset       {d.path}")
+        click.echo("\n".join(describe.index_lines(d.index)))
+        if m:
+            click.echo("\n".join(describe.manifest_lines(m)))
+        if not show:
+            return
+        tok_path = tokenizer or (m.tokenizer.path if m else None)
+        if not tok_path:
+            raise click.UsageError("--show needs --tokenizer (none is recorded in midmix.json here)")
+        tok = Tokenizer(resolve_tokenizer(tok_path))
         for n in show:
-            sample = _core.read_sample(directory, n)
-            origin = ""
-            if "source" in sample and report and report.get("sources"):
-                origin = f"(source {report['sources'][sample['source']]}) "
-            click.echo(f"\n--- sample {n} {origin}" + "-" * 60)
-            if "tokens" in sample:
-                click.echo(tok.decode(sample["tokens"].tolist()))
-            elif "input_ids" in sample:
-                ids, labels = sample["input_ids"].tolist(), sample["labels"].tolist()
-                masked = sum(1 for x in labels if x == -100)
-                click.echo(f"[prompt, {masked} masked tokens]\n" + tok.decode(ids[:masked]))
-                click.echo(f"[trained, {len(ids) - masked} tokens]\n" + tok.decode(ids[masked:]))
-            else:
-                click.echo(repr(sample))
+            click.echo(f"\n--- sample {n} {describe.sample_origin(d, n)}" + "-" * 60)
+            click.echo("\n".join(describe.sample_lines(d.sample(n), tok)))
     except IndexError as e:
         raise click.ClickException(str(e)) from e
     except MidmixError as e:

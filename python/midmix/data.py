@@ -1,4 +1,4 @@
-"""Reading a mix in training order: a memory-mapped, Rust-backed loader for PyTorch and Composer.
+"""The PyTorch loaders: a mix in training order, and SFT examples — memory-mapped and Rust-backed.
 
 Global step s is samples `[s·G, (s+1)·G)` of the dataset, as `build-mix` wrote them. Within a
 global batch, rank r of W gets samples `s·G + r + W·j` (j < G/W): the same strided layout
@@ -8,20 +8,25 @@ DataLoader's in-order fetching puts back in step order.
 
 Use it through `MixLoader(dataset, num_workers=N)` (a `DataLoader` with `batch_size=None`: the
 dataset yields whole batches), which also makes a resume position apply to the next pass only.
-Needs torch (`pip install 'midmix[train]'`).
+`SftDataset` reads `prepare --mode sft` examples one at a time, from shards kept mapped, and
+`pad_examples` batches them. Needs torch (`pip install 'midmix[train]'`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
-from midmix._core import ConfigError, MixReader
+from midmix.dataset import SampleReader, TokenReader
+from midmix.errors import ConfigError
+
+IGNORE = -100  # the label of tokens that are not scored (SFT prompts, padding)
 
 
 def _world() -> tuple[int, int]:
@@ -50,14 +55,14 @@ class MixDataset(IterableDataset):
             raise ConfigError(f"rank {self.rank} is outside world size {self.world_size}")
         self.global_batch = global_batch
         self.per_device = global_batch // self.world_size
-        self._reader: MixReader | None = None
+        self._reader: TokenReader | None = None
         self.num_steps = self.reader.num_samples // global_batch
         self._start_step = 0
 
     @property
-    def reader(self) -> MixReader:
+    def reader(self) -> TokenReader:
         if self._reader is None:  # opened lazily: worker processes open their own maps
-            self._reader = MixReader(self.path)
+            self._reader = TokenReader(self.path)
         return self._reader
 
     def __getstate__(self) -> dict[str, Any]:
@@ -118,3 +123,52 @@ class MixLoader(DataLoader):
         it = super().__iter__()  # workers (or the in-process iterator) have read the start by now
         self.dataset._start_step = 0  # type: ignore[attr-defined]
         return it
+
+
+class SftDataset(Dataset):
+    """`prepare --mode sft` examples as (input_ids, labels) int64 arrays, -100 over masked prompts.
+
+    `rows` selects examples (default: all). Each read costs one example: the shards stay mapped."""
+
+    def __init__(self, path: str | os.PathLike[str], rows: Sequence[int] | None = None,
+                 mask_prompt: bool = True) -> None:
+        self.path = Path(path)
+        self.mask_prompt = mask_prompt
+        self._reader: SampleReader | None = None
+        total = len(self.reader)
+        self.rows = range(total) if rows is None else rows
+        if len(self.rows) and not (0 <= min(self.rows) and max(self.rows) < total):
+            raise ConfigError(f"{self.path}: selected rows fall outside its {total} examples")
+
+    @property
+    def reader(self) -> SampleReader:
+        if self._reader is None:  # opened lazily: worker processes open their own maps
+            self._reader = SampleReader(self.path)
+        return self._reader
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_reader"] = None
+        return state
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        sample = self.reader[self.rows[i]]
+        ids = np.asarray(sample["input_ids"], dtype=np.int64)
+        labels = np.asarray(sample["labels"], dtype=np.int64) if self.mask_prompt else ids.copy()
+        return ids, labels
+
+
+def pad_examples(examples: list[tuple[np.ndarray, np.ndarray]], multiple: int = 8) -> dict[str, torch.Tensor]:
+    """Right-pad to the batch's longest example (rounded up to `multiple`). Padding is never scored, and
+    with causal attention it cannot change the logits of the real tokens before it."""
+    width = max(len(ids) for ids, _ in examples)
+    width = -(-width // multiple) * multiple
+    input_ids = np.zeros((len(examples), width), dtype=np.int64)
+    labels = np.full((len(examples), width), IGNORE, dtype=np.int64)
+    for row, (ids, lab) in enumerate(examples):
+        input_ids[row, :len(ids)] = ids
+        labels[row, :len(lab)] = lab
+    return {"input_ids": torch.from_numpy(input_ids), "labels": torch.from_numpy(labels)}

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from midmix._core import ConfigError
+from midmix.errors import ConfigError
 
 
 @contextmanager

@@ -9,8 +9,9 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from midmix._core import ConfigError
+from midmix.errors import ConfigError
 
 _SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
 
@@ -64,32 +65,44 @@ def check_weights(weights: list[tuple[str, float]], where: str) -> list[tuple[st
     return weights
 
 
-@dataclass
-class PhaseSpec:
-    kind: str  # "tokens" | "samples" | "fill"
+@dataclass(frozen=True)
+class Phase:
+    """One phase of a mix: its length, the sources' weights (normalized by the core) and whether the
+    weights move linearly from the previous phase's. The binding reads these attributes by name."""
+
+    kind: Literal["tokens", "samples", "fill"]  # fill: until a source would repeat (last phase only)
     length: int
     weights: list[tuple[str, float]]
     ramp: bool = False
 
-    def as_core(self) -> tuple[str, int, list[tuple[str, float]], bool]:
-        return (self.kind, self.length, self.weights, self.ramp)
+    @classmethod
+    def samples(cls, n: int, weights: dict[str, float], ramp: bool = False) -> Phase:
+        return cls("samples", n, list(weights.items()), ramp)
+
+    @classmethod
+    def tokens(cls, n: int, weights: dict[str, float], ramp: bool = False) -> Phase:
+        return cls("tokens", n, list(weights.items()), ramp)
+
+    @classmethod
+    def fill(cls, weights: dict[str, float], ramp: bool = False) -> Phase:
+        return cls("fill", 0, list(weights.items()), ramp)
 
 
-def phases_from_weights(weights: str, tokens: str | None, samples: str | None) -> list[PhaseSpec]:
+def phases_from_weights(weights: str, tokens: str | None, samples: str | None) -> list[Phase]:
     w = parse_weights(weights)
     if tokens and samples:
         raise ConfigError("give --tokens or --samples, not both")
     if tokens:
-        return [PhaseSpec("tokens", parse_count(tokens, "--tokens"), w)]
+        return [Phase("tokens", parse_count(tokens, "--tokens"), w)]
     if samples:
-        return [PhaseSpec("samples", parse_count(samples, "--samples"), w)]
-    return [PhaseSpec("fill", 0, w)]
+        return [Phase("samples", parse_count(samples, "--samples"), w)]
+    return [Phase("fill", 0, w)]
 
 
 PHASE_KEYS = {"tokens", "samples", "weights", "ramp"}
 
 
-def load_schedule(path: Path) -> list[PhaseSpec]:
+def load_schedule(path: Path) -> list[Phase]:
     """A YAML file `phases: [{tokens|samples: N, weights: {name: w}, ramp: linear}]`; the last
     phase may leave out its length (run until a source would repeat)."""
     import yaml
@@ -123,11 +136,11 @@ def load_schedule(path: Path) -> list[PhaseSpec]:
         if ramp not in (None, "linear"):
             raise ConfigError(f"{where}: ramp must be 'linear' (or absent), got {ramp!r}")
         if "tokens" in ph:
-            spec = PhaseSpec("tokens", parse_count(ph["tokens"], f"phase {i} tokens"), w, ramp == "linear")
+            spec = Phase("tokens", parse_count(ph["tokens"], f"phase {i} tokens"), w, ramp == "linear")
         elif "samples" in ph:
-            spec = PhaseSpec("samples", parse_count(ph["samples"], f"phase {i} samples"), w, ramp == "linear")
+            spec = Phase("samples", parse_count(ph["samples"], f"phase {i} samples"), w, ramp == "linear")
         elif i == len(doc["phases"]):
-            spec = PhaseSpec("fill", 0, w, ramp == "linear")
+            spec = Phase("fill", 0, w, ramp == "linear")
         else:
             raise ConfigError(f"{where}: needs 'tokens' or 'samples' (only the last phase may leave it out)")
         phases.append(spec)
@@ -136,7 +149,7 @@ def load_schedule(path: Path) -> list[PhaseSpec]:
     return phases
 
 
-def source_order(phases: list[PhaseSpec]) -> list[str]:
+def source_order(phases: list[Phase]) -> list[str]:
     """Sources in order of first appearance: their index in the `source` column."""
     seen: list[str] = []
     for ph in phases:

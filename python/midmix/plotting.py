@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from midmix._core import ConfigError
+from midmix.errors import ConfigError
 
 
 def pyplot(purpose: str) -> Any:

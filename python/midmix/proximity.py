@@ -28,7 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from midmix import _core
+from midmix import api
+from midmix.errors import ConfigError
+from midmix.manifest import MixManifest, PreparedManifest, read_manifest
+from midmix.tokenizer import Tokenizer
 
 EPS = 1e-10
 
@@ -52,14 +55,13 @@ class UnigramStats:
         """From a prepared or mixed MDS dataset (no re-tokenizing). The EOS/BOS that `prepare`
         inserted are not counted, so the stats match those of the raw documents."""
         path = Path(path)
-        report = json.loads((path / "midmix.json").read_text()) if (path / "midmix.json").exists() else {}
-        exclude = _inserted_ids(path, report)
-        counts, docs, tokens, _ = _core.unigram_dataset(path, exclude=exclude, threads=threads)
-        tok = report.get("tokenizer", {})
-        vocab = tok.get("vocab_size")
-        if vocab:
-            counts = _fit(counts, vocab)
-        return cls(name or path.name, counts, docs, tokens, tok.get("sha256"),
+        manifest = read_manifest(path)
+        exclude = _inserted_ids(manifest)
+        counts, docs, tokens, _ = api.count_unigrams_dataset(path, exclude=exclude, threads=threads)
+        tok = manifest.tokenizer if manifest else None
+        if tok and tok.vocab_size:
+            counts = _fit(counts, tok.vocab_size)
+        return cls(name or path.name, counts, docs, tokens, tok.sha256 if tok else None,
                    {"source": str(path), "kind": "dataset", "excluded_ids": exclude})
 
     @classmethod
@@ -69,10 +71,10 @@ class UnigramStats:
         """From raw files, tokenized exactly as `prepare` does (no special tokens added). Every
         field listed is counted (default `text`; e.g. `prompt,response` for SFT files)."""
         fields = fields or ["text"]
-        counts, docs, tokens, skipped = _core.unigram_raw(
-            [str(i) for i in inputs], tokenizer, fields=fields, max_docs=max_docs,
-            max_tokens_per_doc=max_tokens_per_doc, seed=seed, threads=threads)
-        tok = _core.Tokenizer(tokenizer)
+        counts, docs, tokens, skipped = api.count_unigrams_files(
+            inputs, tokenizer, fields=fields, max_docs=max_docs, max_tokens_per_doc=max_tokens_per_doc, seed=seed,
+            threads=threads)
+        tok = Tokenizer(tokenizer)
         return cls(name or Path(str(inputs[0])).stem, _fit(counts, tok.vocab_size), docs, tokens, tok.sha256,
                    {"source": [str(i) for i in inputs], "kind": "raw", "fields": fields, "max_docs": max_docs,
                     "max_tokens_per_doc": max_tokens_per_doc, "seed": seed, "skipped": skipped})
@@ -105,7 +107,7 @@ class UnigramStats:
     def mix(self, other: UnigramStats, weight: float) -> UnigramStats:
         """The exact token-weighted mixture (1−weight)·self + weight·other of normalized distributions."""
         if not 0 <= weight <= 1:
-            raise _core.ConfigError(f"mixture weight {weight} must be in [0, 1]")
+            raise ConfigError(f"mixture weight {weight} must be in [0, 1]")
         _check_same_tokenizer(self, other)
         n = max(len(self.counts), len(other.counts))
         p = (1 - weight) * _fit(self.probs, n) + weight * _fit(other.probs, n)
@@ -130,17 +132,20 @@ def _fit(a: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([a, np.zeros(n - len(a), dtype=a.dtype)])
 
 
-def _inserted_ids(path: Path, report: dict) -> list[int]:
-    """The EOS/BOS ids `prepare` inserted: from the dataset's report, or its sources' for a mix."""
-    reports = [report]
-    if report.get("kind") == "mix":
-        reports = [json.loads((Path(s["path"]) / "midmix.json").read_text()) for s in report["source_info"]]
-    return sorted({i for r in reports for i in (r.get("eos_id"), r.get("bos_id")) if i is not None})
+def _inserted_ids(manifest: PreparedManifest | MixManifest | None) -> list[int]:
+    """The EOS/BOS ids `prepare` inserted: from the dataset's manifest, or its sources' for a mix."""
+    if manifest is None:
+        return []
+    prepared: list[PreparedManifest | MixManifest | None] = [manifest]
+    if isinstance(manifest, MixManifest):
+        prepared = [read_manifest(Path(s.path)) for s in manifest.source_info]
+    return sorted({i for m in prepared if isinstance(m, PreparedManifest) for i in (m.eos_id, m.bos_id)
+                   if i is not None})
 
 
 def _check_same_tokenizer(a: UnigramStats, b: UnigramStats) -> None:
     if a.tokenizer_sha256 and b.tokenizer_sha256 and a.tokenizer_sha256 != b.tokenizer_sha256:
-        raise _core.ConfigError(f"'{a.name}' and '{b.name}' were counted with different tokenizers")
+        raise ConfigError(f"'{a.name}' and '{b.name}' were counted with different tokenizers")
 
 
 def proximity(a: UnigramStats, b: UnigramStats, smoothing: float = 1.0) -> dict[str, float]:

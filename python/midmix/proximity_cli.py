@@ -1,15 +1,18 @@
-"""`midmix stats` and `midmix proximity`: resolving sources, and the tables, files and plots."""
+"""`midmix stats` and `midmix proximity`: resolving sources, scoring them, and the tables, files and plots."""
 
 from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from midmix import registry
-from midmix._core import ConfigError, Tokenizer
+from midmix import dataset
+from midmix.errors import ConfigError, MidmixError
 from midmix.plotting import pyplot
 from midmix.proximity import UnigramStats, proximity
+from midmix.tokenizer import Tokenizer
 
 METRICS = ["combined", "vocab_jaccard", "overlap_ratio", "cosine", "jsd", "js_similarity", "kl_smoothed",
            "jsd_normalized"]
@@ -44,7 +47,9 @@ def load_source(spec: str, *, tokenizer: str | None, data_root: Path, fields: li
                 max_docs: int | None, max_tokens_per_doc: int | None, seed: int) -> UnigramStats:
     """NAME=PATH (raw files, a prepared/mixed dataset, or saved stats .npz) or a registered NAME."""
     name, sep, path_text = spec.partition("=")
-    path = Path(path_text) if sep else registry.lookup(name, data_root)
+    path = Path(path_text) if sep else dataset.lookup(name, data_root)
+    if sep and not path.exists():
+        raise ConfigError(f"{name}: {path} does not exist")
     if path.suffix == ".npz":
         stats = UnigramStats.load(path)
     elif (path / "index.json").exists():
@@ -58,6 +63,76 @@ def load_source(spec: str, *, tokenizer: str | None, data_root: Path, fields: li
                                         max_docs=max_docs, max_tokens_per_doc=max_tokens_per_doc, seed=seed)
     stats.name = name
     return stats
+
+
+@dataclass
+class SourceLoader:
+    """How `--target`/`--base`/`--candidates` specs are counted (the shared options of the command)."""
+
+    tokenizer: str | None
+    data_root: Path
+    fields: list[str] | None = None
+    max_docs: int | None = None
+    max_tokens_per_doc: int | None = None
+    seed: int = 0
+
+    def __call__(self, spec: str) -> UnigramStats:
+        return load_source(spec, tokenizer=self.tokenizer, data_root=self.data_root, fields=self.fields,
+                           max_docs=self.max_docs, max_tokens_per_doc=self.max_tokens_per_doc, seed=self.seed)
+
+
+def recorded_tokenizer(spec: str, root: Path) -> str | None:
+    """The tokenizer a dataset spec's midmix.json names, when that file still exists (for decoding)."""
+    name, sep, path = spec.partition("=")
+    try:
+        d = dataset.Dataset.open(Path(path) if sep else name, root)
+    except (OSError, MidmixError):
+        return None
+    tok = d.manifest.tokenizer.path if d.manifest else None
+    return tok if tok and Path(tok).exists() else None
+
+
+@dataclass
+class Comparison:
+    """What `midmix proximity` shows: lines to print, every number (for --json), and how to plot them."""
+
+    lines: list[str]
+    numbers: dict[str, Any] = field(default_factory=dict)
+    as_matrix: bool = False
+
+    def plot(self, path: Path) -> None:
+        if self.as_matrix:
+            plot_heatmap(self.numbers["matrix"], path)
+        else:
+            plot_pa(self.numbers, path)
+
+
+def compare(load: SourceLoader, *, targets: list[str], base: str | None, candidates: list[str],
+            mixes: dict[str, float], as_matrix: bool) -> Comparison:
+    """Score candidates (optionally as token-weighted mixes with the base) against targets: the PA
+    table, or with `as_matrix` every pair among the named sources."""
+    tgt = [load(t) for t in targets]
+    cands = [load(c) for c in candidates]
+    base_stats = load(base) if base else None
+    unknown = set(mixes) - {c.name for c in cands}
+    if unknown:
+        raise ConfigError(f"--mix names {', '.join(sorted(unknown))}, which are not --candidates")
+    if mixes and base_stats is None:
+        raise ConfigError("--mix needs --base")
+    scored = [base_stats.mix(c, mixes[c.name]) if base_stats and c.name in mixes else c for c in cands]
+    numbers: dict[str, Any] = {"mixtures": mixes}
+    if as_matrix:
+        m = matrix(tgt + ([base_stats] if base_stats else []) + scored)
+        numbers["matrix"] = m
+        names = list(m)
+        lines = [f"{'combined':<22}" + "".join(f"{n[:12]:>13}" for n in names)]
+        lines += [f"{a[:22]:<22}" + "".join(f"{m[a][b]['combined']:>13.4f}" for b in names) for a in names]
+        return Comparison(lines, numbers, as_matrix=True)
+    if not tgt or base_stats is None or not scored:
+        raise ConfigError("give --target, --base and --candidates (or --matrix)")
+    lines, table = pa_table(tgt, base_stats, scored)
+    numbers.update(table)
+    return Comparison("\n".join(lines).lstrip("\n").split("\n"), numbers)
 
 
 def summary_lines(s: UnigramStats, tokenizer: str | None, top: int) -> list[str]:

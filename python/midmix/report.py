@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from midmix._core import ConfigError
+from midmix.errors import ConfigError
 from midmix.plotting import pyplot
 
 # Panels of the figure: (title, metric in metrics.jsonl).

@@ -1,7 +1,8 @@
 """The experiment grid: which sources, mixes, start points, controls, ablation and SFT targets.
 
 A grid file is YAML validated like a training recipe (unknown keys and wrong types are errors naming
-the key). Paths are relative to `data_dir` unless absolute.
+the key). Paths are relative to `data_dir` unless absolute. The variants a grid implies and the jobs it
+runs (which model is fine-tuned on which target) are derived here too, for the driver and the tables.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from midmix._core import ConfigError
+from midmix.errors import ConfigError
 from midmix.train.config import ARCHS, load_yaml
 
 
@@ -92,6 +93,60 @@ class Grid:
     @property
     def out_dir(self) -> Path:
         return Path(self.out or f"experiments/{self.name}")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A midtrained model: base data until `start` (fraction of the budget), then `weight` of `mix`."""
+
+    mix: str
+    weight: float
+    start: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.mix}-w{self.weight:g}-from{self.start:g}"
+
+    @property
+    def is_control(self) -> bool:
+        return self.weight == 1.0
+
+
+def main_variants(g: Grid) -> list[Variant]:
+    return [Variant(m, spec.weight, s) for m, spec in g.mixes.items() for s in g.starts]
+
+
+def control_variants(g: Grid) -> list[Variant]:
+    return [Variant(m, 1.0, s) for m, s in g.controls.items()]
+
+
+def ablation_variants(g: Grid) -> list[Variant]:
+    a = g.ablation
+    return [] if a is None else [Variant(a.mix, w, s) for s in a.starts for w in a.weights]
+
+
+def all_variants(g: Grid) -> list[Variant]:
+    seen: dict[str, Variant] = {}
+    for v in main_variants(g) + control_variants(g) + ablation_variants(g):
+        seen.setdefault(v.name, v)
+    return list(seen.values())
+
+
+def branch_step(g: Grid, start: float) -> int:
+    return min(max(round(start * g.steps), 1), g.steps - 1)
+
+
+def table_models(g: Grid) -> list[str]:
+    """The models of Table 2/3, fine-tuned on every target: the base, the mixes and the controls."""
+    return list(dict.fromkeys(["base"] + [v.name for v in main_variants(g) + control_variants(g)]))
+
+
+def sft_jobs(g: Grid) -> list[tuple[str, str]]:
+    """(model, target) pairs to fine-tune: every table model on every target, ablation cells on theirs."""
+    jobs = [(m, t) for m in table_models(g) for t in g.sft.targets]
+    if g.ablation is not None:
+        jobs += [(v.name, g.ablation.target) for v in ablation_variants(g)]
+    return list(dict.fromkeys(jobs))
 
 
 def validate(g: Grid) -> None:

@@ -14,70 +14,17 @@ Training runs in this process, one after another; a killed run resumes from its 
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from midmix import _core
-from midmix.experiment.grid import Grid
-from midmix.summary import num_samples, read_index
-
-
-@dataclass(frozen=True)
-class Variant:
-    """A midtrained model: base data until `start` (fraction of the budget), then `weight` of `mix`."""
-
-    mix: str
-    weight: float
-    start: float
-
-    @property
-    def name(self) -> str:
-        return f"{self.mix}-w{self.weight:g}-from{self.start:g}"
-
-    @property
-    def is_control(self) -> bool:
-        return self.weight == 1.0
-
-
-def main_variants(g: Grid) -> list[Variant]:
-    return [Variant(m, spec.weight, s) for m, spec in g.mixes.items() for s in g.starts]
-
-
-def control_variants(g: Grid) -> list[Variant]:
-    return [Variant(m, 1.0, s) for m, s in g.controls.items()]
-
-
-def ablation_variants(g: Grid) -> list[Variant]:
-    a = g.ablation
-    return [] if a is None else [Variant(a.mix, w, s) for s in a.starts for w in a.weights]
-
-
-def all_variants(g: Grid) -> list[Variant]:
-    seen: dict[str, Variant] = {}
-    for v in main_variants(g) + control_variants(g) + ablation_variants(g):
-        seen.setdefault(v.name, v)
-    return list(seen.values())
-
-
-def branch_step(g: Grid, start: float) -> int:
-    return min(max(round(start * g.steps), 1), g.steps - 1)
-
-
-def table_models(g: Grid) -> list[str]:
-    """The models of Table 2/3, fine-tuned on every target: the base, the mixes and the controls."""
-    return list(dict.fromkeys(["base"] + [v.name for v in main_variants(g) + control_variants(g)]))
-
-
-def sft_jobs(g: Grid) -> list[tuple[str, str]]:
-    """(model, target) pairs to fine-tune: every table model on every target, ablation cells on theirs."""
-    jobs = [(m, t) for m in table_models(g) for t in g.sft.targets]
-    if g.ablation is not None:
-        jobs += [(v.name, g.ablation.target) for v in ablation_variants(g)]
-    return list(dict.fromkeys(jobs))
+from midmix import api
+from midmix.dataset import Dataset
+from midmix.errors import ConfigError
+from midmix.experiment import tables
+from midmix.experiment.grid import Grid, Variant, all_variants, branch_step, load, sft_jobs
+from midmix.mixspec import Phase
 
 
 class Eta:
@@ -118,14 +65,14 @@ class Experiment:
         if (out / "index.json").exists():
             return
         if not src.exists():
-            raise _core.ConfigError(f"{src}: not found (is data_dir right?)")
+            raise ConfigError(f"{src}: not found (is data_dir right?)")
         # SFT examples whose prompt alone fills seq_len are skipped (and counted), as any trainer must.
-        report = json.loads(_core.prepare(name, [str(src)], tokenizer, seq_len, out, mode=mode, overwrite=True,
-                                          on_bad_record="skip" if mode == "sft" else "error"))
-        c = report["counts"]
-        skipped = sum(c["skipped"].values())
-        self.log(f"prepared {name}: {c['documents']:,} documents → {c['samples']:,} samples of ≤{seq_len} tokens"
-                 + (f" ({skipped} skipped: {c['skipped']})" if skipped else ""))
+        m = api.prepare(name, [src], tokenizer=tokenizer, seq_len=seq_len, out=out, mode=mode, overwrite=True,
+                        on_bad_record="skip" if mode == "sft" else "error", register=False)
+        c = m.counts
+        skipped = sum(c.skipped.values())
+        self.log(f"prepared {name}: {c.documents:,} documents → {c.samples:,} samples of ≤{seq_len} tokens"
+                 + (f" ({skipped} skipped: {c.skipped})" if skipped else ""))
 
     # -- 2. mixes ----------------------------------------------------------------------------------
     def mix_dir(self, variant: Variant | None) -> Path:
@@ -134,18 +81,19 @@ class Experiment:
     def build_mixes(self) -> None:
         g = self.g
         total = g.steps * g.global_batch
-        self._build(None, [("base", str(self.data / "base"))], [("samples", total, [("base", 1.0)], False)])
+        self._build(None, {"base": self.data / "base"}, [Phase.samples(total, {"base": 1.0})])
         for v in all_variants(g):
             head = branch_step(g, v.start) * g.global_batch
-            tail = [(v.mix, 1.0)] if v.is_control else [("base", 1 - v.weight), (v.mix, v.weight)]
-            self._build(v, [("base", str(self.data / "base")), (v.mix, str(self.data / v.mix))],
-                        [("samples", head, [("base", 1.0)], False), ("samples", total - head, tail, False)])
+            tail = {v.mix: 1.0} if v.is_control else {"base": 1 - v.weight, v.mix: v.weight}
+            self._build(v, {"base": self.data / "base", v.mix: self.data / v.mix},
+                        [Phase.samples(head, {"base": 1.0}), Phase.samples(total - head, tail)])
 
-    def _build(self, v: Variant | None, sources: list[tuple[str, str]], phases: list) -> None:
+    def _build(self, v: Variant | None, sources: dict[str, Path], phases: list[Phase]) -> None:
         out = self.mix_dir(v)
         if (out / "index.json").exists():
             return
-        _core.build_mix(sources, phases, out, seed=self.g.seed, global_batch=self.g.global_batch, overwrite=True)
+        api.build_mix(phases, out, sources=sources, seed=self.g.seed, global_batch=self.g.global_batch,
+                      overwrite=True, register=False)
         self.log(f"built mix {out.name}")
 
     # -- 3–5. training -----------------------------------------------------------------------------
@@ -183,7 +131,7 @@ class Experiment:
     def sft_recipe(self, model: str, target: str, seed: int, lr: float) -> dict[str, Any]:
         g, s, t = self.g, self.g.sft, self.g.sft.targets[target]
         data = self.data / f"sft-{target}"
-        total = num_samples(read_index(data))
+        total = Dataset.open(data).num_samples
         val = min(t.val_examples, total // 2)
         train = min(t.train_examples, total - val)
         r = self._recipe(f"sft-{target}-{model}", self.sft_dir(model, target, seed, lr))
@@ -253,8 +201,6 @@ class Experiment:
 
     # -- all -----------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        from midmix.experiment import tables
-
         self.out.mkdir(parents=True, exist_ok=True)
         self.log(f"experiment {self.g.name} → {self.out}: {len(all_variants(self.g))} midtrained variants, "
                  f"{len(sft_jobs(self.g)) * len(self.g.sft.seeds) * len(self.g.sft.lrs)} SFT runs")
@@ -269,8 +215,6 @@ class Experiment:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from midmix.experiment.grid import load
-
     args = sys.argv[1:] if argv is None else argv
     grid = load(args[0], args[1:])
     try:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from midmix._core import ConfigError
+from midmix.errors import ConfigError
+from midmix.experiment.grid import Variant, ablation_variants, sft_jobs, table_models
 from midmix.plotting import pyplot
 from midmix.proximity import proximity, proximity_advantage
 
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
 
 def sft_results(exp: Experiment) -> list[dict[str, Any]]:
     """One row per (model, target, seed): the best learning rate's final losses."""
-    from midmix.experiment.run import sft_jobs
-
     rows = []
     for model, target in sft_jobs(exp.g):
         for seed in exp.g.sft.seeds:
@@ -69,8 +68,6 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def write_all(exp: Experiment, stats: dict[str, Any]) -> dict[str, Any]:
-    from midmix.experiment.run import Variant, ablation_variants, table_models
-
     g = exp.g
     res = exp.out / "results"
     res.mkdir(parents=True, exist_ok=True)

@@ -16,8 +16,11 @@ from composer.core.precision import get_precision_context
 from composer.loggers import Logger
 from composer.utils import dist
 
+from midmix.data import IGNORE
+from midmix.errors import ConfigError
+from midmix.manifest import Manifest, MixManifest
 from midmix.train.datasets import EvalSet
-from midmix.train.models import IGNORE, labels_of, shifted_loss
+from midmix.train.models import labels_of, shifted_loss
 
 
 def _due(state: State, every: int) -> bool:
@@ -101,19 +104,19 @@ class DomainEval(LossEval):
         super().__init__("domain", evalset, every)
 
 
-def planned_counts(report: dict[str, Any], n: int) -> np.ndarray:
+def planned_counts(plan: MixManifest, n: int) -> np.ndarray:
     """The plan's cumulative target T_i(n) = Σ_{t<n} w_i(t), from a mix's midmix.json phases (a ramp
     phase of length L moves from the previous weights to its own: w(t) = p + (w − p)(t − s + 1)/L)."""
-    names = report["sources"]
+    names = plan.sources
     out = np.zeros(len(names))
     prev = None
-    for phase in report["phases"]:
-        s, e = int(phase["start_sample"]), int(phase["end_sample"])
-        raw = np.array([float(phase["weights"].get(name, 0.0)) for name in names])
+    for phase in plan.phases:
+        s, e = phase.start_sample, phase.end_sample
+        raw = np.array([phase.weights.get(name, 0.0) for name in names])
         w = raw / raw.sum()
         b = min(n, e)
         if b > s:
-            if phase["ramp"] and prev is not None:
+            if phase.ramp and prev is not None:
                 length = e - s
                 steps = (b - s) * (b - s + 1) / 2  # Σ_{t=s}^{b-1} (t − s + 1)
                 out += (b - s) * prev + (w - prev) * steps / length
@@ -122,8 +125,8 @@ def planned_counts(report: dict[str, Any], n: int) -> np.ndarray:
         prev = w
         if n <= e:
             break
-    if n > int(report["phases"][-1]["end_sample"]):  # a later pass holds the last weights
-        out += (n - int(report["phases"][-1]["end_sample"])) * prev
+    if n > plan.phases[-1].end_sample:  # a later pass holds the last weights
+        out += (n - plan.phases[-1].end_sample) * prev
     return out
 
 
@@ -131,9 +134,12 @@ class MixtureMonitor(Callback):
     """Per-source shares of the samples consumed since this run started (from the batches' `source`
     column, summed over ranks) against the plan in the mix's midmix.json over the same samples."""
 
-    def __init__(self, report: dict[str, Any], every: int) -> None:
-        self.report, self.every = report, every
-        self.names: list[str] = list(report["sources"])
+    def __init__(self, plan: Manifest, every: int) -> None:
+        if not isinstance(plan, MixManifest):
+            raise ConfigError("callbacks.mixture: the training data is not a build-mix output "
+                              "(no plan to compare with)")
+        self.plan, self.every = plan, every
+        self.names: list[str] = list(plan.sources)
         self.counts = np.zeros(len(self.names), dtype=np.int64)
         self.start_sample: int | None = None
 
@@ -160,7 +166,7 @@ class MixtureMonitor(Callback):
         if seen == 0:
             return
         start = self.start_sample or 0
-        plan = planned_counts(self.report, start + int(seen)) - planned_counts(self.report, start)
+        plan = planned_counts(self.plan, start + int(seen)) - planned_counts(self.plan, start)
         metrics = {"mixture/max_abs_error_samples": float(np.abs(counts - plan).max())}
         for name, c, p in zip(self.names, counts, plan, strict=True):
             metrics[f"mixture/{name}/share"] = float(c / seen)

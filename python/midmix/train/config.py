@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from midmix._core import ConfigError
+from midmix.errors import ConfigError
 
 ARCHS = ("tiny", "pythia-14m", "pythia-70m", "pythia-160m", "pythia-410m", "pythia-1b")
 PRECISIONS = ("auto", "fp32", "amp_bf16", "amp_fp16")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,51 +10,50 @@ from typing import Any
 import numpy as np
 import torch
 from composer.utils import dist
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from midmix import registry
-from midmix._core import ConfigError, MixReader, read_sample
-from midmix.data import MixDataset, MixLoader
-from midmix.summary import num_samples, read_index
+from midmix.data import MixDataset, MixLoader, SftDataset, pad_examples
+from midmix.dataset import Dataset
+from midmix.errors import ConfigError, MidmixError
+from midmix.manifest import Manifest
 from midmix.train.config import DataSetConfig, EvalSetConfig, parse_select
-from midmix.train.models import IGNORE
 
 
 @dataclass
 class DatasetInfo:
-    path: Path
-    kind: str  # prepared | mix
-    mode: str  # pretrain | sft
-    seq_len: int
-    vocab_size: int
-    eos_id: int | None
-    report: dict[str, Any]
+    """A recipe's dataset, opened: where it is and what its manifest says."""
 
+    dataset: Dataset
+    manifest: Manifest
 
-def resolve(path: str, key: str) -> Path:
-    """A dataset directory, or a name registered under the data root."""
-    p = Path(path)
-    if (p / "index.json").exists():
-        return p
-    if "/" not in path and p.suffix == "":
-        try:
-            return registry.lookup(path, registry.data_root())
-        except ConfigError as e:
-            raise ConfigError(f"{key}.path: {e}") from e
-    raise ConfigError(f"{key}.path: no MDS dataset at {path} (index.json missing); run `midmix prepare` or "
-                      "`midmix build-mix` first")
+    @property
+    def path(self) -> Path:
+        return self.dataset.path
+
+    @property
+    def kind(self) -> str:
+        return self.manifest.kind
+
+    @property
+    def mode(self) -> str:
+        return self.manifest.mode
+
+    @property
+    def seq_len(self) -> int:
+        return self.manifest.seq_len
+
+    @property
+    def vocab_size(self) -> int:
+        return self.manifest.tokenizer.vocab_size
 
 
 def dataset_info(path: str, key: str) -> DatasetInfo:
-    directory = resolve(path, key)
-    report_path = directory / "midmix.json"
-    if not report_path.exists():
-        raise ConfigError(f"{key}: {directory} has no midmix.json; only midmix-written datasets can be trained on")
-    report = json.loads(report_path.read_text())
-    tok = report.get("tokenizer") or {}
-    return DatasetInfo(path=directory, kind=report.get("kind", "prepared"), mode=report.get("mode", "pretrain"),
-                       seq_len=int(report["seq_len"]), vocab_size=int(tok.get("vocab_size", 0)),
-                       eos_id=report.get("eos_id"), report=report)
+    """The dataset a recipe key names (a directory or a registered name); errors name the key."""
+    try:
+        d = Dataset.open(path)
+        return DatasetInfo(d, d.require_manifest(key))
+    except MidmixError as e:
+        raise type(e)(f"{key}.path: {e}") from e
 
 
 def check_kind(info: DatasetInfo, kind: str, key: str) -> None:
@@ -63,41 +61,13 @@ def check_kind(info: DatasetInfo, kind: str, key: str) -> None:
         raise ConfigError(f"{key}: {info.path} was prepared in {info.mode} mode but {key}.kind is {kind!r}")
 
 
-# --- SFT ---------------------------------------------------------------------------------------------
-
-class SftDataset(Dataset):
-    """`prepare --mode sft` examples held in memory: (input_ids, labels) with -100 over masked prompts."""
-
-    def __init__(self, path: Path, select: str | None, key: str, mask_prompt: bool = True) -> None:
-        total = num_samples(read_index(path))
-        rows = parse_select(select, total, f"{key}.select") if select else range(total)
-        if len(rows) == 0:
-            raise ConfigError(f"{key}: selects no examples out of {total}")
-        self.examples = []
-        for i in rows:
-            sample = read_sample(path, i)
-            ids = np.asarray(sample["input_ids"], dtype=np.int64)
-            labels = np.asarray(sample["labels"], dtype=np.int64) if mask_prompt else ids.copy()
-            self.examples.append((ids, labels))
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.examples[i]
-
-
-def pad_examples(examples: list[tuple[np.ndarray, np.ndarray]], multiple: int = 8) -> dict[str, torch.Tensor]:
-    """Right-pad to the batch's longest example (rounded up to `multiple`). Padding is never scored, and
-    with causal attention it cannot change the logits of the real tokens before it."""
-    width = max(len(ids) for ids, _ in examples)
-    width = -(-width // multiple) * multiple
-    input_ids = np.zeros((len(examples), width), dtype=np.int64)
-    labels = np.full((len(examples), width), IGNORE, dtype=np.int64)
-    for row, (ids, lab) in enumerate(examples):
-        input_ids[row, :len(ids)] = ids
-        labels[row, :len(lab)] = lab
-    return {"input_ids": torch.from_numpy(input_ids), "labels": torch.from_numpy(labels)}
+def sft_dataset(info: DatasetInfo, select: str | None, key: str, mask_prompt: bool) -> SftDataset:
+    ds = SftDataset(info.path, mask_prompt=mask_prompt)
+    if select:
+        ds.rows = parse_select(select, len(ds), f"{key}.select")
+    if len(ds) == 0:
+        raise ConfigError(f"{key}: selects no examples out of {len(ds.reader)}")
+    return ds
 
 
 # --- training loaders ----------------------------------------------------------------------------------
@@ -116,7 +86,7 @@ def train_loader(cfg: DataSetConfig, info: DatasetInfo, global_batch: int, seed:
         raise ConfigError(f"data.global_batch_size {global_batch} is not a multiple of the world size {world}")
     per_device = global_batch // world
     if cfg.kind == "sft":
-        ds = SftDataset(info.path, cfg.select, "data.train", cfg.mask_prompt)
+        ds = sft_dataset(info, cfg.select, "data.train", cfg.mask_prompt)
         sampler = dist.get_sampler(ds, shuffle=cfg.shuffle, drop_last=True, seed=seed)
         return DataLoader(ds, batch_size=per_device, sampler=sampler, collate_fn=pad_examples,
                           num_workers=cfg.num_workers, drop_last=True)
@@ -145,9 +115,9 @@ class EvalSet:
         check_kind(info, cfg.kind, key)
         self.name, self.batch_size, self.kind = name, batch_size, cfg.kind
         if cfg.kind == "sft":
-            examples = SftDataset(info.path, cfg.select, key, cfg.mask_prompt).examples
+            examples = list(sft_dataset(info, cfg.select, key, cfg.mask_prompt))
         else:
-            reader = MixReader(info.path)
+            reader = info.dataset.tokens()
             rows = parse_select(cfg.select, reader.num_samples, f"{key}.select") if cfg.select else \
                 range(reader.num_samples)
             tokens, _ = reader.gather(list(rows))

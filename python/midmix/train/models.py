@@ -15,9 +15,8 @@ from composer.models import ComposerModel
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 from transformers.models.gpt_neox.modeling_gpt_neox import GPTNeoXLayer
 
-from midmix._core import ConfigError
-
-IGNORE = -100
+from midmix.data import IGNORE
+from midmix.errors import ConfigError
 
 # (hidden size, layers, heads) from the Pythia paper's Table 1 / the models' config.json; the MLP is
 # 4× wide. `tiny` is for CPU runs and tests.

@@ -27,14 +27,15 @@ from composer.devices import DeviceCPU, DeviceGPU
 from composer.loggers import TensorboardLogger
 from composer.utils import FSDP2Config, create_interval_scheduler, dist, reproducibility
 
-from midmix._core import ConfigError
+from midmix.data import IGNORE
+from midmix.errors import ConfigError
 from midmix.report import read_metrics
 from midmix.train import config as cfgmod
 from midmix.train.callbacks import DataAudit, DomainEval, ForgettingEval, GradientAlignment, MixtureMonitor
 from midmix.train.config import TrainConfig, interval_batches
 from midmix.train.datasets import EvalSet, check_kind, dataset_info, train_loader
 from midmix.train.loggers import JSONLLogger
-from midmix.train.models import IGNORE, build_model
+from midmix.train.models import build_model
 from midmix.train.schedules import DurationSchedule
 
 
@@ -112,7 +113,7 @@ def build_trainer(cfg: TrainConfig, raw: dict[str, Any]) -> Trainer:
     if cbs.mixture is not None:
         if info.kind != "mix":
             raise ConfigError(f"callbacks.mixture: {info.path} is not a build-mix output (no plan to compare with)")
-        callbacks.append(MixtureMonitor(info.report, every(cbs.mixture.interval, "mixture")))
+        callbacks.append(MixtureMonitor(info.manifest, every(cbs.mixture.interval, "mixture")))
     if cbs.gradient_alignment is not None:
         ga = cbs.gradient_alignment
         callbacks.append(GradientAlignment(evalsets[ga.probe], every(ga.interval, "gradient_alignment"), ga.batches))

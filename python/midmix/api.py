@@ -1,0 +1,216 @@
+"""midmix's operations as Python functions: prepare, merge, build a mix, count unigrams.
+
+Each call hands one typed options object to the Rust core (`midmix._core`, private), which
+validates it once and runs with the GIL released; Ctrl-C stops it and leaves no output. Results
+come back as typed manifests (`midmix.manifest`). The CLI is a thin layer over these functions.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import numpy as np
+
+from midmix import _core, dataset
+from midmix.dataset import PathLike
+from midmix.errors import ConfigError
+from midmix.manifest import MixManifest, PreparedManifest, manifest_from_json
+from midmix.mixspec import Phase, source_order
+from midmix.tokenizer import resolve_tokenizer
+
+EncoderName = Literal["auto", "fast", "hf"]
+ModeName = Literal["pretrain", "sft"]
+OnBadRecord = Literal["error", "skip"]
+OnExhaust = Literal["error", "repeat", "stop"]
+
+DEFAULT_SIZE_LIMIT = 1 << 26  # 64 MiB, MDSWriter's default
+__version__: str = _core.__version__
+
+__all__ = ["DEFAULT_SIZE_LIMIT", "UnigramCounts", "__version__", "build_mix", "count_unigrams_dataset",
+           "count_unigrams_files", "merge", "prepare"]
+
+
+# The options objects below are what crosses into Rust: the binding reads their attributes by name
+# (`rust/py/src/options.rs`), so field names are part of that contract.
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    name: str
+    inputs: list[str]
+    tokenizer: Path
+    seq_len: int
+    out: Path
+    input_labels: list[str] | None = None
+    encoder: EncoderName = "auto"
+    overwrite: bool = False
+    mode: ModeName = "pretrain"
+    text_field: str = "text"
+    text_per_line: bool = False
+    prompt_field: str = "prompt"
+    response_field: str = "response"
+    mask_prompt: bool = True
+    eos: str | None = None
+    bos: str | None = None
+    compression: str | None = None
+    hashes: list[str] = field(default_factory=list)
+    size_limit: int | None = DEFAULT_SIZE_LIMIT
+    on_bad_record: OnBadRecord = "error"
+    num_tasks: int | None = None
+    task_index: int | None = None
+    threads: int | None = None
+    progress: bool = False
+
+
+@dataclass(frozen=True)
+class MergeOptions:
+    parts: list[Path]
+    out: Path
+    overwrite: bool = False
+    progress: bool = False
+
+
+@dataclass(frozen=True)
+class MixOptions:
+    sources: list[tuple[str, Path]]
+    phases: list[Phase]
+    out: Path
+    seed: int = 0
+    global_batch: int | None = None
+    exact_per_batch: bool = False
+    on_exhaust: OnExhaust = "error"
+    max_repeat: int | None = None
+    overwrite: bool = False
+    size_limit: int | None = DEFAULT_SIZE_LIMIT
+    threads: int | None = None
+    progress: bool = False
+
+
+@dataclass(frozen=True)
+class UnigramFilesOptions:
+    inputs: list[str]
+    tokenizer: Path
+    fields: list[str]
+    text_per_line: bool = False
+    max_docs: int | None = None
+    max_tokens_per_doc: int | None = None
+    seed: int = 0
+    encoder: EncoderName = "auto"
+    threads: int | None = None
+
+
+def _set_encoder_threads(threads: int | None) -> None:
+    # The fast encoder sizes its worker pool from this variable, once per process.
+    if threads:
+        os.environ.setdefault("FASTOKENS_BPE_THREADS", str(threads))
+
+
+def prepare(name: str, inputs: Sequence[PathLike] = (), *, tokenizer: PathLike, seq_len: int = 2048,
+            out: PathLike | None = None, data_root: PathLike | None = None, hf: str | None = None,
+            hf_config: str | None = None, split: str = "train", encoder: EncoderName = "auto",
+            overwrite: bool = False, mode: ModeName = "pretrain", text_field: str = "text",
+            text_per_line: bool = False, prompt_field: str = "prompt", response_field: str = "response",
+            mask_prompt: bool = True, eos: str | None = None, bos: str | None = None,
+            compression: str | None = None, hashes: Sequence[str] = (), size_limit: int | None = DEFAULT_SIZE_LIMIT,
+            on_bad_record: OnBadRecord = "error", num_tasks: int | None = None, task_index: int | None = None,
+            threads: int | None = None, progress: bool = False, register: bool = True) -> PreparedManifest:
+    """Tokenize and pack `inputs` (files, directories, globs) or the `datasets` dataset `hf` into an
+    MDS dataset at `out` (default: DATA_ROOT/NAME), registered as `name` unless it is a task part."""
+    if bool(inputs) == bool(hf):
+        raise ConfigError("give input files/directories/globs, or an HF dataset, not both or neither")
+    root = dataset.data_root(data_root)
+    out_path = Path(out) if out is not None else root / name
+    opts = PrepareOptions(
+        name=name, inputs=[str(i) for i in inputs], tokenizer=resolve_tokenizer(tokenizer), seq_len=seq_len,
+        out=out_path, encoder=encoder, overwrite=overwrite, mode=mode, text_field=text_field,
+        text_per_line=text_per_line, prompt_field=prompt_field, response_field=response_field,
+        mask_prompt=mask_prompt, eos=eos, bos=bos,
+        compression=compression, hashes=list(hashes), size_limit=size_limit, on_bad_record=on_bad_record,
+        num_tasks=num_tasks, task_index=task_index, threads=threads, progress=progress)
+    _set_encoder_threads(threads)
+    if hf:
+        from midmix.hf import export_to_parquet
+
+        fields = [prompt_field, response_field] if mode == "sft" else [text_field]
+        with export_to_parquet(hf, hf_config, split, fields) as (path, label):
+            text = _core.prepare(_replace(opts, inputs=[str(path)], input_labels=[label]))
+    else:
+        text = _core.prepare(opts)
+    manifest = _prepared(text, out_path)
+    if register and num_tasks is None:
+        dataset.register(name, out_path, root)
+    return manifest
+
+
+def merge(parts: Sequence[PathLike], out: PathLike, *, data_root: PathLike | None = None,
+          overwrite: bool = False, progress: bool = False, register: bool = True) -> PreparedManifest:
+    """Combine the parts of a `prepare(num_tasks=…)` run into the dataset one run gives."""
+    opts = MergeOptions(parts=[Path(p) for p in parts], out=Path(out), overwrite=overwrite, progress=progress)
+    manifest = _prepared(_core.merge(opts), opts.out)
+    if register:
+        dataset.register(manifest.name, opts.out, dataset.data_root(data_root))
+    return manifest
+
+
+def build_mix(phases: Sequence[Phase], out: PathLike, *, sources: Mapping[str, PathLike] | None = None,
+              data_root: PathLike | None = None, seed: int = 0, global_batch: int | None = None,
+              exact_per_batch: bool = False, on_exhaust: OnExhaust = "error", max_repeat: int | None = None,
+              overwrite: bool = False, size_limit: int | None = DEFAULT_SIZE_LIMIT, threads: int | None = None,
+              progress: bool = False, name: str | None = None, register: bool = True) -> MixManifest:
+    """Interleave prepared sources by the phases' weights into one MDS stream in training order.
+
+    Sources are the names the phases use, found in `sources` (name → path) or under the data root.
+    The mix is registered under the data root as `name` (default: the output directory's name)
+    unless `register` is false."""
+    root = dataset.data_root(data_root)
+    given = dict(sources or {})
+    resolved = [(n, Path(given[n]) if n in given else dataset.resolve(n, root)) for n in source_order(phases)]
+    opts = MixOptions(sources=resolved, phases=list(phases), out=Path(out), seed=seed, global_batch=global_batch,
+                      exact_per_batch=exact_per_batch, on_exhaust=on_exhaust, max_repeat=max_repeat,
+                      overwrite=overwrite, size_limit=size_limit, threads=threads, progress=progress)
+    manifest = manifest_from_json(_core.build_mix(opts), f"{opts.out}/midmix.json")
+    if not isinstance(manifest, MixManifest):
+        raise ConfigError(f"{opts.out}: the core returned a {manifest.kind} manifest for a mix")
+    if register:
+        dataset.register(name or opts.out.resolve().name, opts.out, root)
+    return manifest
+
+
+class UnigramCounts(NamedTuple):
+    counts: np.ndarray  # uint64, indexed by token id
+    documents: int
+    tokens: int
+    skipped: int
+
+
+def count_unigrams_files(inputs: Sequence[PathLike], tokenizer: PathLike, *, fields: Sequence[str] = ("text",),
+                         text_per_line: bool = False, max_docs: int | None = None,
+                         max_tokens_per_doc: int | None = None, seed: int = 0, encoder: EncoderName = "auto",
+                         threads: int | None = None) -> UnigramCounts:
+    """Token-id counts over raw files, tokenized as `prepare` does (no special tokens added)."""
+    opts = UnigramFilesOptions(inputs=[str(i) for i in inputs], tokenizer=resolve_tokenizer(tokenizer),
+                               fields=list(fields), text_per_line=text_per_line, max_docs=max_docs,
+                               max_tokens_per_doc=max_tokens_per_doc, seed=seed, encoder=encoder, threads=threads)
+    _set_encoder_threads(threads)
+    return UnigramCounts(*_core.unigram_raw(opts))
+
+
+def count_unigrams_dataset(path: PathLike, *, exclude: Sequence[int] = (), threads: int | None = None) -> UnigramCounts:
+    """Token-id counts of a prepared or mixed dataset (no re-tokenizing); `exclude` ids are not counted."""
+    return UnigramCounts(*_core.unigram_dataset(Path(path), list(exclude), threads))
+
+
+def _prepared(text: str, out: Path) -> PreparedManifest:
+    manifest = manifest_from_json(text, f"{out}/midmix.json")
+    if not isinstance(manifest, PreparedManifest):
+        raise ConfigError(f"{out}: the core returned a {manifest.kind} manifest for a prepared dataset")
+    return manifest
+
+
+def _replace(opts: PrepareOptions, **changes: object) -> PrepareOptions:
+    from dataclasses import replace
+
+    return replace(opts, **changes)  # type: ignore[arg-type]

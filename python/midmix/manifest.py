@@ -1,0 +1,244 @@
+"""`midmix.json`, typed: what a prepared dataset or a mix is and how it was made.
+
+The Rust core writes it (`rust/core/src/report.rs` for prepared datasets, `mix.rs` for mixes);
+these classes mirror those structs field for field and in the same order, so `to_dict()` gives
+back the file's content. A file that lacks a field, or holds one of the wrong type, is a
+`DatasetError` naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+from midmix.errors import DatasetError
+
+MANIFEST_FILE = "midmix.json"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TokenizerInfo:
+    path: str
+    sha256: str
+    vocab_size: int
+    encoder: str
+    fallback_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class SftInfo:
+    prompt_field: str
+    response_field: str
+    mask_prompt: bool
+
+
+@dataclass(frozen=True)
+class Counts:
+    documents: int
+    tokens: int
+    samples: int
+    document_tokens: int
+    text_bytes: int
+    input_bytes: int
+    output_bytes: int
+    dropped_tail_tokens: int
+    truncated_samples: int
+    truncated_tokens: int
+    label_tokens: int
+    skipped: dict[str, int]
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    path: str
+    format: str
+    bytes: int
+    xxh3_128: str
+    documents: int
+
+
+@dataclass(frozen=True)
+class WriterInfo:
+    compression: str | None
+    hashes: list[str]
+    size_limit: int | None
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    index: int
+    count: int
+    tail: list[int]
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    elapsed_s: float = 0.0
+    threads: int = 0
+    text_mb_per_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class PreparedManifest:
+    """A `prepare` (or `merge`) output."""
+
+    midmix_version: str
+    kind: Literal["prepared"]
+    name: str
+    mode: Literal["pretrain", "sft"]
+    tokenizer: TokenizerInfo
+    seq_len: int
+    eos_id: int | None
+    bos_id: int | None
+    dtype: str
+    columns: dict[str, str]
+    text_field: str | None
+    sft: SftInfo | None
+    counts: Counts
+    inputs: list[InputInfo]
+    writer: WriterInfo
+    task: TaskInfo | None
+    run: RunInfo
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    name: str
+    path: str
+    samples: int
+    tokens: int
+    index_xxh3_128: str
+    tokenizer_sha256: str
+
+
+@dataclass(frozen=True)
+class PhaseReport:
+    start_sample: int
+    end_sample: int
+    ramp: bool
+    weights: dict[str, float]
+    planned_share: dict[str, float]
+    samples: dict[str, int]
+    tokens: dict[str, int]
+
+
+@dataclass(frozen=True)
+class MixManifest:
+    """A `build-mix` output."""
+
+    midmix_version: str
+    kind: Literal["mix"]
+    sources: list[str]
+    source_info: list[SourceInfo]
+    seed: int
+    seq_len: int
+    dtype: str
+    tokenizer: TokenizerInfo
+    global_batch: int | None
+    exact_per_batch: bool
+    on_exhaust: str
+    total_samples: int
+    total_tokens: int
+    phases: list[PhaseReport]
+    samples_per_source: dict[str, int]
+    passes: dict[str, float]
+    max_deviation: float
+    columns: dict[str, str]
+    elapsed_s: float
+
+    @property
+    def mode(self) -> Literal["pretrain"]:
+        return "pretrain"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+Manifest = PreparedManifest | MixManifest
+
+
+def parse_manifest(data: Any, where: str) -> Manifest:
+    """A manifest from its JSON value; `where` names it in errors."""
+    if not isinstance(data, dict):
+        raise DatasetError(f"{where}: not a midmix manifest (expected a JSON object)")
+    kind = data.get("kind")
+    if kind == "mix":
+        return _build(MixManifest, data, where)
+    if kind == "prepared":
+        return _build(PreparedManifest, data, where)
+    raise DatasetError(f"{where}: unknown manifest kind {kind!r} (expected 'prepared' or 'mix')")
+
+
+def manifest_from_json(text: str, where: str) -> Manifest:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{where}: not valid JSON ({e})") from e
+    return parse_manifest(data, where)
+
+
+def read_manifest(directory: Path) -> Manifest | None:
+    """The dataset's manifest, or None when it has no `midmix.json` (an MDS dataset from elsewhere)."""
+    path = Path(directory) / MANIFEST_FILE
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read ({e})") from e
+    return manifest_from_json(text, str(path))
+
+
+# -- JSON → dataclasses ------------------------------------------------------------------------------
+
+def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        key = f"{where}: {f.name}"
+        if f.name in data:
+            values[f.name] = _convert(hints[f.name], data[f.name], key)
+        elif f.default is dataclasses.MISSING:
+            raise DatasetError(f"{key}: missing")
+    return cls(**values)
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(inner, value, where)
+    if origin is Literal:
+        if value not in args:
+            raise DatasetError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise DatasetError(f"{where}: expected an object")
+        return _build(tp, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise DatasetError(f"{where}: expected a list")
+        return [_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise DatasetError(f"{where}: expected an object")
+        return {str(k): _convert(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, str, bool) and type(value) is tp:
+        return value
+    raise DatasetError(f"{where}: expected {tp.__name__}, got {type(value).__name__}")

@@ -1,0 +1,93 @@
+//! The long-running operations: prepare, merge, build-mix and unigram counting. Each takes one
+//! options object (see `options.rs`) and returns what the core returns.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use numpy::PyArray1;
+use pyo3::prelude::*;
+
+use crate::errors::{run_interruptible, MidmixError};
+use crate::options::{PyMergeOptions, PyMixOptions, PyPrepareOptions, PyUnigramFilesOptions};
+
+fn to_json<T: serde::Serialize>(value: &T) -> PyResult<String> {
+    serde_json::to_string(value).map_err(|e| MidmixError::new_err(e.to_string()))
+}
+
+/// Prepare a dataset; returns its manifest (`midmix.json`) as a JSON string.
+#[pyfunction]
+fn prepare(py: Python<'_>, options: PyPrepareOptions) -> PyResult<String> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let opts = options.into_core(cancel.clone())?;
+    let manifest = run_interruptible(py, cancel, move || midmix_core::prepare::prepare(&opts))?;
+    to_json(&manifest)
+}
+
+/// Merge the parts of a `--num-tasks` prepare; returns the merged manifest as a JSON string.
+#[pyfunction]
+fn merge(py: Python<'_>, options: PyMergeOptions) -> PyResult<String> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let opts = options.into_core(cancel.clone());
+    let manifest = run_interruptible(py, cancel, move || midmix_core::merge::merge(&opts))?;
+    to_json(&manifest)
+}
+
+/// Build a weighted, scheduled mix; returns its manifest (`midmix.json`) as a JSON string.
+#[pyfunction]
+fn build_mix(py: Python<'_>, options: PyMixOptions) -> PyResult<String> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let opts = options.into_core(cancel.clone())?;
+    let manifest = run_interruptible(py, cancel, move || midmix_core::mix::build_mix(&opts))?;
+    to_json(&manifest)
+}
+
+/// Unigram counts as Python gets them: (counts uint64 [ids], documents, tokens, skipped).
+type UnigramTuple<'py> = (Bound<'py, PyArray1<u64>>, u64, u64, u64);
+
+fn unigram_tuple(py: Python<'_>, u: midmix_core::unigram::Unigram) -> UnigramTuple<'_> {
+    (
+        PyArray1::from_vec(py, u.counts),
+        u.documents,
+        u.tokens,
+        u.skipped,
+    )
+}
+
+/// Token-id counts over raw inputs, tokenized as `prepare` tokenizes (no special tokens added).
+#[pyfunction]
+fn unigram_raw<'py>(
+    py: Python<'py>,
+    options: PyUnigramFilesOptions,
+) -> PyResult<UnigramTuple<'py>> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let opts = options.into_core(cancel.clone());
+    let u = run_interruptible(py, cancel, move || midmix_core::unigram::count_raw(&opts))?;
+    Ok(unigram_tuple(py, u))
+}
+
+/// Token-id counts of a prepared or mixed dataset, without re-tokenizing; `exclude` ids are not
+/// counted (pass the EOS/BOS that `prepare` inserted).
+#[pyfunction]
+fn unigram_dataset(
+    py: Python<'_>,
+    dir: PathBuf,
+    exclude: Vec<u32>,
+    threads: Option<usize>,
+) -> PyResult<UnigramTuple<'_>> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    let u = run_interruptible(py, cancel, move || {
+        midmix_core::unigram::count_dataset(&dir, &exclude, threads, Some(&flag))
+    })?;
+    Ok(unigram_tuple(py, u))
+}
+
+pub fn add_to(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(prepare, m)?)?;
+    m.add_function(wrap_pyfunction!(merge, m)?)?;
+    m.add_function(wrap_pyfunction!(build_mix, m)?)?;
+    m.add_function(wrap_pyfunction!(unigram_raw, m)?)?;
+    m.add_function(wrap_pyfunction!(unigram_dataset, m)?)?;
+    Ok(())
+}

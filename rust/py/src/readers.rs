@@ -1,0 +1,236 @@
+//! Random access to a dataset's samples from memory-mapped shards: `TokenReader` gathers the
+//! fixed-size `tokens` (+ `source`) of pretraining data and mixes into one numpy array without
+//! decoding; `SampleReader` returns whole samples of any layout (SFT data, inspect) as dicts.
+//! Both keep the shards mapped, so a read costs the sample, not the shard.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use midmix_core::mds::{self, Dtype, Encoding, MappedDataset};
+use numpy::PyArray1;
+use pyo3::exceptions::PyIndexError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+use crate::arrays::{array, scalar};
+use crate::errors::{to_py, DatasetError, MidmixError};
+
+/// Open `dir` with its shards mapped. Compressed shards are decompressed into a directory of this
+/// reader's own (two readers never share one), which is removed at once: the maps keep the
+/// unlinked files alive until the reader is dropped, and nothing is left behind on any exit.
+fn open_mapped(dir: &Path) -> PyResult<MappedDataset> {
+    static READERS: AtomicU64 = AtomicU64::new(0);
+    let n = READERS.fetch_add(1, Ordering::Relaxed);
+    let cache = std::env::temp_dir().join(format!("midmix-reader-{}-{n}", std::process::id()));
+    let opened = MappedDataset::open(dir, &cache);
+    let _ = std::fs::remove_dir_all(&cache);
+    opened.map_err(to_py)
+}
+
+/// Gathered tokens [n, seq_len] (stored dtype) and, for mixes, the source of each sample.
+type Batch<'py> = (Bound<'py, PyAny>, Option<Bound<'py, PyArray1<u8>>>);
+/// The same with the tokens decoded to int64.
+type Int64Batch<'py> = (
+    Bound<'py, numpy::PyArray2<i64>>,
+    Option<Bound<'py, PyArray1<u8>>>,
+);
+
+#[pyclass(name = "TokenReader", frozen)]
+pub struct TokenReader {
+    data: MappedDataset,
+    seq_len: usize,
+    dtype: Dtype,
+    has_source: bool,
+}
+
+#[pymethods]
+impl TokenReader {
+    #[new]
+    fn new(dir: PathBuf) -> PyResult<Self> {
+        let data = open_mapped(&dir)?;
+        let cols = &data.dataset().columns;
+        let bad = || {
+            DatasetError::new_err(format!(
+                "{}: expected fixed-size columns tokens [+ source]",
+                dir.display()
+            ))
+        };
+        let names: Vec<&str> = cols.iter().map(|c| c.name.as_str()).collect();
+        let has_source = match names.as_slice() {
+            ["tokens"] => false,
+            ["source", "tokens"] => cols[0].encoding == Encoding::Scalar(Dtype::U8),
+            _ => return Err(bad()),
+        };
+        let Encoding::NdArray {
+            dtype: Some(dtype @ (Dtype::U16 | Dtype::U32)),
+            shape: Some(shape),
+        } = &cols[cols.len() - 1].encoding
+        else {
+            return Err(bad());
+        };
+        Ok(TokenReader {
+            seq_len: shape.iter().product::<u64>() as usize,
+            dtype: *dtype,
+            data,
+            has_source,
+        })
+    }
+
+    #[getter]
+    fn num_samples(&self) -> u64 {
+        self.data.num_samples()
+    }
+
+    #[getter]
+    fn seq_len(&self) -> usize {
+        self.seq_len
+    }
+
+    fn __len__(&self) -> usize {
+        self.data.num_samples() as usize
+    }
+
+    /// Samples `indices` as (tokens [n, seq_len] in the stored dtype, source [n] or None).
+    fn gather<'py>(&self, py: Python<'py>, indices: Vec<u64>) -> PyResult<Batch<'py>> {
+        let width = self.dtype.size() * self.seq_len;
+        let mut tokens = vec![0u8; indices.len() * width];
+        let mut sources = vec![0u8; if self.has_source { indices.len() } else { 0 }];
+        for (j, &k) in indices.iter().enumerate() {
+            let (src, row) = self.row(k)?;
+            if self.has_source {
+                sources[j] = src;
+            }
+            tokens[j * width..(j + 1) * width].copy_from_slice(row);
+        }
+        let arr = array(py, self.dtype, &tokens)?.into_bound(py);
+        let arr = arr.call_method1("reshape", ([indices.len(), self.seq_len],))?;
+        Ok((
+            arr,
+            self.has_source.then(|| PyArray1::from_vec(py, sources)),
+        ))
+    }
+
+    /// Samples `start + stride·j` for j < count, decoded straight into int64 (what embedding layers
+    /// take), as (tokens [count, seq_len], source [count] or None). One pass, no intermediate copy.
+    fn read_strided<'py>(
+        &self,
+        py: Python<'py>,
+        start: u64,
+        stride: u64,
+        count: usize,
+    ) -> PyResult<Int64Batch<'py>> {
+        // Filled by extending (no zeroing pass first): one write per token.
+        let mut tokens: Vec<i64> = Vec::with_capacity(count * self.seq_len);
+        let mut sources = Vec::with_capacity(if self.has_source { count } else { 0 });
+        for j in 0..count {
+            let (src, row) = self.row(start + stride * j as u64)?;
+            if self.has_source {
+                sources.push(src);
+            }
+            match self.dtype {
+                Dtype::U16 => tokens.extend(
+                    row.chunks_exact(2)
+                        .map(|c| u16::from_le_bytes([c[0], c[1]]) as i64),
+                ),
+                _ => tokens.extend(
+                    row.chunks_exact(4)
+                        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64),
+                ),
+            }
+        }
+        let arr = numpy::ndarray::Array2::from_shape_vec((count, self.seq_len), tokens)
+            .map_err(|e| MidmixError::new_err(e.to_string()))?;
+        Ok((
+            numpy::PyArray2::from_owned_array(py, arr),
+            self.has_source.then(|| PyArray1::from_vec(py, sources)),
+        ))
+    }
+}
+
+impl TokenReader {
+    /// (source index, token bytes) of sample `k`.
+    fn row(&self, k: u64) -> PyResult<(u8, &[u8])> {
+        let width = self.dtype.size() * self.seq_len;
+        let skip = usize::from(self.has_source);
+        let s = self
+            .data
+            .sample(k)
+            .filter(|s| s.len() == width + skip)
+            .ok_or_else(|| PyIndexError::new_err(format!("sample {k} out of range or corrupt")))?;
+        Ok((if self.has_source { s[0] } else { 0 }, &s[skip..]))
+    }
+}
+
+#[pyclass(name = "SampleReader", frozen)]
+pub struct SampleReader {
+    data: MappedDataset,
+    dir: PathBuf,
+}
+
+#[pymethods]
+impl SampleReader {
+    #[new]
+    fn new(dir: PathBuf) -> PyResult<Self> {
+        Ok(SampleReader {
+            data: open_mapped(&dir)?,
+            dir,
+        })
+    }
+
+    /// Column names in the order MDS stores them (sorted).
+    #[getter]
+    fn columns(&self) -> Vec<String> {
+        let cols = &self.data.dataset().columns;
+        cols.iter().map(|c| c.name.clone()).collect()
+    }
+
+    fn __len__(&self) -> usize {
+        self.data.num_samples() as usize
+    }
+
+    /// Sample `index` as {column: value}: ndarrays as numpy arrays, str, bytes, numbers.
+    fn __getitem__<'py>(&self, py: Python<'py>, index: i64) -> PyResult<Bound<'py, PyDict>> {
+        let total = self.data.num_samples();
+        let k = if index < 0 {
+            index + total as i64
+        } else {
+            index
+        };
+        if k < 0 || k as u64 >= total {
+            return Err(PyIndexError::new_err(format!(
+                "sample {index} out of range: {} has {total} samples",
+                self.dir.display()
+            )));
+        }
+        let corrupt =
+            || DatasetError::new_err(format!("{}: sample {k} is corrupt", self.dir.display()));
+        let ds = self.data.dataset();
+        let bytes = self.data.sample(k as u64).ok_or_else(corrupt)?;
+        let cols = ds.split_sample(bytes).ok_or_else(corrupt)?;
+        let out = PyDict::new(py);
+        for (col, bytes) in ds.columns.iter().zip(cols) {
+            let value: Py<PyAny> = match &col.encoding {
+                Encoding::Str => String::from_utf8_lossy(bytes)
+                    .into_owned()
+                    .into_pyobject(py)?
+                    .into_any()
+                    .unbind(),
+                Encoding::Bytes => PyBytes::new(py, bytes).into_any().unbind(),
+                Encoding::Scalar(d) => scalar(py, *d, bytes)?,
+                enc @ Encoding::NdArray { .. } => {
+                    let (dtype, _shape, values) =
+                        mds::decode_ndarray(enc, bytes).ok_or_else(corrupt)?;
+                    array(py, dtype, values)?
+                }
+            };
+            out.set_item(&col.name, value)?;
+        }
+        Ok(out)
+    }
+}
+
+pub fn add_to(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<TokenReader>()?;
+    m.add_class::<SampleReader>()?;
+    Ok(())
+}
