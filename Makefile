@@ -1,44 +1,51 @@
 # `make demo` and `make test` work on a fresh machine: they create .venv and build midmix first.
+# The demo needs only the core (the Rust extension, click, numpy, pyyaml); the test suite also
+# installs the [dev] extra: the test oracles (tokenizers, mosaicml-streaming), the training stack
+# (torch, Composer) and the benchmark tools.
 PY ?= python3
 VENV := .venv
-STAMP := $(VENV)/.installed
+CORE := $(VENV)/.core
+DEV := $(VENV)/.dev
 
 .PHONY: setup demo test lint bench clean tiny-pipeline
 
-setup: $(STAMP)
+setup: $(DEV)
 
-# Rust is built (release) by maturin through pip; the [dev] extra brings the test oracles
-# (tokenizers, mosaicml-streaming, torch CPU use) and the benchmark tools.
-$(STAMP): pyproject.toml Cargo.toml rust/core/Cargo.toml rust/py/Cargo.toml
+$(CORE):
 	$(PY) -m venv $(VENV)
-	$(VENV)/bin/pip install --upgrade pip
-	$(VENV)/bin/pip install -e '.[dev]'
-	touch $(STAMP)
+	$(VENV)/bin/pip install -q --upgrade pip 'maturin>=1.7,<2'
+	touch $(CORE)
 
-# Rebuild the extension (release profile) when Rust sources changed since the last build.
-$(VENV)/.built: $(STAMP) $(shell find rust -name '*.rs')
-	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --skip-install -q
+# Builds the extension (release profile) into python/midmix and installs the package with its core
+# dependencies; re-run when Rust sources or the package metadata change.
+$(VENV)/.built: $(CORE) pyproject.toml Cargo.toml Cargo.lock $(shell find rust -name '*.rs' -o -name Cargo.toml)
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q
 	touch $(VENV)/.built
+
+$(DEV): $(CORE) pyproject.toml
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q --extras dev
+	touch $(DEV)
 
 demo: $(VENV)/.built
 	bash demo/run.sh
 
-tiny-pipeline: $(VENV)/.built
+tiny-pipeline: $(DEV)
 	bash examples/tiny_pipeline.sh
 
-test: $(VENV)/.built
+test: $(DEV) $(VENV)/.built
 	cargo test --workspace --exclude midmix-py -q
 	$(VENV)/bin/python -m pytest -q
 
-lint: $(VENV)/.built
+lint: $(DEV) $(VENV)/.built
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(VENV)/bin/ruff check python tests benchmarks
 
-bench: $(VENV)/.built
+bench: $(DEV) $(VENV)/.built
 	$(VENV)/bin/python benchmarks/prepare_bench.py
 	$(VENV)/bin/python benchmarks/mix_bench.py
 	$(VENV)/bin/python benchmarks/stats_bench.py
+	$(VENV)/bin/python benchmarks/sft_loader_bench.py
 
 clean:
 	rm -rf $(VENV) target demo-out bench-out tiny-out
