@@ -20,7 +20,8 @@ def test_byte_identical_across_thread_counts(tmp_path, compression) -> None:
     for threads in (1, 2, 8):
         out = tmp_path / f"t{threads}"
         midmix.prepare("d", inputs, tokenizer=PYTHIA, seq_len=512, out=out, threads=threads,
-                       compression=compression, hashes=["sha1"], size_limit=1 << 20)
+                       compression=compression, hashes=["sha1"], size_limit=1 << 17)
         trees.append(tree_bytes(out))
-    assert len(trees[0]) > 3
+    # Several shards with or without ../shared (the demo data alone fills a few at 128 KiB).
+    assert sum(name.startswith("shard.") for name in trees[0]) >= 2
     assert trees[0] == trees[1] == trees[2]

@@ -240,14 +240,14 @@ def test_report_table_and_png(runs, tmp_path) -> None:
 
 
 def test_sft_masks_the_prompt_of_real_gsm8k_and_trains(data, tmp_path) -> None:
-    from midmix.train.datasets import SftDataset, pad_examples
+    from midmix.data import SftDataset, pad_examples
     from midmix.train.models import CausalLM, neox_config, shifted_loss
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(PYTHIA))
     rows = [json.loads(line) for line in (DEMO / "gsm8k.jsonl").read_text().splitlines()[:32]]
-    ds = SftDataset(data / "gsm8k", ":32", "data.train")
-    for (ids, labels), row in zip(ds.examples, rows, strict=True):
+    ds = SftDataset(data / "gsm8k", range(32))
+    for (ids, labels), row in zip(ds, rows, strict=True):
         prompt = tok.encode(row["prompt"], add_special_tokens=False).ids
         response = tok.encode(row["response"], add_special_tokens=False).ids
         full = (prompt + response + [0])[:256]
@@ -257,7 +257,7 @@ def test_sft_masks_the_prompt_of_real_gsm8k_and_trains(data, tmp_path) -> None:
     from transformers import GPTNeoXForCausalLM
 
     model = CausalLM(GPTNeoXForCausalLM(neox_config("tiny")))
-    batch = pad_examples(ds.examples[:4])
+    batch = pad_examples([ds[i] for i in range(4)])
     with torch.no_grad():
         logits = model(batch)
         loss = float(model.loss(logits, batch))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,16 @@ class Size(click.ParamType):
 
 def fail(e: MidmixError) -> None:
     raise click.ClickException(str(e)) from e
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
+def stop_cleanly_on_sigterm() -> None:
+    """SIGTERM (what batch schedulers send) stops a data command the way Ctrl-C does: the core is told
+    to stop, removes its staged output and commits nothing."""
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 @click.group()
@@ -85,6 +96,7 @@ def main() -> None:
 def prepare(name: str, inputs: tuple[str, ...], hf_name: str | None, hashes: str, quiet: bool, as_json: bool,
             **options: Any) -> None:
     """Tokenize and pack corpus files INPUTS into an MDS dataset registered as NAME."""
+    stop_cleanly_on_sigterm()
     if not inputs and not hf_name:
         raise click.UsageError("give INPUT files/directories/globs, or --hf NAME")
     if inputs and hf_name:
@@ -109,6 +121,7 @@ def prepare(name: str, inputs: tuple[str, ...], hf_name: str | None, hashes: str
 @click.option("--quiet", is_flag=True)
 def merge(parts: tuple[Path, ...], out: Path, data_root: Path | None, overwrite: bool, quiet: bool) -> None:
     """Combine the PARTS of a `prepare --num-tasks` run into the dataset a single run gives."""
+    stop_cleanly_on_sigterm()
     try:
         m = api.merge(parts, out, data_root=data_root, overwrite=overwrite, progress=not quiet)
     except MidmixError as e:
@@ -153,6 +166,7 @@ def _named_paths(items: tuple[str, ...], option: str) -> dict[str, Path]:
 def build_mix(weights: str | None, schedule: Path | None, tokens: str | None, samples: str | None,
               source_paths: tuple[str, ...], out: Path, quiet: bool, **options: Any) -> None:
     """Interleave prepared sources by weight (or a schedule) into one MDS stream in training order."""
+    stop_cleanly_on_sigterm()
     if (weights is None) == (schedule is None):
         raise click.UsageError("give --weights or --schedule")
     if schedule and (tokens or samples):
@@ -191,6 +205,7 @@ def _unigram_options(f):
 def stats(source: str, tokenizer: str | None, data_root: Path | None, fields: str | None, max_docs: int | None,
           max_tokens_per_doc: int | None, seed: int, out: Path | None, top: int) -> None:
     """Token-unigram statistics of SOURCE (NAME=PATH of raw files or a dataset, or a registered NAME)."""
+    stop_cleanly_on_sigterm()
     from midmix import proximity_cli as pc
 
     try:
@@ -222,6 +237,7 @@ def proximity_cmd(targets: tuple[str, ...], base: str | None, candidates: str, m
                   max_docs: int | None, max_tokens_per_doc: int | None, seed: int, json_out: Path | None,
                   csv_out: Path | None, plot: Path | None) -> None:
     """Proximity of candidate midtraining data to target data, and its advantage over the base."""
+    stop_cleanly_on_sigterm()
     from midmix import proximity_cli as pc
 
     if csv_out and not as_matrix:

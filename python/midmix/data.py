@@ -14,8 +14,11 @@ dataset yields whole batches), which also makes a resume position apply to the n
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Iterator, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 
 from midmix.dataset import SampleReader, TokenReader
 from midmix.errors import ConfigError
+from midmix.manifest import read_manifest
 
 IGNORE = -100  # the label of tokens that are not scored (SFT prompts, padding)
 
@@ -58,6 +62,9 @@ class MixDataset(IterableDataset):
         self._reader: TokenReader | None = None
         self.num_steps = self.reader.num_samples // global_batch
         self._start_step = 0
+        # A branch restores its base run's loader state, saved on the base's mix: only the position
+        # carries over (the variant's mix shares the base's prefix by construction), not the identity.
+        self.branching = False
 
     @property
     def reader(self) -> TokenReader:
@@ -99,14 +106,37 @@ class MixDataset(IterableDataset):
     def state_dict(self, num_samples: int, from_beginning: bool = True) -> dict[str, Any]:
         done = num_samples if from_beginning else self._start_step * self.global_batch + num_samples
         return {"sample_in_epoch": int(done), "global_batch": self.global_batch,
-                "num_samples": int(self.reader.num_samples)}
+                "num_samples": int(self.reader.num_samples), "fingerprint": self.fingerprint}
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """The identity of the data read: sha256 of its index.json (every shard's size, and hashes when
+        written) and of its manifest without the timings (seed, sources, plan)."""
+        h = hashlib.sha256((self.path / "index.json").read_bytes())
+        manifest = read_manifest(self.path)
+        if manifest is not None:
+            facts = {k: v for k, v in manifest.to_dict().items() if k not in ("run", "elapsed_s")}
+            for source in facts.get("source_info", []):
+                source.pop("path")  # the same sources moved elsewhere are the same data
+            h.update(json.dumps(facts, sort_keys=True).encode())
+        return h.hexdigest()
 
     def load_state_dict(self, obj: dict[str, Any]) -> None:
-        """Resume at the next global batch. Applies to the next pass only when read through MixLoader."""
-        sample = int(obj["sample_in_epoch"])
+        """Resume at the next global batch. Applies to the next pass only when read through MixLoader.
+        A state saved on other data (unless `branching`), or one without a valid position, is refused."""
+        try:
+            sample = obj["sample_in_epoch"]
+        except (KeyError, TypeError) as e:
+            raise ConfigError(f"loader state {obj!r} has no 'sample_in_epoch'") from e
+        if isinstance(sample, bool) or not isinstance(sample, int) or not 0 <= sample <= self.reader.num_samples:
+            raise ConfigError(f"resume position {sample!r} is not a sample index in 0..{self.reader.num_samples}")
         if obj.get("global_batch", self.global_batch) != self.global_batch:
             raise ConfigError(f"checkpoint was taken with global batch {obj['global_batch']}, "
                               f"this run uses {self.global_batch}")
+        for key, ours in (("num_samples", self.reader.num_samples), ("fingerprint", self.fingerprint)):
+            if key in obj and obj[key] != ours and not self.branching:
+                raise ConfigError(f"the loader state was saved on other data ({key} {obj[key]} ≠ {ours} of "
+                                  f"{self.path}): resume with the mix the checkpoint was trained on")
         if sample % self.global_batch:
             raise ConfigError(f"resume position {sample} is not at a global-batch boundary of {self.global_batch}")
         self._start_step = sample // self.global_batch

@@ -105,12 +105,13 @@ PHASE_KEYS = {"tokens", "samples", "weights", "ramp"}
 def load_schedule(path: Path) -> list[Phase]:
     """A YAML file `phases: [{tokens|samples: N, weights: {name: w}, ramp: linear}]`; the last
     phase may leave out its length (run until a source would repeat)."""
-    import yaml
+    from midmix import strict_yaml
 
     try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
+        text = path.read_text()
+    except OSError as e:
         raise ConfigError(f"{path}: cannot read schedule: {e}") from e
+    doc = strict_yaml.load(text, str(path))
     if not isinstance(doc, dict) or set(doc) != {"phases"} or not isinstance(doc["phases"], list):
         raise ConfigError(f"{path}: a schedule is a mapping with one key, 'phases', holding a list")
     phases = []

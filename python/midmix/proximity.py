@@ -81,10 +81,13 @@ class UnigramStats:
 
     @classmethod
     def load(cls, path: str | Path) -> UnigramStats:
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            return cls(meta.pop("name"), z["counts"], meta.pop("documents"), meta.pop("tokens"),
-                       meta.pop("tokenizer_sha256"), meta)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                return cls(meta.pop("name"), z["counts"], meta.pop("documents"), meta.pop("tokens"),
+                           meta.pop("tokenizer_sha256"), meta)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ConfigError(f"{path}: not unigram statistics saved by `midmix stats --out` ({e!r})") from e
 
     def save(self, path: str | Path) -> None:
         meta = {"name": self.name, "documents": self.documents, "tokens": self.tokens,

@@ -1,7 +1,8 @@
 """Training recipes: the YAML schema, loading with `key=value` overrides, and validation.
 
-A recipe is read with `yaml.safe_load`, then checked against the dataclasses below: an unknown key or
-a value of the wrong type is a `ConfigError` that names the dotted key (`optimizer.lr`, …).
+A recipe is read as YAML (`midmix.strict_yaml`: a key given twice is an error), then checked against
+the dataclasses below: an unknown key or a value of the wrong type is a `ConfigError` that names the
+dotted key (`optimizer.lr`, …).
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from midmix import strict_yaml
 from midmix.errors import ConfigError
 
 ARCHS = ("tiny", "pythia-14m", "pythia-70m", "pythia-160m", "pythia-410m", "pythia-1b")
@@ -249,7 +249,7 @@ def apply_override(data: dict[str, Any], item: str) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"bad override {item!r}: {part} is not a mapping")
         node = child
-    node[parts[-1]] = yaml.safe_load(raw)
+    node[parts[-1]] = strict_yaml.load(raw, f"override {item!r}")
 
 
 def interval_batches(interval: str, key: str) -> int:
@@ -356,11 +356,10 @@ def load_yaml(path: str | Path, overrides: list[str] | tuple[str, ...], cls: typ
     errors name the file. Returns the object and the raw mapping it came from."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text()
     except OSError as e:
         raise ConfigError(f"{path}: {e.strerror}") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from e
+    data = strict_yaml.load(text, str(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -27,7 +27,7 @@ from composer.devices import DeviceCPU, DeviceGPU
 from composer.loggers import TensorboardLogger
 from composer.utils import FSDP2Config, create_interval_scheduler, dist, reproducibility
 
-from midmix.data import IGNORE
+from midmix.data import IGNORE, MixDataset
 from midmix.errors import ConfigError
 from midmix.report import read_metrics
 from midmix.train import config as cfgmod
@@ -139,6 +139,8 @@ def build_trainer(cfg: TrainConfig, raw: dict[str, Any]) -> Trainer:
         # Weights, optimizer, scheduler, timestamp and the data position (step · global batch, restored
         # into the mix's loader from the base's dataset state) all continue from the base run.
         load = {"load_path": str(branch_checkpoint(cfg)), "load_ignore_keys": _drop_callback_state}
+        if isinstance(loader.dataset, MixDataset):
+            loader.dataset.branching = True  # the base's loader state is of its own mix, by design
 
     parallelism = None
     if cfg.fsdp is not None:

@@ -1,0 +1,71 @@
+"""Ctrl-C and SIGTERM stop a long command promptly, commit nothing and leave no staging directory."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import midmix
+import pytest
+from conftest import PYTHIA, ROOT
+
+DEMO = ROOT / "demo" / "data"
+MIDMIX = [sys.executable, "-m", "midmix.cli"]
+
+
+def staging_dirs(parent: Path) -> list[Path]:
+    return [p for p in parent.iterdir() if ".midmix-tmp-" in p.name]
+
+
+def interrupt_when_staging(cmd: list[str], parent: Path, sig: int) -> tuple[int, float]:
+    """Start `cmd`, send `sig` once its staging directory exists; (exit code, seconds it took to stop)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while not staging_dirs(parent):
+        assert proc.poll() is None, f"finished before it could be interrupted: {proc.stdout.read().decode()}"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    time.sleep(0.3)
+    sent = time.monotonic()
+    proc.send_signal(sig)
+    code = proc.wait(timeout=60)
+    return code, time.monotonic() - sent
+
+
+@pytest.fixture(scope="module")
+def tiny_source(tmp_path_factory) -> Path:
+    """Prose packed into 8-token samples: a mix of millions of samples is a long build."""
+    out = tmp_path_factory.mktemp("src") / "prose"
+    midmix.prepare("prose", [DEMO / "prose.jsonl"], tokenizer=PYTHIA, seq_len=8, out=out, register=False)
+    return out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_build_mix_interrupted_commits_nothing(tiny_source, tmp_path, sig) -> None:
+    out = tmp_path / "mix"
+    cmd = [*MIDMIX, "build-mix", "--weights", "prose=1", "--samples", "40M", "--on-exhaust", "repeat",
+           "--source", f"prose={tiny_source}", "--out", str(out), "--quiet", "--data-root", str(tmp_path)]
+    code, took = interrupt_when_staging(cmd, tmp_path, sig)
+    assert code != 0
+    assert took < 10, f"took {took:.1f}s to stop"
+    assert not out.exists() and not staging_dirs(tmp_path)
+    registry = tmp_path / "registry.json"  # nothing was registered either
+    assert not registry.exists() or "mix" not in json.loads(registry.read_text())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_prepare_interrupted_commits_nothing(tmp_path, sig) -> None:
+    big = tmp_path / "big.jsonl"
+    line = json.dumps({"text": (DEMO / "prose.jsonl").read_text()[:4000]}) + "\n"
+    big.write_text(line * 20000)  # ~80 MB of text: several seconds of tokenizing
+    out = tmp_path / "out"
+    cmd = [*MIDMIX, "prepare", "big", str(big), "--tokenizer", str(PYTHIA), "--out", str(out), "--quiet",
+           "--data-root", str(tmp_path)]
+    code, took = interrupt_when_staging(cmd, tmp_path, sig)
+    assert code != 0
+    assert took < 10, f"took {took:.1f}s to stop"
+    assert not out.exists() and not staging_dirs(tmp_path)
