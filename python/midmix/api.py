@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -136,7 +136,7 @@ def prepare(name: str, inputs: Sequence[PathLike] = (), *, tokenizer: PathLike, 
 
         fields = [prompt_field, response_field] if mode == "sft" else [text_field]
         with export_to_parquet(hf, hf_config, split, fields) as (path, label):
-            text = _core.prepare(_replace(opts, inputs=[str(path)], input_labels=[label]))
+            text = _core.prepare(replace(opts, inputs=[str(path)], input_labels=[label]))
     else:
         text = _core.prepare(opts)
     manifest = _prepared(text, out_path)
@@ -208,9 +208,3 @@ def _prepared(text: str, out: Path) -> PreparedManifest:
     if not isinstance(manifest, PreparedManifest):
         raise ConfigError(f"{out}: the core returned a {manifest.kind} manifest for a prepared dataset")
     return manifest
-
-
-def _replace(opts: PrepareOptions, **changes: object) -> PrepareOptions:
-    from dataclasses import replace
-
-    return replace(opts, **changes)  # type: ignore[arg-type]

@@ -33,7 +33,7 @@ pub fn scalar(py: Python<'_>, d: Dtype, b: &[u8]) -> PyResult<Py<PyAny>> {
 
 /// A 1-d array of `d` from its bytes; a trailing partial element is an error, not a guess.
 pub fn array(py: Python<'_>, d: Dtype, b: &[u8]) -> PyResult<Py<PyAny>> {
-    if d != Dtype::F16 && b.len() % d.size() != 0 {
+    if d != Dtype::F16 && !b.len().is_multiple_of(d.size()) {
         return Err(DatasetError::new_err(format!(
             "{} bytes are not a whole number of {} values",
             b.len(),
