@@ -216,6 +216,16 @@ fn read_sources(opts: &MixOptions) -> Result<(Vec<Report>, String)> {
         .collect::<Result<_>>()?;
     let first = &reports[0];
     for ((name, dir), r) in opts.sources.iter().zip(&reports) {
+        // An empty source cannot be sampled in any exhaust mode (and would divide by zero
+        // when passes are counted), so refuse it here rather than deep in planning.
+        if r.counts.samples == 0 {
+            return Err(Error::dataset(
+                dir,
+                format!(
+                    "source '{name}' has no samples; remove it from the mix or prepare more data"
+                ),
+            ));
+        }
         if r.mode != "pretrain" {
             return Err(Error::dataset(
                 dir,
@@ -558,6 +568,14 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
         })
         .collect::<Result<_>>()?;
     let avail: Vec<u64> = sources.iter().map(|s| s.num_samples()).collect();
+    // The index may disagree with midmix.json; an empty one is refused all the same.
+    if let Some(i) = avail.iter().position(|&a| a == 0) {
+        let (name, dir) = &opts.sources[i];
+        return Err(Error::dataset(
+            dir,
+            format!("source '{name}' has no samples (its index.json lists none)"),
+        ));
+    }
 
     // Plan. `Fill` and `stop` end at the first sample a source cannot give without repeating.
     let stop_at_limit = opts.on_exhaust == OnExhaust::Stop || schedule.total().is_none();

@@ -1,0 +1,91 @@
+//! Regression tests for inputs that used to panic, abort, or succeed silently with a wrong
+//! result. Each builds a small, deliberately broken input.
+
+use std::path::{Path, PathBuf};
+
+use midmix_core::mix::{build_mix, Length, MixOptions, OnExhaust, PhaseSpec};
+use midmix_core::prepare::{prepare, PrepareOptions};
+use midmix_core::Error;
+
+fn tokenizer() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/pythia.json")
+}
+
+/// A prepared pretraining source `name` in `root`, from `docs` JSONL documents.
+fn source(root: &Path, name: &str, docs: usize, seq_len: usize) -> PathBuf {
+    let input = root.join(format!("{name}.jsonl"));
+    let text: String = (0..docs)
+        .map(|i| format!("{{\"text\": \"document {i} of {name}, with a few words in it\"}}\n"))
+        .collect();
+    std::fs::write(&input, text).unwrap();
+    let out = root.join(name);
+    let o = PrepareOptions::new(
+        name,
+        vec![input.display().to_string()],
+        tokenizer(),
+        seq_len,
+        out.clone(),
+    );
+    prepare(&o).unwrap();
+    out
+}
+
+fn mix_options(sources: &[(&str, &Path)], weights: &[f64], out: &Path) -> MixOptions {
+    MixOptions {
+        sources: sources
+            .iter()
+            .map(|(n, p)| (n.to_string(), p.to_path_buf()))
+            .collect(),
+        phases: vec![PhaseSpec {
+            length: Length::Samples(8),
+            weights: sources
+                .iter()
+                .zip(weights)
+                .map(|((n, _), w)| (n.to_string(), *w))
+                .collect(),
+            ramp: false,
+        }],
+        seed: 0,
+        global_batch: None,
+        exact_per_batch: false,
+        on_exhaust: OnExhaust::Error,
+        out: out.to_path_buf(),
+        overwrite: false,
+        size_limit: None,
+        threads: Some(1),
+        progress: false,
+        cancel: None,
+    }
+}
+
+#[test]
+fn empty_source_is_an_error_in_every_exhaust_mode() {
+    let tmp = tempfile::tempdir().unwrap();
+    let full = source(tmp.path(), "full", 20, 16);
+    // One document of fewer tokens than seq_len: a prepared source with 0 samples.
+    let empty = source(tmp.path(), "empty", 1, 16);
+    for on_exhaust in [
+        OnExhaust::Repeat(None),
+        OnExhaust::Repeat(Some(3)),
+        OnExhaust::Error,
+        OnExhaust::Stop,
+    ] {
+        let mut o = mix_options(
+            &[("full", &full), ("empty", &empty)],
+            &[0.5, 0.5],
+            &tmp.path().join("mix"),
+        );
+        o.on_exhaust = on_exhaust;
+        match build_mix(&o) {
+            Err(Error::Dataset { path, msg }) => {
+                assert!(msg.contains("source 'empty' has no samples"), "{msg}");
+                assert!(path.ends_with("empty"), "{path}");
+            }
+            other => panic!(
+                "{on_exhaust:?}: expected a dataset error, got {:?}",
+                other.map(|r| r.max_deviation)
+            ),
+        }
+        assert!(!tmp.path().join("mix").exists());
+    }
+}
