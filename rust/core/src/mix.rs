@@ -295,6 +295,20 @@ fn phases(opts: &MixOptions, names: &[&str], seq_len: usize) -> Result<Vec<Phase
                 p + 1
             )));
         }
+        // Finite weights can still overflow their sum (1e308 + 1e308); normalizing by inf
+        // would give every source weight 0 (or NaN) and a plan that ignores the weights.
+        if !sum.is_finite() {
+            let listed: Vec<String> = spec
+                .weights
+                .iter()
+                .map(|(n, v)| format!("'{n}' = {v:e}"))
+                .collect();
+            return Err(Error::Config(format!(
+                "phase {}: weights sum to {sum} ({}); scale them down, e.g. to sum to 1",
+                p + 1,
+                listed.join(", ")
+            )));
+        }
         let samples = match spec.length {
             Length::Samples(n) => Some(n),
             Length::Tokens(t) => Some(t / seq_len as u64),
@@ -589,6 +603,15 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
     });
     if !stop_at_limit {
         check_exhaustion(opts, &names, &plan.sources, &avail, seq_len)?;
+    }
+    // |c_i(n) - T_i(n)| < 1 is proved for up to three sources (without per-batch quotas); a
+    // plan that misses it means the weights were not what planning assumes, so write nothing.
+    if names.len() <= 3 && batch == 0 && plan.max_deviation >= 1.0 {
+        return Err(Error::Config(format!(
+            "the plan deviates from the weights by {} samples (must be < 1 for {} sources); check the weights of each phase",
+            plan.max_deviation,
+            names.len()
+        )));
     }
     let mut total = plan.sources.len() as u64;
     if let Some(g) = opts.global_batch {

@@ -89,3 +89,28 @@ fn empty_source_is_an_error_in_every_exhaust_mode() {
         assert!(!tmp.path().join("mix").exists());
     }
 }
+
+#[test]
+fn weights_whose_sum_overflows_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = source(tmp.path(), "a", 20, 16);
+    let b = source(tmp.path(), "b", 20, 16);
+    let out = tmp.path().join("mix");
+    let o = mix_options(&[("a", &a), ("b", &b)], &[1e308, 1e308], &out);
+    match build_mix(&o) {
+        Err(Error::Config(msg)) => {
+            assert_eq!(
+                msg,
+                "phase 1: weights sum to inf ('a' = 1e308, 'b' = 1e308); scale them down, e.g. to sum to 1"
+            );
+        }
+        other => panic!(
+            "expected a config error, got {:?}",
+            other.map(|r| r.max_deviation)
+        ),
+    }
+    assert!(!out.exists());
+    // The same ratio, scaled down, is fine.
+    let r = build_mix(&mix_options(&[("a", &a), ("b", &b)], &[1e307, 1e307], &out)).unwrap();
+    assert!(r.max_deviation < 1.0);
+}
