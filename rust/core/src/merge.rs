@@ -157,6 +157,7 @@ pub fn merge(opts: &MergeOptions) -> Result<Report> {
     if opts.parts.is_empty() {
         return Err(Error::Config("merge needs at least one part".into()));
     }
+    crate::staging::check_not_an_input(&opts.out, &opts.parts)?;
     let parts = read_parts(opts)?;
     let first = parts[0].1.clone();
 

@@ -563,6 +563,8 @@ fn write_report(dir: &Path, report: &MixReport) -> Result<()> {
 pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
     let started = Instant::now();
     check_options(opts)?;
+    let source_dirs: Vec<PathBuf> = opts.sources.iter().map(|(_, d)| d.clone()).collect();
+    crate::staging::check_not_an_input(&opts.out, &source_dirs)?;
     let pool = thread_pool(opts.threads)?;
     let (reports, tokens_spec) = read_sources(opts)?;
     let first = &reports[0];

@@ -716,6 +716,15 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Report> {
     check_seq_len(opts.seq_len, tokens.dtype, sft)?;
     let mut mode = pipeline(opts, tokens);
     let files = input_files(opts, task)?;
+    // The named files and directories and every file found in them.
+    let in_paths: Vec<PathBuf> = opts
+        .inputs
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+        .chain(files.iter().map(|f| f.path.clone()))
+        .collect();
+    crate::staging::check_not_an_input(&opts.out, &in_paths)?;
     mode.check_inputs(&files)?;
     let sums = pool.install(|| fingerprints(&files))?;
 

@@ -114,3 +114,64 @@ fn weights_whose_sum_overflows_are_refused() {
     let r = build_mix(&mix_options(&[("a", &a), ("b", &b)], &[1e307, 1e307], &out)).unwrap();
     assert!(r.max_deviation < 1.0);
 }
+
+#[test]
+fn overwrite_never_replaces_an_input_of_the_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = source(tmp.path(), "a", 20, 16);
+    let before = std::fs::read(a.join("index.json")).unwrap();
+    // build-mix writing over its own source (a dataset, so --overwrite alone would allow it).
+    let mut o = mix_options(&[("a", &a)], &[1.0], &a);
+    o.overwrite = true;
+    match build_mix(&o) {
+        Err(Error::Dataset { msg, .. }) => assert!(msg.starts_with("the output is "), "{msg}"),
+        other => panic!("expected a dataset error, got {:?}", other.map(|r| r.kind)),
+    }
+    assert_eq!(std::fs::read(a.join("index.json")).unwrap(), before);
+    // prepare writing into the directory it reads.
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("x.jsonl"), "{\"text\": \"hello world\"}\n").unwrap();
+    let o = PrepareOptions::new(
+        "d",
+        vec![data.display().to_string()],
+        tokenizer(),
+        4,
+        data.join("ds"),
+    );
+    match prepare(&o) {
+        Err(Error::Dataset { msg, .. }) => {
+            assert!(msg.starts_with("the output is inside "), "{msg}")
+        }
+        other => panic!("expected a dataset error, got {:?}", other.map(|r| r.kind)),
+    }
+    assert!(!data.join("ds").exists());
+    // merge writing over one of its parts.
+    let parts: Vec<PathBuf> = (0..2)
+        .map(|i| {
+            let mut o = PrepareOptions::new(
+                "p",
+                vec![data.join("x.jsonl").display().to_string()],
+                tokenizer(),
+                4,
+                tmp.path().join(format!("part{i}")),
+            );
+            o.num_tasks = Some(2);
+            o.task_index = Some(i);
+            prepare(&o).unwrap();
+            o.out
+        })
+        .collect();
+    let o = midmix_core::merge::MergeOptions {
+        parts: parts.clone(),
+        out: parts[1].clone(),
+        overwrite: true,
+        progress: false,
+        cancel: None,
+    };
+    match midmix_core::merge::merge(&o) {
+        Err(Error::Dataset { msg, .. }) => assert!(msg.starts_with("the output is "), "{msg}"),
+        other => panic!("expected a dataset error, got {:?}", other.map(|r| r.kind)),
+    }
+    assert!(parts[1].join("index.json").exists());
+}
