@@ -82,6 +82,35 @@ pub fn check_not_an_input(out: &Path, inputs: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
+/// Remove `.NAME.midmix-tmp-PID` siblings left by runs that were killed (SIGKILL skips `Drop`).
+/// Conservative: only this output's NAME, only a PID that parses, and only when that process is
+/// gone (`/proc/PID` missing, on a system whose `/proc` shows our own process). Best effort: a
+/// dir that cannot be removed is left for the next run.
+fn remove_stale_staging(parent: &Path, name: &str) {
+    if !Path::new("/proc/self").is_dir() {
+        return; // no procfs: cannot tell a live run from a dead one
+    }
+    let prefix = format!(".{name}.midmix-tmp-");
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        if is_dir && pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 impl StagedDir {
     pub fn new(final_path: &Path, overwrite: bool) -> Result<StagedDir> {
         if final_path.exists() && !overwrite {
@@ -102,6 +131,7 @@ impl StagedDir {
             _ => PathBuf::from("."),
         };
         std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+        remove_stale_staging(&parent, name);
         let tmp = parent.join(format!(".{name}.midmix-tmp-{}", std::process::id()));
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
@@ -238,5 +268,34 @@ mod tests {
             msg(&tmp.path().join("data2"), std::slice::from_ref(&data)),
             None
         );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn stale_staging_dirs_of_dead_runs_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pid_max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(4_194_304);
+        let dead = pid_max + 1;
+        let stale = tmp.path().join(format!(".out.midmix-tmp-{dead}"));
+        std::fs::create_dir(&stale).unwrap();
+        std::fs::write(stale.join("shard.00000.mds"), "x").unwrap();
+        // Kept: a live run (pid 1 always exists), another output's, and a PID that does not parse.
+        let keep = [
+            tmp.path().join(".out.midmix-tmp-1"),
+            tmp.path().join(format!(".other.midmix-tmp-{dead}")),
+            tmp.path().join(format!(".out.midmix-tmp-{dead}x")),
+        ];
+        for k in &keep {
+            std::fs::create_dir(k).unwrap();
+        }
+        let staged = StagedDir::new(&tmp.path().join("out"), false).unwrap();
+        assert!(!stale.exists());
+        for k in &keep {
+            assert!(k.exists(), "{}", k.display());
+        }
+        drop(staged);
     }
 }
