@@ -85,6 +85,11 @@ fn read_parts(opts: &MergeOptions) -> Result<Vec<(PathBuf, Report)>> {
         same("writer options", p, &r.writer, &first.writer)?;
         same("name", p, &r.name, &first.name)?;
     }
+    // A part whose shards do not match its own records would merge into a wrong stream.
+    for (i, (p, r)) in parts.iter().enumerate() {
+        let ds = MdsDataset::open(p)?;
+        crate::verify::check_counts_and_sizes(&format!("part {i}"), p, &ds, r.counts.samples)?;
+    }
     Ok(parts)
 }
 

@@ -255,6 +255,16 @@ fn read_sources(opts: &MixOptions) -> Result<(Vec<Report>, String)> {
             ));
         }
     }
+    // A source whose shards do not match its own records is damaged; refuse it before planning.
+    for ((name, dir), r) in opts.sources.iter().zip(&reports) {
+        let ds = crate::mds::MdsDataset::open(dir)?;
+        crate::verify::check_counts_and_sizes(
+            &format!("source '{name}'"),
+            dir,
+            &ds,
+            r.counts.samples,
+        )?;
+    }
     let tokens_spec = first
         .columns
         .get("tokens")

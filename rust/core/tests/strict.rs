@@ -175,3 +175,87 @@ fn overwrite_never_replaces_an_input_of_the_command() {
     }
     assert!(parts[1].join("index.json").exists());
 }
+
+/// Edit `dir`'s index.json with `f`.
+fn edit_index(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    f(&mut index);
+    std::fs::write(&path, serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+/// A source of several shards, for hand-editing.
+fn sharded_source(root: &Path, name: &str) -> PathBuf {
+    let input = root.join(format!("{name}.jsonl"));
+    let text: String = (0..60)
+        .map(|i| format!("{{\"text\": \"document {i} of {name}, with a few words in it\"}}\n"))
+        .collect();
+    std::fs::write(&input, text).unwrap();
+    let out = root.join(name);
+    let mut o = PrepareOptions::new(
+        name,
+        vec![input.display().to_string()],
+        tokenizer(),
+        16,
+        out.clone(),
+    );
+    o.writer.size_limit = Some(800);
+    prepare(&o).unwrap();
+    out
+}
+
+fn mix_error(o: &MixOptions) -> (String, String) {
+    match build_mix(o) {
+        Err(Error::Dataset { path, msg }) => (path, msg),
+        other => panic!("expected a dataset error, got {:?}", other.map(|r| r.kind)),
+    }
+}
+
+#[test]
+fn sample_counts_and_shard_sizes_are_checked_against_the_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("mix");
+
+    // A shard entry dropped from index.json.
+    let a = sharded_source(tmp.path(), "a");
+    let mut n_shards = 0;
+    let mut dropped = 0;
+    edit_index(&a, |ix| {
+        let shards = ix["shards"].as_array_mut().unwrap();
+        n_shards = shards.len();
+        dropped = shards.pop().unwrap()["samples"].as_u64().unwrap();
+    });
+    assert!(n_shards > 1);
+    let total = midmix_core::report::Report::read(&a)
+        .unwrap()
+        .counts
+        .samples;
+    let (path, msg) = mix_error(&mix_options(&[("a", &a)], &[1.0], &out));
+    assert_eq!(path, a.display().to_string());
+    assert_eq!(
+        msg,
+        format!(
+            "source 'a': index.json lists {} samples but midmix.json counts {total}",
+            total - dropped
+        )
+    );
+
+    // A shard whose recorded size is lowered (as if the file had grown or been swapped).
+    let b = sharded_source(tmp.path(), "b");
+    let mut recorded = 0;
+    edit_index(&b, |ix| {
+        let bytes = &mut ix["shards"][1]["raw_data"]["bytes"];
+        recorded = bytes.as_u64().unwrap();
+        *bytes = serde_json::json!(recorded - 10);
+    });
+    let (_, msg) = mix_error(&mix_options(&[("b", &b)], &[1.0], &out));
+    assert_eq!(
+        msg,
+        format!(
+            "source 'b': shard shard.00001.mds is {recorded} bytes on disk but index.json records {} (raw_data.bytes)",
+            recorded - 10
+        )
+    );
+    assert!(!out.exists());
+}

@@ -23,6 +23,9 @@ pub struct ShardInfo {
     pub zip_basename: Option<String>,
     pub compression: Option<String>,
     pub samples: u64,
+    /// File sizes `index.json` records (`raw_data.bytes`, `zip_data.bytes`).
+    pub raw_bytes: Option<u64>,
+    pub zip_bytes: Option<u64>,
 }
 
 /// One shard's bytes, decompressed, with sample access.
@@ -109,6 +112,8 @@ impl MdsDataset {
                 samples: s["samples"]
                     .as_u64()
                     .ok_or_else(|| bad("shard without samples"))?,
+                raw_bytes: s["raw_data"]["bytes"].as_u64(),
+                zip_bytes: s["zip_data"]["bytes"].as_u64(),
             });
         }
         Ok(MdsDataset {
