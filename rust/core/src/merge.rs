@@ -89,6 +89,7 @@ fn read_parts(opts: &MergeOptions) -> Result<Vec<(PathBuf, Report)>> {
     for (i, (p, r)) in parts.iter().enumerate() {
         let ds = MdsDataset::open(p)?;
         crate::verify::check_counts_and_sizes(&format!("part {i}"), p, &ds, r.counts.samples)?;
+        crate::verify::check_hashes(&format!("part {i}"), p, &ds)?;
     }
     Ok(parts)
 }

@@ -264,6 +264,7 @@ fn read_sources(opts: &MixOptions) -> Result<(Vec<Report>, String)> {
             &ds,
             r.counts.samples,
         )?;
+        crate::verify::check_hashes(&format!("source '{name}'"), dir, &ds)?;
     }
     let tokens_spec = first
         .columns

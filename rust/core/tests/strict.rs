@@ -259,3 +259,64 @@ fn sample_counts_and_shard_sizes_are_checked_against_the_records() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn recorded_shard_hashes_are_verified_before_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("a.jsonl");
+    let text: String = (0..40)
+        .map(|i| format!("{{\"text\": \"document {i}, with a few words in it\"}}\n"))
+        .collect();
+    std::fs::write(&input, text).unwrap();
+    let a = tmp.path().join("a");
+    let mut o = PrepareOptions::new(
+        "a",
+        vec![input.display().to_string()],
+        tokenizer(),
+        16,
+        a.clone(),
+    );
+    o.writer.hashes = vec!["sha1".into(), "xxh64".into()];
+    o.writer.size_limit = Some(800);
+    prepare(&o).unwrap();
+    let clean = midmix_core::verify::verify(&a).unwrap();
+    assert_eq!(clean.kind, "prepared");
+    assert!(clean.shards > 1);
+    assert_eq!(clean.hashes_checked, 2 * clean.shards as u64);
+    assert_eq!(clean.tokens_checked, clean.samples * 16);
+
+    // Flip one byte of a token: same size, so only the hashes can tell.
+    let shard = a.join("shard.00001.mds");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0x01;
+    std::fs::write(&shard, bytes).unwrap();
+    let out = tmp.path().join("mix");
+    let (path, msg) = mix_error(&mix_options(&[("a", &a)], &[1.0], &out));
+    assert_eq!(path, a.display().to_string());
+    assert!(
+        msg.starts_with(
+            "source 'a': shard shard.00001.mds fails its sha1 check: index.json records "
+        ),
+        "{msg}"
+    );
+    assert!(!out.exists());
+    let err = midmix_core::verify::verify(&a).unwrap_err().to_string();
+    assert!(
+        err.contains("dataset: shard shard.00001.mds fails its sha1 check"),
+        "{err}"
+    );
+
+    // Without hashes, verify still finds an id past the vocabulary.
+    let b = source(tmp.path(), "b", 20, 16);
+    let shard = b.join("shard.00000.mds");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let n = bytes.len();
+    bytes[n - 2..].copy_from_slice(&[0xff, 0xff]);
+    std::fs::write(&shard, bytes).unwrap();
+    let err = midmix_core::verify::verify(&b).unwrap_err().to_string();
+    assert!(
+        err.contains("id 65535 ≥ vocab size 50277: corrupt shard?"),
+        "{err}"
+    );
+}
