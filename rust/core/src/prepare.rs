@@ -68,7 +68,8 @@ pub struct PrepareOptions {
     pub out: PathBuf,
     pub overwrite: bool,
     pub mode: Mode,
-    /// Token string or id; `None` = the tokenizer's end-of-text token; `"none"` = no EOS.
+    /// Digits only = an id; `token:TEXT` = the token spelled TEXT; else a token string (see
+    /// `Encoder::resolve_token`). `None` = the tokenizer's end-of-text token; `"none"` = no EOS.
     pub eos: Option<String>,
     pub bos: Option<String>,
     pub writer: WriterOptions,
