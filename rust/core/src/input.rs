@@ -77,6 +77,8 @@ pub fn discover(specs: &[String]) -> Result<Vec<InputFile>> {
                 )));
             }
         } else if spec.contains(['*', '?', '[']) {
+            // glob skips names that are not UTF-8 without a word; look for them first.
+            check_glob_names(spec)?;
             let paths =
                 glob::glob(spec).map_err(|e| Error::Config(format!("bad glob '{spec}': {e}")))?;
             for p in paths {
@@ -126,7 +128,70 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         if p.is_dir() {
             walk(&p, out)?;
         } else {
+            check_utf8_name(dir, &p)?;
             out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// A file whose name is not UTF-8 has no format we can tell, and dropping it would silently
+/// lose data: refuse it, naming the directory it is in.
+fn check_utf8_name(dir: &Path, file: &Path) -> Result<()> {
+    match file.file_name() {
+        Some(name) if name.to_str().is_none() => Err(Error::BadInput {
+            loc: Location {
+                path: dir.display().to_string(),
+                unit: Unit::File,
+            },
+            msg: format!(
+                "holds a file whose name is not UTF-8 ({}); rename it (inputs are never skipped silently)",
+                name.to_string_lossy()
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The directories a glob reads: from its literal leading directory down as many levels as it
+/// has components (any depth with `**`). Any file there with a non-UTF-8 name is an error.
+fn check_glob_names(spec: &str) -> Result<()> {
+    let path = Path::new(spec);
+    let mut base = PathBuf::new();
+    let mut rest = Vec::new();
+    for c in path.components() {
+        let s = c.as_os_str().to_string_lossy();
+        if rest.is_empty() && !s.contains(['*', '?', '[']) {
+            base.push(c);
+        } else {
+            rest.push(s.into_owned());
+        }
+    }
+    let depth = if rest.iter().any(|c| c == "**") {
+        usize::MAX
+    } else {
+        rest.len()
+    };
+    if base.as_os_str().is_empty() {
+        base = PathBuf::from(".");
+    }
+    scan_names(&base, depth)
+}
+
+fn scan_names(dir: &Path, depth: usize) -> Result<()> {
+    if depth == 0 {
+        return Ok(());
+    }
+    // A glob over a missing directory matches nothing; `discover` reports that itself.
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries {
+        let p = entry.map_err(|e| Error::io(dir, e))?.path();
+        if p.is_dir() {
+            scan_names(&p, depth - 1)?;
+        } else {
+            check_utf8_name(dir, &p)?;
         }
     }
     Ok(())
@@ -494,6 +559,37 @@ mod tests {
             }
             assert_eq!(next, files.len());
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn non_utf8_file_names_are_an_error_not_a_skip() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("good.jsonl"), "{\"text\": \"a\"}\n").unwrap();
+        let bad = dir.join(OsStr::from_bytes(b"caf\xe9.jsonl"));
+        if std::fs::write(&bad, "{\"text\": \"b\"}\n").is_err() {
+            return; // a file system that refuses non-UTF-8 names cannot have the problem
+        }
+        let want = format!(
+            "{}: holds a file whose name is not UTF-8 (caf\u{fffd}.jsonl); rename it (inputs are never skipped silently)",
+            dir.display()
+        );
+        for spec in [
+            dir.display().to_string(),
+            format!("{}/*.jsonl", dir.display()),
+            format!("{}/**/*.jsonl", tmp.path().display()),
+        ] {
+            match discover(std::slice::from_ref(&spec)) {
+                Err(e @ Error::BadInput { .. }) => assert_eq!(e.to_string(), want, "{spec}"),
+                other => panic!("{spec}: expected a bad-input error, got {other:?}"),
+            }
+        }
+        std::fs::remove_file(&bad).unwrap();
+        assert_eq!(discover(&[dir.display().to_string()]).unwrap().len(), 1);
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod report;
 pub mod staging;
 pub mod tokenize;
 pub mod unigram;
+pub mod verify;
 
 pub use error::{Error, Location, Result, Unit};
 

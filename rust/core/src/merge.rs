@@ -85,6 +85,12 @@ fn read_parts(opts: &MergeOptions) -> Result<Vec<(PathBuf, Report)>> {
         same("writer options", p, &r.writer, &first.writer)?;
         same("name", p, &r.name, &first.name)?;
     }
+    // A part whose shards do not match its own records would merge into a wrong stream.
+    for (i, (p, r)) in parts.iter().enumerate() {
+        let ds = MdsDataset::open(p)?;
+        crate::verify::check_counts_and_sizes(&format!("part {i}"), p, &ds, r.counts.samples)?;
+        crate::verify::check_hashes(&format!("part {i}"), p, &ds)?;
+    }
     Ok(parts)
 }
 
@@ -157,6 +163,7 @@ pub fn merge(opts: &MergeOptions) -> Result<Report> {
     if opts.parts.is_empty() {
         return Err(Error::Config("merge needs at least one part".into()));
     }
+    crate::staging::check_not_an_input(&opts.out, &opts.parts)?;
     let parts = read_parts(opts)?;
     let first = parts[0].1.clone();
 

@@ -216,6 +216,16 @@ fn read_sources(opts: &MixOptions) -> Result<(Vec<Report>, String)> {
         .collect::<Result<_>>()?;
     let first = &reports[0];
     for ((name, dir), r) in opts.sources.iter().zip(&reports) {
+        // An empty source cannot be sampled in any exhaust mode (and would divide by zero
+        // when passes are counted), so refuse it here rather than deep in planning.
+        if r.counts.samples == 0 {
+            return Err(Error::dataset(
+                dir,
+                format!(
+                    "source '{name}' has no samples; remove it from the mix or prepare more data"
+                ),
+            ));
+        }
         if r.mode != "pretrain" {
             return Err(Error::dataset(
                 dir,
@@ -244,6 +254,17 @@ fn read_sources(opts: &MixOptions) -> Result<(Vec<Report>, String)> {
                 ),
             ));
         }
+    }
+    // A source whose shards do not match its own records is damaged; refuse it before planning.
+    for ((name, dir), r) in opts.sources.iter().zip(&reports) {
+        let ds = crate::mds::MdsDataset::open(dir)?;
+        crate::verify::check_counts_and_sizes(
+            &format!("source '{name}'"),
+            dir,
+            &ds,
+            r.counts.samples,
+        )?;
+        crate::verify::check_hashes(&format!("source '{name}'"), dir, &ds)?;
     }
     let tokens_spec = first
         .columns
@@ -283,6 +304,20 @@ fn phases(opts: &MixOptions, names: &[&str], seq_len: usize) -> Result<Vec<Phase
             return Err(Error::Config(format!(
                 "phase {}: weights are all zero",
                 p + 1
+            )));
+        }
+        // Finite weights can still overflow their sum (1e308 + 1e308); normalizing by inf
+        // would give every source weight 0 (or NaN) and a plan that ignores the weights.
+        if !sum.is_finite() {
+            let listed: Vec<String> = spec
+                .weights
+                .iter()
+                .map(|(n, v)| format!("'{n}' = {v:e}"))
+                .collect();
+            return Err(Error::Config(format!(
+                "phase {}: weights sum to {sum} ({}); scale them down, e.g. to sum to 1",
+                p + 1,
+                listed.join(", ")
             )));
         }
         let samples = match spec.length {
@@ -539,6 +574,8 @@ fn write_report(dir: &Path, report: &MixReport) -> Result<()> {
 pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
     let started = Instant::now();
     check_options(opts)?;
+    let source_dirs: Vec<PathBuf> = opts.sources.iter().map(|(_, d)| d.clone()).collect();
+    crate::staging::check_not_an_input(&opts.out, &source_dirs)?;
     let pool = thread_pool(opts.threads)?;
     let (reports, tokens_spec) = read_sources(opts)?;
     let first = &reports[0];
@@ -558,6 +595,14 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
         })
         .collect::<Result<_>>()?;
     let avail: Vec<u64> = sources.iter().map(|s| s.num_samples()).collect();
+    // The index may disagree with midmix.json; an empty one is refused all the same.
+    if let Some(i) = avail.iter().position(|&a| a == 0) {
+        let (name, dir) = &opts.sources[i];
+        return Err(Error::dataset(
+            dir,
+            format!("source '{name}' has no samples (its index.json lists none)"),
+        ));
+    }
 
     // Plan. `Fill` and `stop` end at the first sample a source cannot give without repeating.
     let stop_at_limit = opts.on_exhaust == OnExhaust::Stop || schedule.total().is_none();
@@ -571,6 +616,15 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
     });
     if !stop_at_limit {
         check_exhaustion(opts, &names, &plan.sources, &avail, seq_len)?;
+    }
+    // |c_i(n) - T_i(n)| < 1 is proved for up to three sources (without per-batch quotas); a
+    // plan that misses it means the weights were not what planning assumes, so write nothing.
+    if names.len() <= 3 && batch == 0 && plan.max_deviation >= 1.0 {
+        return Err(Error::Config(format!(
+            "the plan deviates from the weights by {} samples (must be < 1 for {} sources); check the weights of each phase",
+            plan.max_deviation,
+            names.len()
+        )));
     }
     let mut total = plan.sources.len() as u64;
     if let Some(g) = opts.global_batch {

@@ -68,7 +68,8 @@ pub struct PrepareOptions {
     pub out: PathBuf,
     pub overwrite: bool,
     pub mode: Mode,
-    /// Token string or id; `None` = the tokenizer's end-of-text token; `"none"` = no EOS.
+    /// Digits only = an id; `token:TEXT` = the token spelled TEXT; else a token string (see
+    /// `Encoder::resolve_token`). `None` = the tokenizer's end-of-text token; `"none"` = no EOS.
     pub eos: Option<String>,
     pub bos: Option<String>,
     pub writer: WriterOptions,
@@ -671,11 +672,39 @@ fn report(
     }
 }
 
-pub fn prepare(opts: &PrepareOptions) -> Result<Report> {
-    let started = Instant::now();
-    if opts.seq_len == 0 {
+/// The longest `--seq-len` accepted, in tokens (16Mi). Far above any context length in use, and
+/// it keeps one sample (and the packer's buffers) to tens of MB.
+pub const MAX_SEQ_LEN: usize = 1 << 24;
+
+/// Refuse a `seq_len` of 0, above `MAX_SEQ_LEN`, or whose sample would not fit an MDS shard
+/// (offsets are u32, so a shard's header plus one sample must stay below 4 GiB). Checked before
+/// anything sized by `seq_len` is allocated.
+fn check_seq_len(seq_len: usize, dtype: Dtype, sft: bool) -> Result<()> {
+    if seq_len == 0 {
         return Err(Error::Config("--seq-len must be at least 1".into()));
     }
+    if seq_len > MAX_SEQ_LEN {
+        return Err(Error::Config(format!(
+            "--seq-len {seq_len} is above the maximum {MAX_SEQ_LEN} tokens"
+        )));
+    }
+    // SFT samples also hold int32 labels, and both columns carry a small ndarray header.
+    let per_token = dtype.size() as u64 + if sft { 4 } else { 0 };
+    let sample = seq_len as u64 * per_token + 64;
+    let header = 4 + 4 * 2 + 4096;
+    if sample + header >= 1 << 32 {
+        return Err(Error::Config(format!(
+            "--seq-len {seq_len}: a sample of {sample} bytes does not fit an MDS shard (u32 offsets)"
+        )));
+    }
+    Ok(())
+}
+
+pub fn prepare(opts: &PrepareOptions) -> Result<Report> {
+    let started = Instant::now();
+    let sft = matches!(opts.mode, Mode::Sft(_));
+    // The bound needs no tokenizer: refuse absurd values before loading one.
+    check_seq_len(opts.seq_len, Dtype::U32, sft)?;
     let task = task_slice_of(opts)?;
     let pool = thread_pool(opts.threads)?;
     let enc = Encoder::from_file(&opts.tokenizer, opts.encoder)?;
@@ -685,8 +714,18 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Report> {
         bos,
         dtype: pack::token_dtype(enc.vocab_size),
     };
+    check_seq_len(opts.seq_len, tokens.dtype, sft)?;
     let mut mode = pipeline(opts, tokens);
     let files = input_files(opts, task)?;
+    // The named files and directories and every file found in them.
+    let in_paths: Vec<PathBuf> = opts
+        .inputs
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+        .chain(files.iter().map(|f| f.path.clone()))
+        .collect();
+    crate::staging::check_not_an_input(&opts.out, &in_paths)?;
     mode.check_inputs(&files)?;
     let sums = pool.install(|| fingerprints(&files))?;
 
@@ -767,6 +806,41 @@ mod tests {
             Some("--task-index 2 must be below --num-tasks 2".into())
         );
         assert!(task_error(Some(0), Some(0)).is_some());
+    }
+
+    #[test]
+    fn huge_seq_len_is_refused_before_allocating() {
+        let tok =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/pythia.json");
+        let tmp = tempfile::tempdir().unwrap();
+        let input = tmp.path().join("a.jsonl");
+        std::fs::write(&input, "{\"text\": \"hello\"}\n").unwrap();
+        let out = tmp.path().join("out");
+        for (seq_len, want) in [
+            (
+                5_000_000_000usize,
+                "--seq-len 5000000000 is above the maximum 16777216 tokens",
+            ),
+            (
+                MAX_SEQ_LEN + 1,
+                "--seq-len 16777217 is above the maximum 16777216 tokens",
+            ),
+            (0, "--seq-len must be at least 1"),
+        ] {
+            let o = PrepareOptions::new(
+                "d",
+                vec![input.display().to_string()],
+                tok.clone(),
+                seq_len,
+                out.clone(),
+            );
+            match prepare(&o) {
+                Err(Error::Config(msg)) => assert_eq!(msg, want),
+                other => panic!("seq_len {seq_len}: expected a config error, got {other:?}"),
+            }
+            assert!(!out.exists());
+        }
+        assert!(check_seq_len(MAX_SEQ_LEN, Dtype::U32, true).is_ok());
     }
 
     #[test]

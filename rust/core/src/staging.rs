@@ -12,6 +12,105 @@ pub struct StagedDir {
     committed: bool,
 }
 
+/// `--overwrite` replaces only what midmix made: a directory holding both `midmix.json` and
+/// `index.json`. Anything else (a file, any other directory) is refused and left untouched.
+fn check_replaceable(path: &Path) -> Result<()> {
+    // symlink_metadata: a link is not followed to replace what it points at.
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    let is_dataset = meta.is_dir()
+        && path.join(crate::report::REPORT_FILE).is_file()
+        && path.join(crate::mds::INDEX_FILE).is_file();
+    if is_dataset {
+        return Ok(());
+    }
+    let what = if meta.is_dir() {
+        "is a directory but not a midmix dataset (it lacks midmix.json or index.json)"
+    } else {
+        "is not a midmix dataset directory"
+    };
+    Err(Error::dataset(
+        path,
+        format!("{what}; --overwrite only replaces a midmix dataset, so it was left untouched"),
+    ))
+}
+
+/// `path` made absolute with symlinks resolved, also when it (or its parents) does not exist
+/// yet: the nearest existing ancestor is canonicalized and the rest appended.
+fn resolved(path: &Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut rest = Vec::new();
+    let mut cur = abs.as_path();
+    loop {
+        if let Ok(c) = cur.canonicalize() {
+            return rest.iter().rev().fold(c, |acc, r| acc.join(r));
+        }
+        match (cur.parent(), cur.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                cur = parent;
+            }
+            _ => return abs,
+        }
+    }
+}
+
+/// Refuse an output that is, contains or lies inside one of the command's inputs: building or
+/// replacing it would destroy (or re-read) what the command reads.
+pub fn check_not_an_input(out: &Path, inputs: &[PathBuf]) -> Result<()> {
+    let o = resolved(out);
+    for input in inputs {
+        let i = resolved(input);
+        let how = if o == i {
+            "is"
+        } else if i.starts_with(&o) {
+            "contains"
+        } else if o.starts_with(&i) {
+            "is inside"
+        } else {
+            continue;
+        };
+        return Err(Error::dataset(
+            out,
+            format!(
+                "the output {how} {}, an input of this command; write the output elsewhere",
+                input.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Remove `.NAME.midmix-tmp-PID` siblings left by runs that were killed (SIGKILL skips `Drop`).
+/// Conservative: only this output's NAME, only a PID that parses, and only when that process is
+/// gone (`/proc/PID` missing, on a system whose `/proc` shows our own process). Best effort: a
+/// dir that cannot be removed is left for the next run.
+fn remove_stale_staging(parent: &Path, name: &str) {
+    if !Path::new("/proc/self").is_dir() {
+        return; // no procfs: cannot tell a live run from a dead one
+    }
+    let prefix = format!(".{name}.midmix-tmp-");
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        if is_dir && pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 impl StagedDir {
     pub fn new(final_path: &Path, overwrite: bool) -> Result<StagedDir> {
         if final_path.exists() && !overwrite {
@@ -19,6 +118,9 @@ impl StagedDir {
                 final_path,
                 "already exists (pass --overwrite to replace it)",
             ));
+        }
+        if overwrite {
+            check_replaceable(final_path)?;
         }
         let name = final_path
             .file_name()
@@ -29,6 +131,7 @@ impl StagedDir {
             _ => PathBuf::from("."),
         };
         std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+        remove_stale_staging(&parent, name);
         let tmp = parent.join(format!(".{name}.midmix-tmp-{}", std::process::id()));
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
@@ -60,6 +163,8 @@ impl StagedDir {
                     "appeared while building; not replaced",
                 ));
             }
+            // Checked again: it may have been replaced by something else while building.
+            check_replaceable(&self.final_path)?;
             let aside = self.tmp.with_extension("old");
             std::fs::rename(&self.final_path, &aside)
                 .map_err(|e| Error::io(&self.final_path, e))?;
@@ -79,5 +184,118 @@ impl Drop for StagedDir {
         if !self.committed {
             let _ = std::fs::remove_dir_all(&self.tmp);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dataset(dir: &Path, marker: &str) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join(crate::report::REPORT_FILE), marker).unwrap();
+        std::fs::write(dir.join(crate::mds::INDEX_FILE), "{}").unwrap();
+    }
+
+    #[test]
+    fn overwrite_replaces_only_a_midmix_dataset() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A directory that is not a dataset (only one of the two files): refused, untouched.
+        let home = tmp.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        std::fs::write(home.join("thesis.tex"), "precious").unwrap();
+        std::fs::write(home.join(crate::mds::INDEX_FILE), "{}").unwrap();
+        match StagedDir::new(&home, true) {
+            Err(Error::Dataset { msg, .. }) => assert_eq!(
+                msg,
+                "is a directory but not a midmix dataset (it lacks midmix.json or index.json); --overwrite only replaces a midmix dataset, so it was left untouched"
+            ),
+            other => panic!("expected a dataset error, got {:?}", other.map(|_| ())),
+        }
+        assert_eq!(std::fs::read(home.join("thesis.tex")).unwrap(), b"precious");
+        // A file: refused, untouched.
+        let file = tmp.path().join("notes.txt");
+        std::fs::write(&file, "keep").unwrap();
+        let err = StagedDir::new(&file, true).err().unwrap().to_string();
+        assert!(err.ends_with("is not a midmix dataset directory; --overwrite only replaces a midmix dataset, so it was left untouched"), "{err}");
+        assert_eq!(std::fs::read(&file).unwrap(), b"keep");
+        // A dataset: replaced.
+        let ds = tmp.path().join("ds");
+        dataset(&ds, "old");
+        let staged = StagedDir::new(&ds, true).unwrap();
+        dataset(staged.path(), "new");
+        staged.commit().unwrap();
+        assert_eq!(std::fs::read(ds.join("midmix.json")).unwrap(), b"new");
+        // Swapped for something else while building: commit refuses and keeps it.
+        let staged = StagedDir::new(&ds, true).unwrap();
+        std::fs::remove_dir_all(&ds).unwrap();
+        std::fs::write(&ds, "a file now").unwrap();
+        assert!(staged.commit().is_err());
+        assert_eq!(std::fs::read(&ds).unwrap(), b"a file now");
+    }
+
+    #[test]
+    fn output_that_is_holds_or_sits_in_an_input_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let file = data.join("a.jsonl");
+        std::fs::write(&file, "").unwrap();
+        let inputs = [file.clone()];
+        let msg = |out: &Path, inputs: &[PathBuf]| {
+            check_not_an_input(out, inputs).err().map(|e| e.to_string())
+        };
+        assert_eq!(
+            msg(&file, &inputs),
+            Some(format!(
+                "{}: the output is {}, an input of this command; write the output elsewhere",
+                file.display(),
+                file.display()
+            ))
+        );
+        // Spelled differently, still the same place.
+        let dotted = data.join(".").join("a.jsonl");
+        assert!(msg(&dotted, &inputs).unwrap().contains("the output is "));
+        assert!(msg(&data, &inputs)
+            .unwrap()
+            .contains("the output contains "));
+        assert!(msg(&data.join("out"), std::slice::from_ref(&data))
+            .unwrap()
+            .contains("the output is inside "));
+        assert!(msg(&data.join("new/deeper"), std::slice::from_ref(&data)).is_some());
+        assert_eq!(msg(&tmp.path().join("out"), &inputs), None);
+        assert_eq!(
+            msg(&tmp.path().join("data2"), std::slice::from_ref(&data)),
+            None
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn stale_staging_dirs_of_dead_runs_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pid_max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(4_194_304);
+        let dead = pid_max + 1;
+        let stale = tmp.path().join(format!(".out.midmix-tmp-{dead}"));
+        std::fs::create_dir(&stale).unwrap();
+        std::fs::write(stale.join("shard.00000.mds"), "x").unwrap();
+        // Kept: a live run (pid 1 always exists), another output's, and a PID that does not parse.
+        let keep = [
+            tmp.path().join(".out.midmix-tmp-1"),
+            tmp.path().join(format!(".other.midmix-tmp-{dead}")),
+            tmp.path().join(format!(".out.midmix-tmp-{dead}x")),
+        ];
+        for k in &keep {
+            std::fs::create_dir(k).unwrap();
+        }
+        let staged = StagedDir::new(&tmp.path().join("out"), false).unwrap();
+        assert!(!stale.exists());
+        for k in &keep {
+            assert!(k.exists(), "{}", k.display());
+        }
+        drop(staged);
     }
 }

@@ -214,19 +214,33 @@ impl Encoder {
         })
     }
 
-    /// Resolve `--eos`/`--bos`: a token string of the vocabulary, or a numeric id.
+    /// Resolve `--eos`/`--bos`.
+    ///
+    /// - A spec made only of ASCII digits is an id, which must be below the vocabulary size
+    ///   (`--eos 0` is id 0, never the token spelled "0").
+    /// - `token:TEXT` is the token spelled TEXT, for tokens whose text is all digits
+    ///   (`token:0` is the digit token "0").
+    /// - Anything else is a token string of the vocabulary.
     pub fn resolve_token(&self, spec: &str) -> Result<u32> {
-        if let Some(id) = self.token_to_id(spec) {
-            return Ok(id);
+        if !spec.is_empty() && spec.bytes().all(|b| b.is_ascii_digit()) {
+            // Digits only: an id. Too many digits for u64 is out of range all the same.
+            return match spec.parse::<u64>() {
+                Ok(id) if id < self.vocab_size => Ok(id as u32),
+                _ => Err(Error::Config(format!(
+                    "token id {spec} is not below the vocabulary size {} of {} (write token:{spec} for the token spelled '{spec}')",
+                    self.vocab_size,
+                    self.path.display()
+                ))),
+            };
         }
-        match spec.parse::<u64>() {
-            Ok(id) if id < self.vocab_size => Ok(id as u32),
-            _ => Err(Error::Config(format!(
-                "'{spec}' is neither a token of {} nor an id below its vocabulary size {}",
+        let text = spec.strip_prefix("token:").unwrap_or(spec);
+        self.token_to_id(text).ok_or_else(|| {
+            Error::Config(format!(
+                "'{text}' is neither a token of {} nor an id (digits only, below its vocabulary size {})",
                 self.path.display(),
                 self.vocab_size
-            ))),
-        }
+            ))
+        })
     }
 }
 
@@ -253,4 +267,29 @@ fn vocab_facts(json: &Value) -> Option<(u64, Vec<AddedToken>)> {
         .unwrap_or_default();
     let added_max = added.iter().map(|t| t.id as u64 + 1).max().unwrap_or(0);
     Some((model_max.max(added_max), added))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pythia() -> Encoder {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/pythia.json");
+        Encoder::from_file(&p, EncoderChoice::Auto).unwrap()
+    }
+
+    #[test]
+    fn numeric_eos_is_an_id_not_a_digit_token() {
+        let enc = pythia();
+        assert_eq!(enc.resolve_token("0").unwrap(), 0);
+        assert_eq!(enc.resolve_token("1").unwrap(), 1);
+        assert_eq!(enc.resolve_token("token:0").unwrap(), 17);
+        assert_eq!(enc.resolve_token("<|endoftext|>").unwrap(), 0);
+        let e = enc.resolve_token("99999999").unwrap_err().to_string();
+        assert!(e.contains("token id 99999999"), "{e}");
+        assert!(e.contains(&enc.vocab_size.to_string()), "{e}");
+        // Beyond u64 is still an out-of-range id, not a token lookup.
+        assert!(enc.resolve_token("99999999999999999999999").is_err());
+        assert!(enc.resolve_token("token:no-such-token-xyz").is_err());
+    }
 }

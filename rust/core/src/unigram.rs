@@ -249,6 +249,39 @@ pub fn count_raw(opts: &RawOptions) -> Result<Unigram> {
     Ok(counter.total)
 }
 
+/// How many ids a dataset's counts hold: the tokenizer's `vocab_size` from its `midmix.json`
+/// (prepared datasets and mixes both record it), else all 65,536 values of uint16. Wider ids without a manifest are refused: sizing by the
+/// largest id seen lets one corrupt id allocate gigabytes.
+fn dataset_vocab(dir: &Path, enc: &Encoding) -> Result<usize> {
+    let manifest = dir.join(crate::report::REPORT_FILE);
+    if manifest.exists() {
+        let text = std::fs::read_to_string(&manifest).map_err(|e| Error::io(&manifest, e))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::dataset(&manifest, format!("not valid JSON: {e}")))?;
+        if let Some(v) = json["tokenizer"]["vocab_size"].as_u64() {
+            return usize::try_from(v)
+                .ok()
+                .filter(|&v| v > 0 && v <= 1 << 32)
+                .ok_or_else(|| {
+                    Error::dataset(
+                        &manifest,
+                        format!("tokenizer.vocab_size {v} is out of range"),
+                    )
+                });
+        }
+    }
+    match enc {
+        Encoding::NdArray {
+            dtype: Some(Dtype::U16),
+            ..
+        } => Ok(1 << 16),
+        _ => Err(Error::dataset(
+            dir,
+            "has no midmix.json with tokenizer.vocab_size, and its token dtype is wider than uint16: cannot size the counts",
+        )),
+    }
+}
+
 /// Count token ids of a prepared or mixed dataset (`tokens`, or SFT `input_ids`), without
 /// re-tokenizing. `exclude` ids (the EOS/BOS `prepare` inserted) are not counted. Setting
 /// `cancel` stops it between shards with `Error::Interrupted`.
@@ -265,39 +298,48 @@ pub fn count_dataset(
         .or_else(|| ds.column_index("input_ids"))
         .ok_or_else(|| Error::dataset(dir, "has no tokens or input_ids column"))?;
     let enc = ds.columns[col].encoding.clone();
-    let vocab = match &enc {
-        Encoding::NdArray {
-            dtype: Some(Dtype::U16),
-            ..
-        } => 1 << 16,
-        _ => 0,
-    };
+    let vocab = dataset_vocab(dir, &enc)?;
     let counted = pool.install(|| {
         (0..ds.shards.len())
             .into_par_iter()
             .map(|si| -> Result<Unigram> {
                 check_cancel(cancel)?;
                 let shard = ds.load_shard(si)?;
+                let name = &ds.shards[si].raw_basename;
                 let mut u = Unigram::new(vocab);
                 for i in 0..shard.len() {
-                    let bad = || Error::dataset(dir, format!("shard {si} sample {i} is corrupt"));
+                    let bad = || Error::dataset(dir, format!("{name} sample {i} is corrupt"));
                     let cols = ds
                         .split_sample(shard.sample(i).ok_or_else(bad)?)
                         .ok_or_else(bad)?;
                     let (dtype, _, values) = decode_ndarray(&enc, cols[col]).ok_or_else(bad)?;
-                    match dtype {
+                    // Counts are sized by the vocabulary; an id past it is damage, not a
+                    // reason to grow them (one stray u32 would cost gigabytes).
+                    let mut add = |t: u32| -> Result<()> {
+                        let slot = u.counts.get_mut(t as usize).ok_or_else(|| {
+                            Error::dataset(
+                                dir,
+                                format!("{name} sample {i}: id {t} ≥ vocab size {vocab}: corrupt shard?"),
+                            )
+                        })?;
+                        *slot += 1;
+                        Ok(())
+                    };
+                    let n = match dtype {
                         Dtype::U16 => {
                             for c in values.chunks_exact(2) {
-                                let t = u16::from_le_bytes([c[0], c[1]]) as usize;
-                                u.counts[t] += 1;
+                                add(u16::from_le_bytes([c[0], c[1]]) as u32)?;
                             }
-                            u.tokens += (values.len() / 2) as u64;
+                            values.len() / 2
                         }
                         _ => {
-                            let ids = crate::pack::bytes_to_ids(values, dtype);
-                            u.add_ids(&ids);
+                            for c in values.chunks_exact(4) {
+                                add(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))?;
+                            }
+                            values.len() / 4
                         }
-                    }
+                    };
+                    u.tokens += n as u64;
                     u.documents += 1;
                 }
                 Ok(u)
@@ -361,6 +403,86 @@ mod tests {
                 Err(Error::Interrupted)
             ));
         }
+    }
+
+    #[test]
+    fn count_dataset_refuses_ids_past_the_vocab_instead_of_growing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let input = tmp.path().join("a.jsonl");
+        std::fs::write(
+            &input,
+            "{\"text\": \"one two three four five six seven\"}\n",
+        )
+        .unwrap();
+        let dir = tmp.path().join("ds");
+        let o = crate::prepare::PrepareOptions::new(
+            "d",
+            vec![input.display().to_string()],
+            tokenizer(),
+            4,
+            dir.clone(),
+        );
+        crate::prepare::prepare(&o).unwrap();
+        let u = count_dataset(&dir, &[], Some(1), None).unwrap();
+        // Sized by the tokenizer's vocabulary (from midmix.json), not by the dtype.
+        assert_eq!(u.counts.len(), 50277);
+        // Hand-corrupt the last token of the shard: 0xffff is a uint16 but not a Pythia id.
+        let shard = dir.join("shard.00000.mds");
+        let mut bytes = std::fs::read(&shard).unwrap();
+        let n = bytes.len();
+        bytes[n - 2..].copy_from_slice(&[0xff, 0xff]);
+        std::fs::write(&shard, bytes).unwrap();
+        let samples = u.documents;
+        match count_dataset(&dir, &[], Some(1), None) {
+            Err(Error::Dataset { path, msg }) => {
+                assert_eq!(path, dir.display().to_string());
+                assert_eq!(
+                    msg,
+                    format!(
+                        "shard.00000.mds sample {}: id 65535 ≥ vocab size 50277: corrupt shard?",
+                        samples - 1
+                    )
+                );
+            }
+            other => panic!(
+                "expected a dataset error, got {:?}",
+                other.map(|u| u.counts.len())
+            ),
+        }
+
+        // uint32 ids: one huge id is an error, never a 4 GB resize.
+        use crate::mds::{ColumnValue, MdsWriter, WriterOptions};
+        let dir = tmp.path().join("wide");
+        let mut w = MdsWriter::create(
+            &dir,
+            &[("tokens", "ndarray:uint32:2")],
+            &WriterOptions::default(),
+        )
+        .unwrap();
+        let ids: Vec<u8> = [1u32, 500_000_000]
+            .iter()
+            .flat_map(|t| t.to_le_bytes())
+            .collect();
+        w.write(&[ColumnValue::Raw(&ids)]).unwrap();
+        w.finish().unwrap();
+        let err = count_dataset(&dir, &[], Some(1), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot size the counts"), "{err}");
+        std::fs::write(
+            dir.join("midmix.json"),
+            "{\"tokenizer\": {\"vocab_size\": 100000}}",
+        )
+        .unwrap();
+        let err = count_dataset(&dir, &[], Some(1), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with(
+                "shard.00000.mds sample 0: id 500000000 ≥ vocab size 100000: corrupt shard?"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

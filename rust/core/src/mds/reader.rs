@@ -23,6 +23,12 @@ pub struct ShardInfo {
     pub zip_basename: Option<String>,
     pub compression: Option<String>,
     pub samples: u64,
+    /// File sizes `index.json` records (`raw_data.bytes`, `zip_data.bytes`).
+    pub raw_bytes: Option<u64>,
+    pub zip_bytes: Option<u64>,
+    /// Hashes `index.json` records, (algorithm, hex digest), sorted by algorithm.
+    pub raw_hashes: Vec<(String, String)>,
+    pub zip_hashes: Vec<(String, String)>,
 }
 
 /// One shard's bytes, decompressed, with sample access.
@@ -55,6 +61,20 @@ impl Shard {
         let end = u32::from_le_bytes(self.bytes.get(at + 4..at + 8)?.try_into().ok()?) as usize;
         self.bytes.get(begin..end)
     }
+}
+
+/// `{"sha1": "ab12…", …}` as sorted (algorithm, digest) pairs; anything else is no hashes.
+fn recorded_hashes(v: &Value) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = v
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
 }
 
 impl MdsDataset {
@@ -109,6 +129,10 @@ impl MdsDataset {
                 samples: s["samples"]
                     .as_u64()
                     .ok_or_else(|| bad("shard without samples"))?,
+                raw_bytes: s["raw_data"]["bytes"].as_u64(),
+                zip_bytes: s["zip_data"]["bytes"].as_u64(),
+                raw_hashes: recorded_hashes(&s["raw_data"]["hashes"]),
+                zip_hashes: recorded_hashes(&s["zip_data"]["hashes"]),
             });
         }
         Ok(MdsDataset {

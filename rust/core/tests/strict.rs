@@ -1,0 +1,322 @@
+//! Regression tests for inputs that used to panic, abort, or succeed silently with a wrong
+//! result. Each builds a small, deliberately broken input.
+
+use std::path::{Path, PathBuf};
+
+use midmix_core::mix::{build_mix, Length, MixOptions, OnExhaust, PhaseSpec};
+use midmix_core::prepare::{prepare, PrepareOptions};
+use midmix_core::Error;
+
+fn tokenizer() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/pythia.json")
+}
+
+/// A prepared pretraining source `name` in `root`, from `docs` JSONL documents.
+fn source(root: &Path, name: &str, docs: usize, seq_len: usize) -> PathBuf {
+    let input = root.join(format!("{name}.jsonl"));
+    let text: String = (0..docs)
+        .map(|i| format!("{{\"text\": \"document {i} of {name}, with a few words in it\"}}\n"))
+        .collect();
+    std::fs::write(&input, text).unwrap();
+    let out = root.join(name);
+    let o = PrepareOptions::new(
+        name,
+        vec![input.display().to_string()],
+        tokenizer(),
+        seq_len,
+        out.clone(),
+    );
+    prepare(&o).unwrap();
+    out
+}
+
+fn mix_options(sources: &[(&str, &Path)], weights: &[f64], out: &Path) -> MixOptions {
+    MixOptions {
+        sources: sources
+            .iter()
+            .map(|(n, p)| (n.to_string(), p.to_path_buf()))
+            .collect(),
+        phases: vec![PhaseSpec {
+            length: Length::Samples(8),
+            weights: sources
+                .iter()
+                .zip(weights)
+                .map(|((n, _), w)| (n.to_string(), *w))
+                .collect(),
+            ramp: false,
+        }],
+        seed: 0,
+        global_batch: None,
+        exact_per_batch: false,
+        on_exhaust: OnExhaust::Error,
+        out: out.to_path_buf(),
+        overwrite: false,
+        size_limit: None,
+        threads: Some(1),
+        progress: false,
+        cancel: None,
+    }
+}
+
+#[test]
+fn empty_source_is_an_error_in_every_exhaust_mode() {
+    let tmp = tempfile::tempdir().unwrap();
+    let full = source(tmp.path(), "full", 20, 16);
+    // One document of fewer tokens than seq_len: a prepared source with 0 samples.
+    let empty = source(tmp.path(), "empty", 1, 16);
+    for on_exhaust in [
+        OnExhaust::Repeat(None),
+        OnExhaust::Repeat(Some(3)),
+        OnExhaust::Error,
+        OnExhaust::Stop,
+    ] {
+        let mut o = mix_options(
+            &[("full", &full), ("empty", &empty)],
+            &[0.5, 0.5],
+            &tmp.path().join("mix"),
+        );
+        o.on_exhaust = on_exhaust;
+        match build_mix(&o) {
+            Err(Error::Dataset { path, msg }) => {
+                assert!(msg.contains("source 'empty' has no samples"), "{msg}");
+                assert!(path.ends_with("empty"), "{path}");
+            }
+            other => panic!(
+                "{on_exhaust:?}: expected a dataset error, got {:?}",
+                other.map(|r| r.max_deviation)
+            ),
+        }
+        assert!(!tmp.path().join("mix").exists());
+    }
+}
+
+#[test]
+fn weights_whose_sum_overflows_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = source(tmp.path(), "a", 20, 16);
+    let b = source(tmp.path(), "b", 20, 16);
+    let out = tmp.path().join("mix");
+    let o = mix_options(&[("a", &a), ("b", &b)], &[1e308, 1e308], &out);
+    match build_mix(&o) {
+        Err(Error::Config(msg)) => {
+            assert_eq!(
+                msg,
+                "phase 1: weights sum to inf ('a' = 1e308, 'b' = 1e308); scale them down, e.g. to sum to 1"
+            );
+        }
+        other => panic!(
+            "expected a config error, got {:?}",
+            other.map(|r| r.max_deviation)
+        ),
+    }
+    assert!(!out.exists());
+    // The same ratio, scaled down, is fine.
+    let r = build_mix(&mix_options(&[("a", &a), ("b", &b)], &[1e307, 1e307], &out)).unwrap();
+    assert!(r.max_deviation < 1.0);
+}
+
+#[test]
+fn overwrite_never_replaces_an_input_of_the_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = source(tmp.path(), "a", 20, 16);
+    let before = std::fs::read(a.join("index.json")).unwrap();
+    // build-mix writing over its own source (a dataset, so --overwrite alone would allow it).
+    let mut o = mix_options(&[("a", &a)], &[1.0], &a);
+    o.overwrite = true;
+    match build_mix(&o) {
+        Err(Error::Dataset { msg, .. }) => assert!(msg.starts_with("the output is "), "{msg}"),
+        other => panic!("expected a dataset error, got {:?}", other.map(|r| r.kind)),
+    }
+    assert_eq!(std::fs::read(a.join("index.json")).unwrap(), before);
+    // prepare writing into the directory it reads.
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("x.jsonl"), "{\"text\": \"hello world\"}\n").unwrap();
+    let o = PrepareOptions::new(
+        "d",
+        vec![data.display().to_string()],
+        tokenizer(),
+        4,
+        data.join("ds"),
+    );
+    match prepare(&o) {
+        Err(Error::Dataset { msg, .. }) => {
+            assert!(msg.starts_with("the output is inside "), "{msg}")
+        }
+        other => panic!("expected a dataset error, got {:?}", other.map(|r| r.kind)),
+    }
+    assert!(!data.join("ds").exists());
+    // merge writing over one of its parts.
+    let parts: Vec<PathBuf> = (0..2)
+        .map(|i| {
+            let mut o = PrepareOptions::new(
+                "p",
+                vec![data.join("x.jsonl").display().to_string()],
+                tokenizer(),
+                4,
+                tmp.path().join(format!("part{i}")),
+            );
+            o.num_tasks = Some(2);
+            o.task_index = Some(i);
+            prepare(&o).unwrap();
+            o.out
+        })
+        .collect();
+    let o = midmix_core::merge::MergeOptions {
+        parts: parts.clone(),
+        out: parts[1].clone(),
+        overwrite: true,
+        progress: false,
+        cancel: None,
+    };
+    match midmix_core::merge::merge(&o) {
+        Err(Error::Dataset { msg, .. }) => assert!(msg.starts_with("the output is "), "{msg}"),
+        other => panic!("expected a dataset error, got {:?}", other.map(|r| r.kind)),
+    }
+    assert!(parts[1].join("index.json").exists());
+}
+
+/// Edit `dir`'s index.json with `f`.
+fn edit_index(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    f(&mut index);
+    std::fs::write(&path, serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+/// A source of several shards, for hand-editing.
+fn sharded_source(root: &Path, name: &str) -> PathBuf {
+    let input = root.join(format!("{name}.jsonl"));
+    let text: String = (0..60)
+        .map(|i| format!("{{\"text\": \"document {i} of {name}, with a few words in it\"}}\n"))
+        .collect();
+    std::fs::write(&input, text).unwrap();
+    let out = root.join(name);
+    let mut o = PrepareOptions::new(
+        name,
+        vec![input.display().to_string()],
+        tokenizer(),
+        16,
+        out.clone(),
+    );
+    o.writer.size_limit = Some(800);
+    prepare(&o).unwrap();
+    out
+}
+
+fn mix_error(o: &MixOptions) -> (String, String) {
+    match build_mix(o) {
+        Err(Error::Dataset { path, msg }) => (path, msg),
+        other => panic!("expected a dataset error, got {:?}", other.map(|r| r.kind)),
+    }
+}
+
+#[test]
+fn sample_counts_and_shard_sizes_are_checked_against_the_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("mix");
+
+    // A shard entry dropped from index.json.
+    let a = sharded_source(tmp.path(), "a");
+    let mut n_shards = 0;
+    let mut dropped = 0;
+    edit_index(&a, |ix| {
+        let shards = ix["shards"].as_array_mut().unwrap();
+        n_shards = shards.len();
+        dropped = shards.pop().unwrap()["samples"].as_u64().unwrap();
+    });
+    assert!(n_shards > 1);
+    let total = midmix_core::report::Report::read(&a)
+        .unwrap()
+        .counts
+        .samples;
+    let (path, msg) = mix_error(&mix_options(&[("a", &a)], &[1.0], &out));
+    assert_eq!(path, a.display().to_string());
+    assert_eq!(
+        msg,
+        format!(
+            "source 'a': index.json lists {} samples but midmix.json counts {total}",
+            total - dropped
+        )
+    );
+
+    // A shard whose recorded size is lowered (as if the file had grown or been swapped).
+    let b = sharded_source(tmp.path(), "b");
+    let mut recorded = 0;
+    edit_index(&b, |ix| {
+        let bytes = &mut ix["shards"][1]["raw_data"]["bytes"];
+        recorded = bytes.as_u64().unwrap();
+        *bytes = serde_json::json!(recorded - 10);
+    });
+    let (_, msg) = mix_error(&mix_options(&[("b", &b)], &[1.0], &out));
+    assert_eq!(
+        msg,
+        format!(
+            "source 'b': shard shard.00001.mds is {recorded} bytes on disk but index.json records {} (raw_data.bytes)",
+            recorded - 10
+        )
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn recorded_shard_hashes_are_verified_before_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("a.jsonl");
+    let text: String = (0..40)
+        .map(|i| format!("{{\"text\": \"document {i}, with a few words in it\"}}\n"))
+        .collect();
+    std::fs::write(&input, text).unwrap();
+    let a = tmp.path().join("a");
+    let mut o = PrepareOptions::new(
+        "a",
+        vec![input.display().to_string()],
+        tokenizer(),
+        16,
+        a.clone(),
+    );
+    o.writer.hashes = vec!["sha1".into(), "xxh64".into()];
+    o.writer.size_limit = Some(800);
+    prepare(&o).unwrap();
+    let clean = midmix_core::verify::verify(&a).unwrap();
+    assert_eq!(clean.kind, "prepared");
+    assert!(clean.shards > 1);
+    assert_eq!(clean.hashes_checked, 2 * clean.shards as u64);
+    assert_eq!(clean.tokens_checked, clean.samples * 16);
+
+    // Flip one byte of a token: same size, so only the hashes can tell.
+    let shard = a.join("shard.00001.mds");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0x01;
+    std::fs::write(&shard, bytes).unwrap();
+    let out = tmp.path().join("mix");
+    let (path, msg) = mix_error(&mix_options(&[("a", &a)], &[1.0], &out));
+    assert_eq!(path, a.display().to_string());
+    assert!(
+        msg.starts_with(
+            "source 'a': shard shard.00001.mds fails its sha1 check: index.json records "
+        ),
+        "{msg}"
+    );
+    assert!(!out.exists());
+    let err = midmix_core::verify::verify(&a).unwrap_err().to_string();
+    assert!(
+        err.contains("dataset: shard shard.00001.mds fails its sha1 check"),
+        "{err}"
+    );
+
+    // Without hashes, verify still finds an id past the vocabulary.
+    let b = source(tmp.path(), "b", 20, 16);
+    let shard = b.join("shard.00000.mds");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let n = bytes.len();
+    bytes[n - 2..].copy_from_slice(&[0xff, 0xff]);
+    std::fs::write(&shard, bytes).unwrap();
+    let err = midmix_core::verify::verify(&b).unwrap_err().to_string();
+    assert!(
+        err.contains("id 65535 ≥ vocab size 50277: corrupt shard?"),
+        "{err}"
+    );
+}
