@@ -119,3 +119,21 @@ def test_loader_refuses_bad_or_foreign_state(prose, tmp_path) -> None:
         ds.load_state_dict(foreign)
     ds.load_state_dict(ds.state_dict(16))  # its own state is fine
     assert np.array_equal(next(iter(ds))["input_ids"].numpy(), ds.batch(2)["input_ids"].numpy())
+
+
+# -- midmix verify ----------------------------------------------------------------------------------------
+
+def test_verify_passes_a_good_dataset_and_names_a_flipped_byte(tmp_path) -> None:
+    out = tmp_path / "h"
+    midmix.prepare("h", [DEMO / "prose.jsonl"], tokenizer=PYTHIA, seq_len=64, out=out, hashes=["sha1", "xxh3_64"],
+                   register=False)
+    r = run("verify", out)
+    assert r.exit_code == 0 and "2 recorded shard hashes" in r.output, r.output
+    report = midmix.verify(out)
+    assert report.samples == midmix.Dataset.open(out).num_samples and report.tokens_checked == report.samples * 64
+    shard = out / "shard.00000.mds"
+    data = bytearray(shard.read_bytes())
+    data[-3] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    r = run("verify", out)
+    assert r.exit_code == 1 and "shard.00000.mds fails its sha1 check" in r.output, r.output

@@ -11,7 +11,16 @@ The public API::
 `midmix._core` (the Rust extension) is private: everything goes through these names.
 """
 
-from midmix.api import __version__, build_mix, count_unigrams_dataset, count_unigrams_files, merge, prepare
+from midmix.api import (
+    VerifyReport,
+    __version__,
+    build_mix,
+    count_unigrams_dataset,
+    count_unigrams_files,
+    merge,
+    prepare,
+    verify,
+)
 from midmix.dataset import Dataset, data_root
 from midmix.errors import ConfigError, DatasetError, InputError, MidmixError, TokenizerError
 from midmix.manifest import Manifest, MixManifest, PreparedManifest, read_manifest
@@ -30,6 +39,7 @@ __all__ = [
     "PreparedManifest",
     "Tokenizer",
     "TokenizerError",
+    "VerifyReport",
     "__version__",
     "build_mix",
     "count_unigrams_dataset",
@@ -39,4 +49,5 @@ __all__ = [
     "merge",
     "prepare",
     "read_manifest",
+    "verify",
 ]

@@ -37,6 +37,9 @@ def unigram_raw(options: UnigramFilesOptions) -> tuple[np.ndarray, int, int, int
 def unigram_dataset(dir: str | Path, exclude: list[int], threads: int | None) -> tuple[np.ndarray, int, int, int]:
     """Token-id counts of a prepared or mixed dataset: (uint64 counts, samples, tokens, 0)."""
 
+def verify(dir: str | Path) -> str:
+    """Check a dataset against its own records; returns what was checked as a JSON string."""
+
 class Tokenizer:
     def __init__(self, path: str | Path, encoder: Literal["auto", "fast", "hf"] = "auto") -> None: ...
     def encode(self, text: str) -> list[int]: ...

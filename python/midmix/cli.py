@@ -294,6 +294,24 @@ def inspect(directory: str, data_root: Path | None, show: tuple[int, ...], token
         fail(e)
 
 
+@main.command()
+@click.argument("directory")
+@click.option("--data-root", type=click.Path(path_type=Path), help="to look NAME up instead of a path")
+def verify(directory: str, data_root: Path | None) -> None:
+    """Check a dataset or mix (a directory or a registered name) against its own records.
+
+    Sample counts (index.json vs midmix.json), shard sizes on disk, every recorded shard hash, and
+    every token id below the vocabulary size. Exits 1 naming the first mismatch."""
+    stop_cleanly_on_sigterm()
+    try:
+        r = api.verify(directory, data_root=data_root)
+    except MidmixError as e:
+        fail(e)
+    click.echo(f"ok            {directory} ({r.kind}): {r.samples:,} samples in {r.shards} shards")
+    click.echo(f"hashes        {r.hashes_checked} recorded shard hashes recomputed and equal")
+    click.echo(f"token ids     {r.tokens_checked:,} checked below vocab size {r.vocab_size:,}")
+
+
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": False})
 @click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)

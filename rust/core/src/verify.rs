@@ -94,7 +94,7 @@ pub fn check_hashes(what: &str, dir: &Path, ds: &MdsDataset) -> Result<u64> {
 }
 
 /// What `verify` checked.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct VerifyReport {
     /// `prepared` or `mix`, from `midmix.json`.
     pub kind: String,

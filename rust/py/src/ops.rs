@@ -83,7 +83,17 @@ fn unigram_dataset(
     Ok(unigram_tuple(py, u))
 }
 
+/// Check a dataset against its own records (counts, shard sizes, recorded hashes, ids below the
+/// vocabulary); returns what was checked as a JSON string.
+#[pyfunction]
+fn verify(py: Python<'_>, dir: PathBuf) -> PyResult<String> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let report = run_interruptible(py, cancel, move || midmix_core::verify::verify(&dir))?;
+    to_json(&report)
+}
+
 pub fn add_to(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(verify, m)?)?;
     m.add_function(wrap_pyfunction!(prepare, m)?)?;
     m.add_function(wrap_pyfunction!(merge, m)?)?;
     m.add_function(wrap_pyfunction!(build_mix, m)?)?;
