@@ -71,3 +71,28 @@ def test_merge_rejects_incomplete_or_foreign_parts(tmp_path) -> None:
     with pytest.raises(DatasetError, match="missing or given twice"):
         midmix.merge([parts[0], parts[1], tmp_path / "dup"], tmp_path / "m")
     assert not (tmp_path / "m").exists()
+
+
+def test_merge_refuses_parts_of_another_prepare_run(tmp_path) -> None:
+    """Parts with the same options but other inputs (or another text field) would merge into a dataset
+    whose inputs list one file twice and miss another: refused, naming the part."""
+    inputs = make_inputs(tmp_path)
+    parts = []
+    for i in range(2):
+        parts.append(tmp_path / f"part{i}")
+        midmix.prepare("p", inputs, tokenizer=PYTHIA, seq_len=64, out=parts[-1], num_tasks=2, task_index=i)
+    other_inputs = [inputs[0], str(DEMO / "prose_val.jsonl")]
+    foreign = tmp_path / "foreign1"
+    midmix.prepare("p", other_inputs, tokenizer=PYTHIA, seq_len=64, out=foreign, num_tasks=2, task_index=1)
+    with pytest.raises(DatasetError, match=r"foreign1.*prepare run"):
+        midmix.merge([parts[0], foreign], tmp_path / "m")
+    records = tmp_path / "records"
+    (records / "in").mkdir(parents=True)
+    for f in Path(inputs[0]).iterdir():  # the same files, with the text under another key
+        rows = [json.loads(line) for line in f.read_text().splitlines()]
+        (records / "in" / f.name).write_text("".join(json.dumps({"body": r["text"]}) + "\n" for r in rows))
+    midmix.prepare("p", [str(records / "in")], tokenizer=PYTHIA, seq_len=64, out=tmp_path / "field1", num_tasks=2,
+                   task_index=1, text_field="body")
+    with pytest.raises(DatasetError, match="text field differs"):
+        midmix.merge([parts[0], tmp_path / "field1"], tmp_path / "m")
+    assert not (tmp_path / "m").exists()

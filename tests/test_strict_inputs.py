@@ -137,3 +137,29 @@ def test_verify_passes_a_good_dataset_and_names_a_flipped_byte(tmp_path) -> None
     shard.write_bytes(bytes(data))
     r = run("verify", out)
     assert r.exit_code == 1 and "shard.00000.mds fails its sha1 check" in r.output, r.output
+
+
+# -- readers check what is cheap to check -----------------------------------------------------------------
+
+def test_reader_refuses_an_index_that_disagrees_with_the_manifest(prose, tmp_path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(prose, copy)
+    index = json.loads((copy / "index.json").read_text())
+    index["shards"][0]["samples"] -= 10
+    (copy / "index.json").write_text(json.dumps(index))
+    with pytest.raises(midmix.DatasetError, match="index.json lists .* samples but midmix.json counts"):
+        midmix.Dataset.open(copy).tokens()
+
+
+def test_loader_refuses_a_token_id_past_the_vocabulary(prose, tmp_path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(prose, copy)
+    shard = copy / "shard.00000.mds"
+    data = bytearray(shard.read_bytes())
+    data[-2:] = (65535).to_bytes(2, "little")  # the last token of the last sample: an id no Pythia token has
+    shard.write_bytes(bytes(data))
+    reader = midmix.Dataset.open(copy).tokens()
+    n = reader.num_samples
+    reader.read_strided(0, 1, n - 1)  # the samples before it read fine
+    with pytest.raises(midmix.DatasetError, match="token id 65535 ≥ vocab size 50277"):
+        reader.read_strided(0, 1, n)

@@ -76,6 +76,7 @@ class TaskInfo:
     index: int
     count: int
     tail: list[int]
+    run_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,9 @@ fn read_parts(opts: &MergeOptions) -> Result<Vec<(PathBuf, Report)>> {
         same("sft options", p, &r.sft, &first.sft)?;
         same("writer options", p, &r.writer, &first.writer)?;
         same("name", p, &r.name, &first.name)?;
+        same("text field", p, &r.text_field, &first.text_field)?;
+        let run = |r: &Report| r.task.as_ref().map(|t| t.run_id.clone());
+        same("prepare run (inputs or options)", p, &run(r), &run(first))?;
     }
     // A part whose shards do not match its own records would merge into a wrong stream.
     for (i, (p, r)) in parts.iter().enumerate() {

@@ -488,8 +488,24 @@ fn pipeline(opts: &PrepareOptions, tokens: Tokens) -> Box<dyn ModePipeline> {
     }
 }
 
-/// The input files, labelled as asked and cut to this task's slice.
-fn input_files(opts: &PrepareOptions, task: Option<(usize, usize)>) -> Result<Vec<InputFile>> {
+/// The id every part of one `--num-tasks` run shares: the whole input list (labels and sizes) and
+/// the options that shape the stream. Parts of different runs cannot merge into a valid dataset.
+fn run_id(opts: &PrepareOptions, files: &[InputFile]) -> String {
+    let mut key = format!(
+        "midmix-run\0{:?}\0{:?}\0{:?}\0{}",
+        opts.mode, opts.eos, opts.bos, opts.seq_len
+    );
+    for f in files {
+        key.push_str(&format!("\0{}\0{}", f.label, f.size));
+    }
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(key.as_bytes()))
+}
+
+/// The input files, labelled as asked and cut to this task's slice, and the run id of the whole list.
+fn input_files(
+    opts: &PrepareOptions,
+    task: Option<(usize, usize)>,
+) -> Result<(Vec<InputFile>, String)> {
     let mut files = input::discover(&opts.inputs)?;
     if let Some(labels) = &opts.input_labels {
         if labels.len() != files.len() {
@@ -499,10 +515,11 @@ fn input_files(opts: &PrepareOptions, task: Option<(usize, usize)>) -> Result<Ve
             f.label = l.clone();
         }
     }
+    let id = run_id(opts, &files);
     if let Some((count, index)) = task {
         files = files[input::task_slice(&files, count, index)].to_vec();
     }
-    Ok(files)
+    Ok((files, id))
 }
 
 /// What the encoding loop reads from.
@@ -716,7 +733,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Report> {
     };
     check_seq_len(opts.seq_len, tokens.dtype, sft)?;
     let mut mode = pipeline(opts, tokens);
-    let files = input_files(opts, task)?;
+    let (files, run_id) = input_files(opts, task)?;
     // The named files and directories and every file found in them.
     let in_paths: Vec<PathBuf> = opts
         .inputs
@@ -759,6 +776,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Report> {
         index,
         count,
         tail: mode.tail(),
+        run_id,
     });
     mode.finish_counts(&mut counts, &writer, task.is_some());
     let shards = writer.finish()?;

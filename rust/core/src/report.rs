@@ -75,6 +75,11 @@ pub struct TaskInfo {
     pub count: usize,
     /// The token ids after the last full sample: the next part's stream continues them.
     pub tail: Vec<u32>,
+    /// The same for every part of one prepare run: xxh3-128 over the whole input list (names and
+    /// sizes, before slicing) and the options that shape the token stream. `merge` refuses parts
+    /// whose run ids differ (empty in parts written before it existed).
+    #[serde(default)]
+    pub run_id: String,
 }
 
 /// Facts about the run that differ between identical runs; kept apart from the rest so the rest

@@ -18,13 +18,41 @@ use crate::errors::{to_py, DatasetError, MidmixError};
 /// Open `dir` with its shards mapped. Compressed shards are decompressed into a directory of this
 /// reader's own (two readers never share one), which is removed at once: the maps keep the
 /// unlinked files alive until the reader is dropped, and nothing is left behind on any exit.
-fn open_mapped(dir: &Path) -> PyResult<MappedDataset> {
+///
+/// Opening also checks what is cheap to check: the samples `index.json` lists against the count in
+/// `midmix.json` and every shard's size on disk against `index.json`. Returns the vocabulary size
+/// the manifest records (token ids must be below it), when there is a manifest.
+fn open_mapped(dir: &Path) -> PyResult<(MappedDataset, Option<u64>)> {
     static READERS: AtomicU64 = AtomicU64::new(0);
     let n = READERS.fetch_add(1, Ordering::Relaxed);
     let cache = std::env::temp_dir().join(format!("midmix-reader-{}-{n}", std::process::id()));
     let opened = MappedDataset::open(dir, &cache);
     let _ = std::fs::remove_dir_all(&cache);
-    opened.map_err(to_py)
+    let data = opened.map_err(to_py)?;
+    let mut vocab = None;
+    if let Some((samples, v)) = manifest_facts(dir)? {
+        midmix_core::verify::check_counts_and_sizes("dataset", dir, data.dataset(), samples)
+            .map_err(to_py)?;
+        vocab = v;
+    }
+    Ok((data, vocab))
+}
+
+/// (samples, vocab size) from `midmix.json` — a prepared dataset's `counts.samples` or a mix's
+/// `total_samples` — or None when the dataset has no manifest (MDS written by something else).
+fn manifest_facts(dir: &Path) -> PyResult<Option<(u64, Option<u64>)>> {
+    let path = dir.join(midmix_core::report::REPORT_FILE);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let bad = |msg: &str| DatasetError::new_err(format!("{}: {msg}", path.display()));
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(&format!("not valid JSON ({e})")))?;
+    let samples = json["counts"]["samples"]
+        .as_u64()
+        .or_else(|| json["total_samples"].as_u64())
+        .ok_or_else(|| bad("records no sample count (counts.samples or total_samples)"))?;
+    Ok(Some((samples, json["tokenizer"]["vocab_size"].as_u64())))
 }
 
 /// Gathered tokens [n, seq_len] (stored dtype) and, for mixes, the source of each sample.
@@ -41,13 +69,16 @@ pub struct TokenReader {
     seq_len: usize,
     dtype: Dtype,
     has_source: bool,
+    /// Ids must be below this (from midmix.json): a larger one means a corrupt shard.
+    vocab: Option<u64>,
+    dir: PathBuf,
 }
 
 #[pymethods]
 impl TokenReader {
     #[new]
     fn new(dir: PathBuf) -> PyResult<Self> {
-        let data = open_mapped(&dir)?;
+        let (data, vocab) = open_mapped(&dir)?;
         let cols = &data.dataset().columns;
         let bad = || {
             DatasetError::new_err(format!(
@@ -73,6 +104,8 @@ impl TokenReader {
             dtype: *dtype,
             data,
             has_source,
+            vocab,
+            dir,
         })
     }
 
@@ -138,6 +171,7 @@ impl TokenReader {
                 ),
             }
         }
+        self.check_ids(start, tokens.iter().copied().max())?;
         let arr = numpy::ndarray::Array2::from_shape_vec((count, self.seq_len), tokens)
             .map_err(|e| MidmixError::new_err(e.to_string()))?;
         Ok((
@@ -148,6 +182,19 @@ impl TokenReader {
 }
 
 impl TokenReader {
+    /// Refuse a batch holding an id at or past the vocabulary: one compare per token, while the
+    /// ids are hot in cache, against a corrupt shard that would otherwise train silently.
+    fn check_ids(&self, first: u64, max: Option<i64>) -> PyResult<()> {
+        match (self.vocab, max) {
+            (Some(v), Some(m)) if m as u64 >= v => Err(DatasetError::new_err(format!(
+                "{}: token id {m} ≥ vocab size {v} in the batch starting at sample {first}: corrupt shard? \
+                 (`midmix verify` names it)",
+                self.dir.display()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// (source index, token bytes) of sample `k`.
     fn row(&self, k: u64) -> PyResult<(u8, &[u8])> {
         let width = self.dtype.size() * self.seq_len;
@@ -172,7 +219,7 @@ impl SampleReader {
     #[new]
     fn new(dir: PathBuf) -> PyResult<Self> {
         Ok(SampleReader {
-            data: open_mapped(&dir)?,
+            data: open_mapped(&dir)?.0,
             dir,
         })
     }
