@@ -112,6 +112,21 @@ pub struct Report {
     pub run: RunInfo,
 }
 
+/// A dataset's `midmix.json` as JSON (prepared datasets and mixes alike), or None when it has none:
+/// for the checks that need a few recorded facts, whatever the kind. Returns the file's path too, for
+/// errors about its content.
+pub fn read_json(dir: &Path) -> Result<Option<(std::path::PathBuf, serde_json::Value)>> {
+    let path = dir.join(REPORT_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    let json = serde_json::from_str(&text)
+        .map_err(|e| Error::dataset(&path, format!("not valid JSON: {e}")))?;
+    Ok(Some((path, json)))
+}
+
 impl Report {
     pub fn write(&self, dir: &Path) -> Result<()> {
         let path = dir.join(REPORT_FILE);

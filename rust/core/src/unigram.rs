@@ -250,14 +250,11 @@ pub fn count_raw(opts: &RawOptions) -> Result<Unigram> {
 }
 
 /// How many ids a dataset's counts hold: the tokenizer's `vocab_size` from its `midmix.json`
-/// (prepared datasets and mixes both record it), else all 65,536 values of uint16. Wider ids without a manifest are refused: sizing by the
-/// largest id seen lets one corrupt id allocate gigabytes.
+/// (prepared datasets and mixes both record it), else all 65,536 values of uint16. Wider ids
+/// without a manifest are refused: sizing by the largest id seen lets one corrupt id allocate
+/// gigabytes.
 fn dataset_vocab(dir: &Path, enc: &Encoding) -> Result<usize> {
-    let manifest = dir.join(crate::report::REPORT_FILE);
-    if manifest.exists() {
-        let text = std::fs::read_to_string(&manifest).map_err(|e| Error::io(&manifest, e))?;
-        let json: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| Error::dataset(&manifest, format!("not valid JSON: {e}")))?;
+    if let Some((manifest, json)) = crate::report::read_json(dir)? {
         if let Some(v) = json["tokenizer"]["vocab_size"].as_u64() {
             return usize::try_from(v)
                 .ok()

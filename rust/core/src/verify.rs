@@ -112,10 +112,12 @@ pub struct VerifyReport {
 /// data and mixes) that every token id is below the tokenizer's vocabulary size. The first
 /// problem found is the error, naming the shard.
 pub fn verify(dir: &Path) -> Result<VerifyReport> {
-    let manifest = dir.join(crate::report::REPORT_FILE);
-    let text = std::fs::read_to_string(&manifest).map_err(|e| Error::io(&manifest, e))?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::dataset(&manifest, format!("not valid JSON: {e}")))?;
+    let (manifest, json) = crate::report::read_json(dir)?.ok_or_else(|| {
+        Error::dataset(
+            dir,
+            "has no midmix.json: only midmix datasets can be verified",
+        )
+    })?;
     let field = |v: &serde_json::Value, name: &str| {
         v.as_u64().ok_or_else(|| {
             Error::dataset(&manifest, format!("has no {name} (not a midmix manifest?)"))

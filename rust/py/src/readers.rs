@@ -41,17 +41,18 @@ fn open_mapped(dir: &Path) -> PyResult<(MappedDataset, Option<u64>)> {
 /// (samples, vocab size) from `midmix.json` — a prepared dataset's `counts.samples` or a mix's
 /// `total_samples` — or None when the dataset has no manifest (MDS written by something else).
 fn manifest_facts(dir: &Path) -> PyResult<Option<(u64, Option<u64>)>> {
-    let path = dir.join(midmix_core::report::REPORT_FILE);
-    let Ok(text) = std::fs::read_to_string(&path) else {
+    let Some((path, json)) = midmix_core::report::read_json(dir).map_err(to_py)? else {
         return Ok(None);
     };
-    let bad = |msg: &str| DatasetError::new_err(format!("{}: {msg}", path.display()));
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| bad(&format!("not valid JSON ({e})")))?;
     let samples = json["counts"]["samples"]
         .as_u64()
         .or_else(|| json["total_samples"].as_u64())
-        .ok_or_else(|| bad("records no sample count (counts.samples or total_samples)"))?;
+        .ok_or_else(|| {
+            DatasetError::new_err(format!(
+                "{}: records no sample count (counts.samples or total_samples)",
+                path.display()
+            ))
+        })?;
     Ok(Some((samples, json["tokenizer"]["vocab_size"].as_u64())))
 }
 
