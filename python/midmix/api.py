@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -140,7 +140,7 @@ def prepare(name: str, inputs: Sequence[PathLike] = (), *, tokenizer: PathLike, 
             text = _core.prepare(replace(opts, inputs=[str(path)], input_labels=[label]))
     else:
         text = _core.prepare(opts)
-    manifest = _prepared(text, out_path)
+    manifest = _manifest(text, out_path, PreparedManifest)
     if register and num_tasks is None:
         dataset.register(name, out_path, root)
     return manifest
@@ -150,7 +150,7 @@ def merge(parts: Sequence[PathLike], out: PathLike, *, data_root: PathLike | Non
           overwrite: bool = False, progress: bool = False, register: bool = True) -> PreparedManifest:
     """Combine the parts of a `prepare(num_tasks=…)` run into the dataset one run gives."""
     opts = MergeOptions(parts=[Path(p) for p in parts], out=Path(out), overwrite=overwrite, progress=progress)
-    manifest = _prepared(_core.merge(opts), opts.out)
+    manifest = _manifest(_core.merge(opts), opts.out, PreparedManifest)
     if register:
         dataset.register(manifest.name, opts.out, dataset.data_root(data_root))
     return manifest
@@ -172,9 +172,7 @@ def build_mix(phases: Sequence[Phase], out: PathLike, *, sources: Mapping[str, P
     opts = MixOptions(sources=resolved, phases=list(phases), out=Path(out), seed=seed, global_batch=global_batch,
                       exact_per_batch=exact_per_batch, on_exhaust=on_exhaust, max_repeat=max_repeat,
                       overwrite=overwrite, size_limit=size_limit, threads=threads, progress=progress)
-    manifest = manifest_from_json(_core.build_mix(opts), f"{opts.out}/midmix.json")
-    if not isinstance(manifest, MixManifest):
-        raise ConfigError(f"{opts.out}: the core returned a {manifest.kind} manifest for a mix")
+    manifest = _manifest(_core.build_mix(opts), opts.out, MixManifest)
     if register:
         dataset.register(name or opts.out.resolve().name, opts.out, root)
     return manifest
@@ -224,8 +222,12 @@ def count_unigrams_dataset(path: PathLike, *, exclude: Sequence[int] = (), threa
     return UnigramCounts(*_core.unigram_dataset(Path(path), list(exclude), threads))
 
 
-def _prepared(text: str, out: Path) -> PreparedManifest:
+M = TypeVar("M", PreparedManifest, MixManifest)
+
+
+def _manifest(text: str, out: Path, kind: type[M]) -> M:
+    """The manifest the core returned for `out`, checked to be of the kind the call makes."""
     manifest = manifest_from_json(text, f"{out}/midmix.json")
-    if not isinstance(manifest, PreparedManifest):
-        raise ConfigError(f"{out}: the core returned a {manifest.kind} manifest for a prepared dataset")
+    if not isinstance(manifest, kind):
+        raise ConfigError(f"{out}: the core returned a {manifest.kind} manifest, expected {kind.__name__}")
     return manifest

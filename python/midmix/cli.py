@@ -276,7 +276,7 @@ def inspect(directory: str, data_root: Path | None, show: tuple[int, ...], token
             click.echo(json.dumps(m.to_dict() if m else None, indent=2))
             return
         click.echo(f"dataset       {d.path}")
-        click.echo("\n".join(describe.index_lines(d.index)))
+        click.echo("\n".join(describe.index_lines(d)))
         if m:
             click.echo("\n".join(describe.manifest_lines(m)))
         if not show:

@@ -20,7 +20,7 @@ import os
 from collections.abc import Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -39,7 +39,30 @@ def _world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-class MixDataset(IterableDataset):
+R = TypeVar("R", TokenReader, SampleReader)
+
+
+class _MappedShards(Generic[R]):
+    """Holds a Rust reader over `self.path`, opened on first use and never pickled, so each DataLoader
+    worker process maps the shards itself."""
+
+    path: Path
+    _reader_type: type[R]
+    _reader: R | None = None
+
+    @property
+    def reader(self) -> R:
+        if self._reader is None:
+            self._reader = self._reader_type(self.path)
+        return self._reader
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_reader"] = None
+        return state
+
+
+class MixDataset(_MappedShards[TokenReader], IterableDataset):
     """Per-device batches of a mix (or any prepared pretraining dataset) in training order.
 
     Each item is `{"input_ids": LongTensor[B, seq_len], "source": ByteTensor[B]}` (no `source` for
@@ -59,23 +82,12 @@ class MixDataset(IterableDataset):
             raise ConfigError(f"rank {self.rank} is outside world size {self.world_size}")
         self.global_batch = global_batch
         self.per_device = global_batch // self.world_size
-        self._reader: TokenReader | None = None
+        self._reader_type = TokenReader
         self.num_steps = self.reader.num_samples // global_batch
         self._start_step = 0
         # A branch restores its base run's loader state, saved on the base's mix: only the position
         # carries over (the variant's mix shares the base's prefix by construction), not the identity.
         self.branching = False
-
-    @property
-    def reader(self) -> TokenReader:
-        if self._reader is None:  # opened lazily: worker processes open their own maps
-            self._reader = TokenReader(self.path)
-        return self._reader
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_reader"] = None
-        return state
 
     def __len__(self) -> int:
         # Batches per pass, also after a resume (as StreamingDataset counts): the trainer ends the
@@ -155,7 +167,7 @@ class MixLoader(DataLoader):
         return it
 
 
-class SftDataset(Dataset):
+class SftDataset(_MappedShards[SampleReader], Dataset):
     """`prepare --mode sft` examples as (input_ids, labels) int64 arrays, -100 over masked prompts.
 
     `rows` selects examples (default: all). Each read costs one example: the shards stay mapped."""
@@ -164,22 +176,11 @@ class SftDataset(Dataset):
                  mask_prompt: bool = True) -> None:
         self.path = Path(path)
         self.mask_prompt = mask_prompt
-        self._reader: SampleReader | None = None
+        self._reader_type = SampleReader
         total = len(self.reader)
         self.rows = range(total) if rows is None else rows
         if len(self.rows) and not (0 <= min(self.rows) and max(self.rows) < total):
             raise ConfigError(f"{self.path}: selected rows fall outside its {total} examples")
-
-    @property
-    def reader(self) -> SampleReader:
-        if self._reader is None:  # opened lazily: worker processes open their own maps
-            self._reader = SampleReader(self.path)
-        return self._reader
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_reader"] = None
-        return state
 
     def __len__(self) -> int:
         return len(self.rows)

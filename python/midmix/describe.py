@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from midmix.dataset import Dataset
 from midmix.manifest import MixManifest, PreparedManifest
 
 
@@ -43,10 +44,9 @@ def prepared_lines(m: PreparedManifest) -> list[str]:
     return lines
 
 
-def index_lines(index: dict[str, Any]) -> list[str]:
-    """An MDS `index.json`: shards, samples, stored size, columns and writer options."""
-    shards = index["shards"]
-    samples = sum(int(s["samples"]) for s in shards)
+def index_lines(d: Dataset) -> list[str]:
+    """A dataset's MDS `index.json`: shards, samples, stored size, columns and writer options."""
+    shards, samples = d.shards, d.num_samples
     stored = sum((s["zip_data"] or s["raw_data"])["bytes"] for s in shards)
     lines = [f"shards        {len(shards)}  ({samples:,} samples, {human_bytes(stored)} stored)"]
     if shards:
@@ -94,7 +94,7 @@ def manifest_lines(m: PreparedManifest | MixManifest) -> list[str]:
     return mix_lines(m) if isinstance(m, MixManifest) else prepared_lines(m)
 
 
-def sample_origin(d: Any, n: int) -> str:
+def sample_origin(d: Dataset, n: int) -> str:
     """`(source NAME) ` for a sample of a mix, else nothing."""
     m = d.manifest
     if isinstance(m, MixManifest):

@@ -10,6 +10,7 @@ from typing import Any
 
 from midmix import dataset
 from midmix.errors import ConfigError, MidmixError
+from midmix.manifest import read_manifest
 from midmix.plotting import pyplot
 from midmix.proximity import UnigramStats, proximity
 from midmix.tokenizer import Tokenizer
@@ -85,10 +86,10 @@ def recorded_tokenizer(spec: str, root: Path) -> str | None:
     """The tokenizer a dataset spec's midmix.json names, when that file still exists (for decoding)."""
     name, sep, path = spec.partition("=")
     try:
-        d = dataset.Dataset.open(Path(path) if sep else name, root)
+        manifest = read_manifest(dataset.resolve(Path(path) if sep else name, root))
     except (OSError, MidmixError):
         return None
-    tok = d.manifest.tokenizer.path if d.manifest else None
+    tok = manifest.tokenizer.path if manifest else None
     return tok if tok and Path(tok).exists() else None
 
 
