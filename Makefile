@@ -1,6 +1,6 @@
 # `make demo` and `make test` work on a fresh machine: they create .venv and build midmix first.
 # The demo needs only the core (the Rust extension, click, numpy, pyyaml); the test suite also
-# installs the [dev] extra: the test oracles (tokenizers, mosaicml-streaming), the training stack
+# installs the hf, plot, train and dev extras: the test oracles (tokenizers, mosaicml-streaming), the training stack
 # (torch, Composer) and the benchmark tools.
 PY ?= python3
 VENV := .venv
@@ -23,7 +23,7 @@ $(VENV)/.built: $(CORE) pyproject.toml Cargo.toml Cargo.lock $(shell find rust -
 	touch $(VENV)/.built
 
 $(DEV): $(CORE) pyproject.toml
-	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q --extras dev
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q --extras hf,plot,train,dev
 	touch $(DEV)
 
 demo: $(VENV)/.built
