@@ -3,12 +3,15 @@
 Run: `.venv/bin/python benchmarks/mix_bench.py` (uses the shared corpora when present, else the
 bundled demo data). Prints MB/s and ratios; compare ratios on shared machines.
 
-1. Building a 20% code / 80% prose mix: `midmix build-mix` vs `cp -r` of the same source shards
-   (same bytes, warm page cache), vs iterating the same number of samples through
-   `StreamingDataset` with two `Stream(proportion=…)`s (what a user does without midmix).
+1. Building a 20% code / 80% prose mix, with no repeats and with 6 passes over prose: `build-mix`
+   (an index over the sources) and `midmix export` of it (MDS shards holding the tokens, what
+   `--materialize` writes), in seconds and bytes on disk, against `cp -r` of the source shards (warm
+   page cache); and iterating the same samples through `StreamingDataset` with two
+   `Stream(proportion=…)`s (what a user does without midmix).
 2. Reading the mix in training order: the midmix loader (`MixDataset`, per-device batches as int64
-   tensors) vs `StreamingDataset(shuffle=False)` under a DataLoader, vs a numpy memmap of the same
-   tokens sliced into the same batches and converted the same way.
+   tensors) over the index mix and over its export, vs a numpy memmap of the same tokens in the same
+   order sliced into the same batches and converted the same way, vs `StreamingDataset(shuffle=False)`
+   under a DataLoader over the export.
 """
 
 from __future__ import annotations
@@ -41,7 +44,6 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=2048)
     ap.add_argument("--batch", type=int, default=8, help="per-device batch for the loader benchmark")
     ap.add_argument("--read-samples", type=int, default=4000, help="samples to read in the StreamingDataset runs")
-    ap.add_argument("--passes", type=float, default=4.0, help="passes over prose the mix may take")
     args = ap.parse_args()
     import midmix
 
@@ -60,13 +62,9 @@ def main() -> None:
             src[name] = work / name
             midmix.prepare(name, [str(p) for p in paths], tokenizer=PYTHIA, seq_len=args.seq_len, out=src[name])
         n = {k: json.loads((v / "midmix.json").read_text())["counts"]["samples"] for k, v in src.items()}
-        # Large enough (up to ~4 passes over prose) that fixed start-up costs do not dominate.
-        total = int(min(n["code"] / 0.2, args.passes * n["prose"] / 0.8))
-        print(f"sources: code {n['code']:,} samples, prose {n['prose']:,}; mix of {total:,} samples "
-              f"(seq_len {args.seq_len}), {os.cpu_count()} cores\n")
-
-        print("== building a 20% code / 80% prose mix ==")
-        src_mb = dir_bytes(src["code"]) / 1e6 + dir_bytes(src["prose"]) / 1e6
+        src_mb = (dir_bytes(src["code"]) + dir_bytes(src["prose"])) / 1e6
+        print(f"sources: code {n['code']:,} samples, prose {n['prose']:,} ({src_mb:.0f} MB, seq_len {args.seq_len}), "
+              f"{os.cpu_count()} cores\n")
 
         def cp() -> None:
             dst = work / "cp"
@@ -75,18 +73,31 @@ def main() -> None:
             subprocess.run(["cp", "-r", str(src["code"]), str(src["prose"]), str(dst)], check=True)
 
         t_cp = best_of(3, cp)
+        print("== building a 20% code / 80% prose mix: seconds (best of 3) and bytes on disk ==")
+        print(f"{'mix':<28}{'samples':>12}{'index s':>9}{'index MB':>10}{'export s':>10}{'export MB':>11}"
+              f"{'cp s':>8}{'cp MB':>8}{'export/index MB':>17}")
+        no_repeat = int(min(n["code"] / 0.2, n["prose"] / 0.8))
         mix = work / "mix"
+        for label, total in (("no repeat", no_repeat), ("6 passes over prose", int(6 * n["prose"] / 0.8))):
+            out = work / f"mix-{total}"
 
-        def build() -> None:
-            midmix.build_mix([midmix.Phase.samples(total, {"code": 0.2, "prose": 0.8})], mix,
-                             sources={"code": src["code"], "prose": src["prose"]}, overwrite=True,
-                             on_exhaust="repeat", register=False)
+            def build(out: Path = out, total: int = total) -> None:
+                midmix.build_mix([midmix.Phase.samples(total, {"code": 0.2, "prose": 0.8})], out,
+                                 sources={"code": src["code"], "prose": src["prose"]}, overwrite=True,
+                                 on_exhaust="repeat", register=False)
 
-        t_mix = best_of(3, build)
-        mix_mb = dir_bytes(mix) / 1e6
-        print(f"cp -r of the source shards      {src_mb / t_cp:9.1f} MB/s ({src_mb:.0f} MB, best of 3)")
-        print(f"midmix build-mix                {mix_mb / t_mix:9.1f} MB/s ({mix_mb:.0f} MB written)"
-              f"   = {100 * (mix_mb / t_mix) / (src_mb / t_cp):.0f}% of cp")
+            def export(out: Path = out) -> None:
+                midmix.export(out, work / "export", overwrite=True)
+
+            t_index = best_of(3, build)
+            t_export = best_of(3, export)
+            index_mb, export_mb = dir_bytes(out) / 1e6, dir_bytes(work / "export") / 1e6
+            print(f"{label:<28}{total:>12,}{t_index:>9.2f}{index_mb:>10.2f}{t_export:>10.2f}{export_mb:>11.1f}"
+                  f"{t_cp:>8.2f}{src_mb:>8.1f}{export_mb / index_mb:>16.0f}x")
+            if total == no_repeat:
+                shutil.copytree(out, mix)
+                shutil.copytree(work / "export", work / "mix-export")
+        total = no_repeat
         try:
             from streaming import Stream, StreamingDataset
 
@@ -100,9 +111,8 @@ def main() -> None:
                     break
             t_sd = time.perf_counter() - t0
             rate_sd = k / t_sd
-            print(f"StreamingDataset 2x Stream(proportion), iterate  {rate_sd * args.seq_len / 1e6:9.2f} M tokens/s"
-                  f"  ({k:,} samples; a mix of {total:,} would take {total / rate_sd:.1f} s vs build-mix {t_mix:.2f} s"
-                  f" = x{(total / rate_sd) / t_mix:.0f})")
+            print(f"\nStreamingDataset 2x Stream(proportion), iterate  {rate_sd * args.seq_len / 1e6:9.2f} M tokens/s"
+                  f"  ({k:,} samples; the no-repeat mix of {total:,} would take {total / rate_sd:.1f} s)")
         except ImportError:
             print("StreamingDataset: not installed")
 
@@ -112,14 +122,16 @@ def main() -> None:
         from midmix.data import MixDataset
 
         md = MixDataset(mix, args.batch, rank=0, world_size=1)
+        md_export = MixDataset(work / "mix-export", args.batch, rank=0, world_size=1)
         steps = len(md)
         tokens = steps * args.batch * args.seq_len
-        def midmix_batches() -> None:
-            for _ in md:  # consume like the memmap loop below: nothing is kept
+
+        def read_all(ds: MixDataset) -> None:
+            for _ in ds:  # consume like the memmap loop below: nothing is kept
                 pass
 
-        t_md = best_of(3, midmix_batches)
-        print(f"midmix MixDataset                {tokens / t_md / 1e6:9.1f} M tokens/s")
+        t_md = best_of(3, lambda: read_all(md))
+        t_mx = best_of(3, lambda: read_all(md_export))
 
         flat = work / "tokens.u16"
         rows, _ = midmix.Dataset.open(mix).tokens().gather(list(range(steps * args.batch)))
@@ -131,13 +143,17 @@ def main() -> None:
                 torch.from_numpy(np.asarray(mm[s * args.batch:(s + 1) * args.batch]).astype(np.int64))
 
         t_mm = best_of(3, memmap_batches)
-        print(f"numpy memmap, same batches       {tokens / t_mm / 1e6:9.1f} M tokens/s"
-              f"   midmix = {100 * t_mm / t_md:.0f}% of memmap")
+        print(f"numpy memmap, same tokens and batches  {tokens / t_mm / 1e6:9.1f} M tokens/s")
+        print(f"midmix MixDataset over the index       {tokens / t_md / 1e6:9.1f} M tokens/s"
+              f"   = {100 * t_mm / t_md:.0f}% of memmap")
+        print(f"midmix MixDataset over the export      {tokens / t_mx / 1e6:9.1f} M tokens/s"
+              f"   = {100 * t_mm / t_mx:.0f}% of memmap")
         try:
             from streaming import StreamingDataset
             from torch.utils.data import DataLoader
 
-            sd = StreamingDataset(local=str(mix), shuffle=False, num_canonical_nodes=1, batch_size=args.batch)
+            sd = StreamingDataset(local=str(work / "mix-export"), shuffle=False, num_canonical_nodes=1,
+                                  batch_size=args.batch)
             k = min(args.read_samples // args.batch, steps)
             t0 = time.perf_counter()
             for i, _ in enumerate(DataLoader(sd, batch_size=args.batch)):
@@ -145,8 +161,8 @@ def main() -> None:
                     break
             t_sd = time.perf_counter() - t0
             rate = k * args.batch * args.seq_len / t_sd
-            print(f"StreamingDataset + DataLoader    {rate / 1e6:9.1f} M tokens/s"
-                  f"   midmix = x{(tokens / t_md) / rate:.1f}")
+            print(f"StreamingDataset + DataLoader (export) {rate / 1e6:9.1f} M tokens/s"
+                  f"   midmix over the index = x{(tokens / t_md) / rate:.1f}")
         except ImportError:
             print("StreamingDataset: not installed")
     finally:

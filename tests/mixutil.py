@@ -12,18 +12,29 @@ from conftest import PYTHIA, shard_samples
 DEMO = Path(__file__).resolve().parent.parent / "demo" / "data"
 
 
-def prepare_sources(root: Path, seq_len: int = 64) -> dict[str, Path]:
-    """`prose` and `code` from the demo data (a few thousand samples each)."""
+def prepare_sources(root: Path, seq_len: int = 64, compression: str | None = None) -> dict[str, Path]:
+    """`prose` and `code` from the demo data (a few thousand samples each); `compression` applies to
+    prose's shards."""
     out = {}
     for name, f in (("prose", "prose.jsonl"), ("code", "code.jsonl.zst")):
         out[name] = root / name
         if not out[name].exists():
-            midmix.prepare(name, [str(DEMO / f)], tokenizer=PYTHIA, seq_len=seq_len, out=out[name])
+            midmix.prepare(name, [str(DEMO / f)], tokenizer=PYTHIA, seq_len=seq_len, out=out[name],
+                           compression=compression if name == "prose" else None, size_limit=1 << 16)
     return out
 
 
 def read_mix(directory: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(source column [N], tokens [N, L]) parsed straight from the shard bytes."""
+    """(source column [N], tokens [N, L]) parsed straight from the bytes: the shards of an MDS mix, or
+    an index mix's two arrays resolved against its sources' shards."""
+    manifest = json.loads((directory / "midmix.json").read_text())
+    if manifest.get("form") == "index":
+        src = np.fromfile(directory / manifest["index"]["source"]["file"], dtype=np.uint8).astype(np.int64)
+        idx = np.fromfile(directory / manifest["index"]["sample"]["file"], dtype="<u4")
+        dtype = np.dtype(manifest["columns"]["tokens"].split(":")[1]).newbyteorder("<")
+        per_source = [[np.frombuffer(r, dtype=dtype) for r in source_rows(Path(info["path"]))]
+                      for info in manifest["source_info"]]
+        return src, np.stack([per_source[s][i] for s, i in zip(src, idx, strict=True)])
     index = json.loads((directory / "index.json").read_text())
     src, rows = [], []
     for shard in index["shards"]:
@@ -36,9 +47,25 @@ def read_mix(directory: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def source_rows(directory: Path) -> list[bytes]:
-    """Every sample of a prepared source as bytes, in order."""
+    """Every sample of a prepared source as bytes, in order (zstd shards decompressed with `zstandard`)."""
     index = json.loads((directory / "index.json").read_text())
-    return [s for shard in index["shards"] for s in shard_samples(directory / shard["raw_data"]["basename"])]
+    rows = []
+    for shard in index["shards"]:
+        raw = directory / shard["raw_data"]["basename"]
+        if not raw.exists():
+            import tempfile
+
+            import zstandard
+
+            data = zstandard.ZstdDecompressor().decompress((directory / shard["zip_data"]["basename"]).read_bytes(),
+                                                           max_output_size=1 << 31)
+            with tempfile.TemporaryDirectory() as tmp:
+                raw = Path(tmp) / "shard"
+                raw.write_bytes(data)
+                rows += shard_samples(raw)
+            continue
+        rows += shard_samples(raw)
+    return rows
 
 
 def scheduled_targets(phases: list[tuple[int, list[float], bool]], total: int) -> np.ndarray:

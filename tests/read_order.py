@@ -1,10 +1,14 @@
 """Run as one rank: read a mix in training order with StreamingDataset or the midmix loader and
-write the batches this rank saw (token rows as hex) to a JSON file. Used by test_training_order."""
+write the batches this rank saw (token rows as hex) to a JSON file. Used by test_training_order.
+
+midmix loader only: with KILL_AFTER=k, save the loader state (as Composer checkpoints it) to STATE after
+k batches and kill this process; with STATE alone, resume from that state."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 
 import torch
@@ -28,11 +32,18 @@ def main() -> None:
         from midmix.data import MixDataset, MixLoader
 
         ds = MixDataset(directory, per_device * world)
-        start = int(os.environ.get("RESUME_AT", "0"))
-        if start:
-            ds.load_state_dict({"sample_in_epoch": start, "global_batch": per_device * world})
+        kill_after, state = int(os.environ.get("KILL_AFTER", "0")), os.environ.get("STATE", "")
+        if state and not kill_after:
+            with open(state) as f:
+                ds.load_state_dict(json.load(f))
         loader = MixLoader(ds, num_workers=workers)
-        batches = [[row.to(torch.uint16).numpy().tobytes().hex() for row in b["input_ids"]] for b in loader]
+        batches = []
+        for b in loader:
+            batches.append([row.to(torch.uint16).numpy().tobytes().hex() for row in b["input_ids"]])
+            if kill_after and len(batches) == kill_after:
+                with open(state, "w") as f:
+                    json.dump(ds.state_dict(kill_after * per_device * world, True), f)
+                os.kill(os.getpid(), signal.SIGKILL)
     with open(out, "w") as f:
         json.dump(batches, f)
     if world > 1:

@@ -123,14 +123,16 @@ def test_exhaustion_policies(sources, tmp_path) -> None:
 
 def test_determinism_across_threads(sources, tmp_path) -> None:
     phases = [("samples", 500, [("prose", 1.0)], False), ("samples", 2500, [("prose", 0.4), ("code", 0.6)], True)]
-    trees = []
-    for t in (1, 2, 8):
-        mix(sources, phases, tmp_path / f"t{t}", threads=t, size_limit=20_000, names=["prose", "code"])
-        tree = tree_bytes(tmp_path / f"t{t}", ignore_run=False)
-        rep = json.loads(tree.pop("midmix.json"))
-        rep.pop("elapsed_s")
-        trees.append((tree, rep))
-    assert len(trees[0][0]) > 5 and trees[0] == trees[1] == trees[2]
+    for materialize, files in ((False, 2), (True, 6)):
+        trees = []
+        for t in (1, 2, 8):
+            out = tmp_path / f"t{t}-{materialize}"
+            mix(sources, phases, out, threads=t, size_limit=20_000, names=["prose", "code"], materialize=materialize)
+            tree = tree_bytes(out, ignore_run=False)
+            rep = json.loads(tree.pop("midmix.json"))
+            rep.pop("elapsed_s")
+            trees.append((tree, rep))
+        assert len(trees[0][0]) >= files and trees[0] == trees[1] == trees[2]
 
 
 def test_bad_configurations(sources, tmp_path) -> None:

@@ -174,7 +174,7 @@ def test_branch_sees_the_batches_of_one_scheduled_run(runs) -> None:
 def test_mixture_monitor_matches_the_plan_and_the_schedule_oracle(runs, data) -> None:
     m = metrics(runs["scheduled"])
     assert max(v for _, _, v in m["mixture/max_abs_error_samples"]) < 1
-    from midmix.train.callbacks import planned_counts
+    from midmix.api import planned_counts
 
     report = midmix.read_manifest(data / "code-mix")
     half = STEPS * G // 2
@@ -220,8 +220,20 @@ def test_two_gloo_ranks_with_fsdp2_match_one_process(runs, data) -> None:
         np.testing.assert_allclose([v for *_, v in two[key]], [v for *_, v in one[key]], rtol=2e-4)
 
 
+def test_streaming_loader_refuses_an_index_mix(data) -> None:
+    from midmix.train.config import DataSetConfig
+    from midmix.train.datasets import dataset_info, train_loader
+
+    cfg = DataSetConfig(path=str(data / "code-mix"), loader="streaming")
+    with pytest.raises(midmix.ConfigError, match="is an index mix over its sources: use loader: midmix"):
+        train_loader(cfg, dataset_info(cfg.path, "data.train"), G, 0)
+
+
 def test_streaming_loader_feeds_the_same_batches(runs, data) -> None:
-    r = recipe(data, runs["scheduled"].parent / "streaming", duration="6ba", data__train__loader="streaming")
+    exported = midmix.export(data / "code-mix", data / "code-mix-mds", overwrite=True)
+    assert exported.form == "mds"
+    r = recipe(data, runs["scheduled"].parent / "streaming", duration="6ba", data__train__loader="streaming",
+               data__train__path=str(data / "code-mix-mds"))
     train(r)
     got, reference = audit(Path(r["run_dir"])), audit(runs["scheduled"])
     assert sorted(got) == list(range(6))

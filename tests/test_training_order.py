@@ -1,11 +1,13 @@
 """Reading a mix in training order: `StreamingDataset(shuffle=False, num_canonical_nodes=1,
-batch_size=B)` and the midmix loader give global step s = samples [s·G, (s+1)·G), for 1 and 2
-ranks × 0 and 2 workers; the midmix loader resumes at exactly the next batch."""
+batch_size=B)` over an exported mix and the midmix loader over the index mix and over its export give
+global step s = samples [s·G, (s+1)·G), for 1 and 2 ranks × 0 and 2 workers, from plain and
+zstd-compressed sources; the midmix loader resumes at exactly the next batch after a kill."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,13 +24,20 @@ HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
-def mixed(tmp_path_factory) -> Path:
+def mixes(tmp_path_factory) -> dict[str, Path]:
+    """The same mix as an index (over a zstd-compressed and a plain source) and as its export."""
     root = tmp_path_factory.mktemp("order")
-    sources = prepare_sources(root / "sources", seq_len=32)
-    out = root / "mix"
+    sources = prepare_sources(root / "sources", seq_len=32, compression="zstd")
+    assert not list(sources["prose"].glob("*.mds"))  # prose is read through the decompression cache
     phases = [("samples", 96, [("prose", 1.0)], False), ("samples", 96, [("prose", 0.5), ("code", 0.5)], False)]
-    mix_of([(n, str(p)) for n, p in sources.items()], phases, out, global_batch=8, size_limit=3000)
-    return out
+    mix_of([(n, str(p)) for n, p in sources.items()], phases, root / "index", global_batch=8)
+    midmix.export(root / "index", root / "export", size_limit=3000)
+    return {"index": root / "index", "export": root / "export"}
+
+
+@pytest.fixture(scope="module")
+def mixed(mixes) -> Path:
+    return mixes["index"]
 
 
 def free_port() -> int:
@@ -38,21 +47,24 @@ def free_port() -> int:
 
 
 def run_ranks(kind: str, directory: Path, per_device: int, ranks: int, workers: int, tmp: Path,
-              resume: int = 0) -> list[list[list[str]]]:
+              kill_after: int = 0, resume: bool = False) -> list[list[list[str]]]:
+    """Each rank's batches. `kill_after` k: each rank saves its loader state after k batches and is killed
+    (SIGKILL); `resume`: each rank starts from the state its killed run saved."""
     port = free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     procs, outs = [], []
     for r in range(ranks):
         out = tmp / f"{kind}-{ranks}-{workers}-{r}.json"
         env = dict(os.environ, RANK=str(r), WORLD_SIZE=str(ranks), LOCAL_RANK=str(r), LOCAL_WORLD_SIZE=str(ranks),
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), TMPDIR=str(tmp), RESUME_AT=str(resume),
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), TMPDIR=str(tmp), KILL_AFTER=str(kill_after),
+                   STATE=str(tmp.parent / f"state-{r}.json") if kill_after or resume else "",
                    PYTHONPATH=os.pathsep.join([str(HERE.parent / "python"), os.environ.get("PYTHONPATH", "")]))
         procs.append(subprocess.Popen([sys.executable, str(HERE / "read_order.py"), kind, str(directory),
                                        str(per_device), str(workers), str(out)], env=env))
         outs.append(out)
     for p in procs:
-        assert p.wait(timeout=300) == 0
-    return [json.loads(o.read_text()) for o in outs]
+        assert p.wait(timeout=300) == (-signal.SIGKILL if kill_after else 0)
+    return [] if kill_after else [json.loads(o.read_text()) for o in outs]
 
 
 def expected_steps(directory: Path, g: int) -> list[list[str]]:
@@ -61,14 +73,34 @@ def expected_steps(directory: Path, g: int) -> list[list[str]]:
     return [hexes[s:s + g] for s in range(0, len(hexes), g)]
 
 
-@pytest.mark.parametrize("kind", ["streaming", "midmix"])
+def test_index_and_export_hold_the_same_samples(mixes) -> None:
+    from midmix.data import MixDataset
+
+    index_src, index_rows = read_mix(mixes["index"])
+    export_src, export_rows = read_mix(mixes["export"])
+    assert (index_src == export_src).all() and (index_rows == export_rows).all()
+    assert len(list(mixes["export"].glob("shard.*.mds"))) > 1
+    a, b = MixDataset(mixes["index"], 8, rank=0, world_size=1), MixDataset(mixes["export"], 8, rank=0, world_size=1)
+    for step in range(len(a)):
+        x, y = a.batch(step), b.batch(step)
+        assert (x["input_ids"] == y["input_ids"]).all() and (x["source"] == y["source"]).all()
+        assert (x["input_ids"].numpy() == export_rows[step * 8:(step + 1) * 8]).all()
+    assert a.fingerprint == b.fingerprint  # the same data: a run may resume on the export
+    # The index is 5 bytes per sample; the export copies every token.
+    index_bytes = sum(f.stat().st_size for f in mixes["index"].iterdir())
+    export_bytes = sum(f.stat().st_size for f in mixes["export"].iterdir())
+    assert index_bytes * 5 < export_bytes
+
+
+@pytest.mark.parametrize("kind,form", [("streaming", "export"), ("midmix", "index"), ("midmix", "export")])
 @pytest.mark.parametrize("ranks,workers", [(1, 0), (1, 2), (2, 0), (2, 2)])
-def test_global_step_is_a_contiguous_slice(mixed, tmp_path, kind, ranks, workers) -> None:
+def test_global_step_is_a_contiguous_slice(mixes, tmp_path, kind, form, ranks, workers) -> None:
     if kind == "streaming":
         pytest.importorskip("streaming")
     g, per_device = 8, 8 // ranks
+    mixed = mixes[form]
     per_rank = run_ranks(kind, mixed, per_device, ranks, workers, tmp_path)
-    expected = expected_steps(mixed, g)
+    expected = expected_steps(mixes["export"], g)
     assert all(len(b) == len(expected) for b in per_rank)
     for s, want in enumerate(expected):
         got = [row for r in range(ranks) for row in per_rank[r][s]]
@@ -78,9 +110,10 @@ def test_global_step_is_a_contiguous_slice(mixed, tmp_path, kind, ranks, workers
 
 
 @pytest.mark.parametrize("ranks,workers", [(1, 2), (2, 0)])
-def test_midmix_loader_resumes_at_the_next_batch(mixed, tmp_path, ranks, workers) -> None:
-    full = run_ranks("midmix", mixed, 8 // ranks, ranks, workers, tmp_path / "full")
-    resumed = run_ranks("midmix", mixed, 8 // ranks, ranks, workers, tmp_path / "resumed", resume=5 * 8)
+def test_midmix_loader_resumes_at_the_next_batch_after_a_kill(mixes, tmp_path, ranks, workers) -> None:
+    full = run_ranks("midmix", mixes["export"], 8 // ranks, ranks, workers, tmp_path / "full")
+    run_ranks("midmix", mixes["index"], 8 // ranks, ranks, workers, tmp_path / "killed", kill_after=5)
+    resumed = run_ranks("midmix", mixes["index"], 8 // ranks, ranks, workers, tmp_path / "resumed", resume=True)
     for r in range(ranks):
         assert resumed[r] == full[r][5:]
 

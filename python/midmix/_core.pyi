@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from midmix.api import MergeOptions, MixOptions, PrepareOptions, UnigramFilesOptions
+from midmix.api import ExportOptions, MergeOptions, MixOptions, PrepareOptions, UnigramFilesOptions
 
 __version__: str
 
@@ -30,6 +30,12 @@ def merge(options: MergeOptions) -> str:
 
 def build_mix(options: MixOptions) -> str:
     """Build a mix; returns its `midmix.json` manifest as a JSON string."""
+
+def export(options: ExportOptions) -> str:
+    """Write an index mix as MDS shards; returns the exported manifest as a JSON string."""
+
+def planned_counts(manifest: str, n: int) -> list[float]:
+    """The plan's cumulative target per source among a mix's first `n` positions."""
 
 def unigram_raw(options: UnigramFilesOptions) -> tuple[np.ndarray, int, int, int]:
     """Token-id counts over raw inputs: (uint64 counts, documents, tokens, skipped records)."""

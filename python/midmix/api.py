@@ -1,4 +1,4 @@
-"""midmix's operations as Python functions: prepare, merge, build a mix, count unigrams.
+"""midmix's operations as Python functions: prepare, merge, build and export a mix, verify, count unigrams.
 
 Each call hands one typed options object to the Rust core (`midmix._core`, private), which
 validates it once and runs with the GIL released; Ctrl-C stops it and leaves no output. Results
@@ -27,12 +27,13 @@ EncoderName = Literal["auto", "fast", "hf"]
 ModeName = Literal["pretrain", "sft"]
 OnBadRecord = Literal["error", "skip"]
 OnExhaust = Literal["error", "repeat", "stop"]
+BlendRule = Literal["midmix", "megatron"]
 
 DEFAULT_SIZE_LIMIT = 1 << 26  # 64 MiB, MDSWriter's default
 __version__: str = _core.__version__
 
 __all__ = ["DEFAULT_SIZE_LIMIT", "UnigramCounts", "__version__", "build_mix", "count_unigrams_dataset",
-           "count_unigrams_files", "merge", "prepare", "verify"]
+           "count_unigrams_files", "export", "merge", "planned_counts", "prepare", "verify"]
 
 
 # The options objects below are what crosses into Rust: the binding reads their attributes by name
@@ -84,6 +85,18 @@ class MixOptions:
     exact_per_batch: bool = False
     on_exhaust: OnExhaust = "error"
     max_repeat: int | None = None
+    blend_rule: BlendRule = "midmix"
+    materialize: bool = False
+    overwrite: bool = False
+    size_limit: int | None = DEFAULT_SIZE_LIMIT
+    threads: int | None = None
+    progress: bool = False
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    mix: Path
+    out: Path
     overwrite: bool = False
     size_limit: int | None = DEFAULT_SIZE_LIMIT
     threads: int | None = None
@@ -159,23 +172,47 @@ def merge(parts: Sequence[PathLike], out: PathLike, *, data_root: PathLike | Non
 def build_mix(phases: Sequence[Phase], out: PathLike, *, sources: Mapping[str, PathLike] | None = None,
               data_root: PathLike | None = None, seed: int = 0, global_batch: int | None = None,
               exact_per_batch: bool = False, on_exhaust: OnExhaust = "error", max_repeat: int | None = None,
-              overwrite: bool = False, size_limit: int | None = DEFAULT_SIZE_LIMIT, threads: int | None = None,
-              progress: bool = False, name: str | None = None, register: bool = True) -> MixManifest:
-    """Interleave prepared sources by the phases' weights into one MDS stream in training order.
+              blend_rule: BlendRule = "midmix", materialize: bool = False, overwrite: bool = False,
+              size_limit: int | None = DEFAULT_SIZE_LIMIT, threads: int | None = None, progress: bool = False,
+              name: str | None = None, register: bool = True) -> MixManifest:
+    """Interleave prepared sources by the phases' weights into one stream in training order.
 
-    Sources are the names the phases use, found in `sources` (name → path) or under the data root.
-    The mix is registered under the data root as `name` (default: the output directory's name)
-    unless `register` is false."""
+    The mix is an index over the untouched sources (5 bytes per sample) unless `materialize`, which
+    writes MDS shards holding the tokens (what `streaming.StreamingDataset` reads; `export` makes the
+    same from an index mix). Sources are the names the phases use, found in `sources` (name → path)
+    or under the data root. The mix is registered under the data root as `name` (default: the output
+    directory's name) unless `register` is false."""
     root = dataset.data_root(data_root)
     given = dict(sources or {})
     resolved = [(n, Path(given[n]) if n in given else dataset.resolve(n, root)) for n in source_order(phases)]
     opts = MixOptions(sources=resolved, phases=list(phases), out=Path(out), seed=seed, global_batch=global_batch,
                       exact_per_batch=exact_per_batch, on_exhaust=on_exhaust, max_repeat=max_repeat,
-                      overwrite=overwrite, size_limit=size_limit, threads=threads, progress=progress)
+                      blend_rule=blend_rule, materialize=materialize, overwrite=overwrite, size_limit=size_limit,
+                      threads=threads, progress=progress)
     manifest = _manifest(_core.build_mix(opts), opts.out, MixManifest)
     if register:
         dataset.register(name or opts.out.resolve().name, opts.out, root)
     return manifest
+
+
+def export(mix: PathLike, out: PathLike, *, data_root: PathLike | None = None, overwrite: bool = False,
+           size_limit: int | None = DEFAULT_SIZE_LIMIT, threads: int | None = None, progress: bool = False,
+           name: str | None = None, register: bool = False) -> MixManifest:
+    """Write an index mix (a path or registered name) as MDS shards: the bytes `build_mix(...,
+    materialize=True)` writes for the same inputs. Registered as `name` when `register`."""
+    root = dataset.data_root(data_root)
+    opts = ExportOptions(mix=dataset.resolve(mix, root), out=Path(out), overwrite=overwrite, size_limit=size_limit,
+                         threads=threads, progress=progress)
+    manifest = _manifest(_core.export(opts), opts.out, MixManifest)
+    if register:
+        dataset.register(name or opts.out.resolve().name, opts.out, root)
+    return manifest
+
+
+def planned_counts(manifest: MixManifest, n: int) -> np.ndarray:
+    """The plan's cumulative target T_i(n) per source among a mix's first `n` samples (past its end: a
+    later pass at the final weights), computed by the core's planner from the manifest's phases."""
+    return np.array(_core.planned_counts(json.dumps(manifest.to_dict()), n))
 
 
 @dataclass(frozen=True)
@@ -193,7 +230,9 @@ class VerifyReport:
 def verify(spec: PathLike, *, data_root: PathLike | None = None) -> VerifyReport:
     """Check a dataset (a path or a registered name) against its own records: sample counts in
     index.json vs midmix.json, shard sizes on disk, every recorded shard hash, and that every token id
-    is below the vocabulary size. Raises DatasetError naming the first thing that does not match."""
+    is below the vocabulary size; an index mix checks each source so, its index files' hashes, and
+    that every position names a sample that exists. Raises DatasetError naming the first thing that
+    does not match."""
     path = dataset.resolve(spec, data_root)
     return VerifyReport(**json.loads(_core.verify(path)))
 

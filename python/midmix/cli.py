@@ -157,7 +157,11 @@ def _named_paths(items: tuple[str, ...], option: str) -> dict[str, Path]:
 @click.option("--exact-per-batch", is_flag=True, help="each global batch holds its exact largest-remainder share")
 @click.option("--on-exhaust", type=click.Choice(["error", "repeat", "stop"]), default="error", show_default=True)
 @click.option("--max-repeat", type=click.IntRange(min=1), help="with repeat: at most this many passes per source")
-@click.option("--size-limit", default="64MiB", show_default=True, type=Size())
+@click.option("--blend-rule", type=click.Choice(["midmix", "megatron"]), default="midmix", show_default=True,
+              help="megatron: Megatron-LM's build_blending_indices order (one phase of fixed weights)")
+@click.option("--materialize", is_flag=True,
+              help="write MDS shards holding the tokens (for streaming.StreamingDataset) instead of an index")
+@click.option("--size-limit", default="64MiB", show_default=True, type=Size(), help="--materialize: shard size")
 @click.option("--threads", type=click.IntRange(min=1))
 @click.option("--out", required=True, type=click.Path(path_type=Path))
 @click.option("--name", help="register the mix under this name [default: the --out directory's name]")
@@ -165,7 +169,10 @@ def _named_paths(items: tuple[str, ...], option: str) -> dict[str, Path]:
 @click.option("--quiet", is_flag=True)
 def build_mix(weights: str | None, schedule: Path | None, tokens: str | None, samples: str | None,
               source_paths: tuple[str, ...], out: Path, quiet: bool, **options: Any) -> None:
-    """Interleave prepared sources by weight (or a schedule) into one MDS stream in training order."""
+    """Interleave prepared sources by weight (or a schedule) into one stream in training order.
+
+    Writes an index over the untouched sources (5 bytes per sample) that midmix's loader, inspect,
+    stats and verify read; --materialize writes MDS shards instead (`midmix export` does it later)."""
     stop_cleanly_on_sigterm()
     if (weights is None) == (schedule is None):
         raise click.UsageError("give --weights or --schedule")
@@ -179,8 +186,29 @@ def build_mix(weights: str | None, schedule: Path | None, tokens: str | None, sa
     except MidmixError as e:
         fail(e)
     if not quiet:
-        click.echo(f"built {out}")
+        click.echo(f"built {out} ({'index over the sources' if m.is_index else 'MDS shards'})")
         click.echo("\n".join(describe.mix_lines(m)))
+
+
+@main.command()
+@click.argument("mix")
+@click.option("--out", required=True, type=click.Path(path_type=Path))
+@click.option("--data-root", type=click.Path(path_type=Path), help="where MIX is found by name")
+@click.option("--size-limit", default="64MiB", show_default=True, type=Size())
+@click.option("--threads", type=click.IntRange(min=1))
+@click.option("--name", help="also register the export under this name")
+@click.option("--overwrite", is_flag=True)
+@click.option("--quiet", is_flag=True)
+def export(mix: str, out: Path, name: str | None, quiet: bool, **options: Any) -> None:
+    """Write index mix MIX (a path or name) as MDS shards that streaming.StreamingDataset, Composer and
+    LLM Foundry read: the bytes `build-mix --materialize` writes for the same inputs."""
+    stop_cleanly_on_sigterm()
+    try:
+        m = api.export(mix, out, progress=not quiet, name=name, register=name is not None, **options)
+    except MidmixError as e:
+        fail(e)
+    if not quiet:
+        click.echo(f"exported {mix} to {out}: {m.total_samples:,} samples, {m.total_tokens:,} tokens")
 
 
 def _unigram_options(f):

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 
 from midmix.dataset import SampleReader, TokenReader
 from midmix.errors import ConfigError
-from midmix.manifest import read_manifest
+from midmix.manifest import MixManifest, read_manifest
 
 IGNORE = -100  # the label of tokens that are not scored (SFT prompts, padding)
 
@@ -122,12 +122,16 @@ class MixDataset(_MappedShards[TokenReader], IterableDataset):
 
     @cached_property
     def fingerprint(self) -> str:
-        """The identity of the data read: sha256 of its index.json (every shard's size, and hashes when
-        written) and of its manifest without the timings (seed, sources, plan)."""
-        h = hashlib.sha256((self.path / "index.json").read_bytes())
+        """The identity of the data read. A mix: sha256 of its manifest without timings, form and paths
+        (seed, sources' fingerprints, plan), so an index mix and its export are the same data. Other
+        datasets: of their index.json (every shard's size, and hashes when written) and manifest."""
         manifest = read_manifest(self.path)
+        h = hashlib.sha256()
+        if not isinstance(manifest, MixManifest):
+            h.update((self.path / "index.json").read_bytes())
         if manifest is not None:
-            facts = {k: v for k, v in manifest.to_dict().items() if k not in ("run", "elapsed_s")}
+            drop = ("run", "elapsed_s", "form", "index")
+            facts = {k: v for k, v in manifest.to_dict().items() if k not in drop}
             for source in facts.get("source_info", []):
                 source.pop("path")  # the same sources moved elsewhere are the same data
             h.update(json.dumps(facts, sort_keys=True).encode())

@@ -16,7 +16,7 @@ from typing import Any
 
 from midmix._core import SampleReader, TokenReader
 from midmix.errors import ConfigError, DatasetError
-from midmix.manifest import Manifest, read_manifest
+from midmix.manifest import MANIFEST_FILE, Manifest, MixManifest, read_manifest
 
 REGISTRY_FILE = "registry.json"
 INDEX_FILE = "index.json"
@@ -58,7 +58,8 @@ def register(name: str, directory: Path, root: Path) -> None:
 
 
 def is_dataset(directory: Path) -> bool:
-    return (Path(directory) / INDEX_FILE).is_file()
+    """MDS shards (index.json), or an index mix (a midmix.json over other datasets' shards)."""
+    return (Path(directory) / INDEX_FILE).is_file() or (Path(directory) / MANIFEST_FILE).is_file()
 
 
 def lookup(name: str, root: Path) -> Path:
@@ -68,7 +69,7 @@ def lookup(name: str, root: Path) -> Path:
         path = Path(entries[name])
         if not is_dataset(path):
             raise DatasetError(f"'{name}' is registered under data root {root} as {path}, "
-                               f"which no longer holds a dataset ({INDEX_FILE} missing)")
+                               f"which no longer holds a dataset ({INDEX_FILE} and {MANIFEST_FILE} missing)")
         return path
     if is_dataset(root / name):
         return root / name
@@ -83,7 +84,7 @@ def resolve(spec: PathLike, root: PathLike | None = None) -> Path:
         return path
     text = str(spec)
     if os.sep in text or path.suffix:
-        raise DatasetError(f"no MDS dataset at {text} ({INDEX_FILE} missing); run `midmix prepare` or "
+        raise DatasetError(f"no dataset at {text} ({INDEX_FILE} and {MANIFEST_FILE} missing); run `midmix prepare` or "
                            "`midmix build-mix` first")
     return lookup(text, data_root(root))
 
@@ -93,7 +94,7 @@ def resolve(spec: PathLike, root: PathLike | None = None) -> Path:
 class Dataset:
     """A prepared dataset or a mix on disk: its manifest, its MDS index, and its samples."""
 
-    def __init__(self, path: Path, manifest: Manifest | None, index: dict[str, Any]) -> None:
+    def __init__(self, path: Path, manifest: Manifest | None, index: dict[str, Any] | None) -> None:
         self.path = path
         self.manifest = manifest
         self.index = index
@@ -102,6 +103,9 @@ class Dataset:
     def open(cls, spec: PathLike, data_root: PathLike | None = None) -> Dataset:
         """A dataset by path, or by the name it is registered under."""
         path = resolve(spec, data_root)
+        manifest = read_manifest(path)
+        if isinstance(manifest, MixManifest) and manifest.is_index:
+            return cls(path, manifest, None)  # no shards of its own: it reads its sources'
         index_path = path / INDEX_FILE
         try:
             index = json.loads(index_path.read_text())
@@ -109,7 +113,7 @@ class Dataset:
             raise DatasetError(f"{index_path}: not a readable MDS index ({e})") from e
         if not isinstance(index, dict) or not isinstance(index.get("shards"), list):
             raise DatasetError(f"{index_path}: not an MDS index (no 'shards' list)")
-        return cls(path, read_manifest(path), index)
+        return cls(path, manifest, index)
 
     @property
     def name(self) -> str:
@@ -127,12 +131,22 @@ class Dataset:
         return self.manifest
 
     @property
+    def index_mix(self) -> MixManifest | None:
+        """The manifest when this is an index mix (positions over its sources, no shards of its own)."""
+        m = self.manifest
+        return m if isinstance(m, MixManifest) and m.is_index else None
+
+    @property
     def shards(self) -> list[dict[str, Any]]:
-        return self.index["shards"]
+        """The MDS shards listed in index.json (none for an index mix)."""
+        return self.index["shards"] if self.index is not None else []
 
     @property
     def num_samples(self) -> int:
-        """Samples in the dataset, from its index.json (any sample layout, fixed-size or not)."""
+        """Samples in the dataset, from its index.json (any sample layout, fixed-size or not), or the
+        positions of an index mix."""
+        if (mix := self.index_mix) is not None:
+            return mix.total_samples
         try:
             return sum(int(s["samples"]) for s in self.shards)
         except (KeyError, TypeError, ValueError) as e:

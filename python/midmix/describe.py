@@ -45,7 +45,14 @@ def prepared_lines(m: PreparedManifest) -> list[str]:
 
 
 def index_lines(d: Dataset) -> list[str]:
-    """A dataset's MDS `index.json`: shards, samples, stored size, columns and writer options."""
+    """A dataset's MDS `index.json`: shards, samples, stored size, columns and writer options; for an
+    index mix, its index files and the sources it reads."""
+    if (mix := d.index_mix) is not None and mix.index is not None:
+        stored = mix.index.source.bytes + mix.index.sample.bytes
+        lines = [f"form          index: {mix.index.positions:,} positions in {human_bytes(stored)} "
+                 f"(`midmix export` writes MDS shards)"]
+        lines += [f"source        {s.name:<16}{s.path}  ({s.samples:,} samples)" for s in mix.source_info]
+        return lines
     shards, samples = d.shards, d.num_samples
     stored = sum((s["zip_data"] or s["raw_data"])["bytes"] for s in shards)
     lines = [f"shards        {len(shards)}  ({samples:,} samples, {human_bytes(stored)} stored)"]

@@ -134,8 +134,24 @@ class PhaseReport:
 
 
 @dataclass(frozen=True)
+class IndexFile:
+    file: str
+    bytes: int
+    xxh3_128: str
+
+
+@dataclass(frozen=True)
+class IndexFiles:
+    """An index mix's arrays: per position, the source (`mix.source.u8`) and its sample (`mix.sample.u32`)."""
+
+    positions: int
+    source: IndexFile
+    sample: IndexFile
+
+
+@dataclass(frozen=True)
 class MixManifest:
-    """A `build-mix` output."""
+    """A `build-mix` output: an index over its sources (`form` "index") or MDS shards ("mds")."""
 
     midmix_version: str
     kind: Literal["mix"]
@@ -156,6 +172,13 @@ class MixManifest:
     max_deviation: float
     columns: dict[str, str]
     elapsed_s: float
+    form: Literal["index", "mds"] = "mds"  # mixes written before index mixes are MDS
+    index: IndexFiles | None = None
+    blend_rule: Literal["midmix", "megatron"] = "midmix"
+
+    @property
+    def is_index(self) -> bool:
+        return self.form == "index"
 
     @property
     def mode(self) -> Literal["pretrain"]:

@@ -19,11 +19,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from midmix import api
 from midmix.dataset import Dataset
 from midmix.errors import ConfigError
 from midmix.experiment import tables
 from midmix.experiment.grid import Grid, Variant, all_variants, branch_step, load, sft_jobs
+from midmix.manifest import MixManifest, read_manifest
 from midmix.mixspec import Phase
 
 
@@ -79,6 +82,8 @@ class Experiment:
         return self.mixes / ("base" if variant is None else variant.name)
 
     def build_mixes(self) -> None:
+        """Every variant as an index mix over the prepared data: a variant costs 5 bytes per sample, not a
+        copy of its tokens (the base prefix it shares with every other variant included)."""
         g = self.g
         total = g.steps * g.global_batch
         self._build(None, {"base": self.data / "base"}, [Phase.samples(total, {"base": 1.0})])
@@ -87,10 +92,17 @@ class Experiment:
             tail = {v.mix: 1.0} if v.is_control else {"base": 1 - v.weight, v.mix: v.weight}
             self._build(v, {"base": self.data / "base", v.mix: self.data / v.mix},
                         [Phase.samples(head, {"base": 1.0}), Phase.samples(total - head, tail)])
+        on_disk = sum(f.stat().st_size for f in self.mixes.rglob("*") if f.is_file())
+        copied = 0
+        for d in self.mixes.iterdir():
+            m = read_manifest(d)
+            if isinstance(m, MixManifest):
+                copied += m.total_samples * (1 + m.seq_len * np.dtype(m.dtype).itemsize)
+        self.log(f"mixes take {on_disk / 2**20:.1f} MiB on disk as indexes ({copied / 2**20:.1f} MiB materialized)")
 
     def _build(self, v: Variant | None, sources: dict[str, Path], phases: list[Phase]) -> None:
         out = self.mix_dir(v)
-        if (out / "index.json").exists():
+        if (out / "midmix.json").exists():  # written last, under a temporary name: the mix is complete
             return
         api.build_mix(phases, out, sources=sources, seed=self.g.seed, global_batch=self.g.global_batch,
                       overwrite=True, register=False)

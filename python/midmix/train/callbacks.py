@@ -16,6 +16,7 @@ from composer.core.precision import get_precision_context
 from composer.loggers import Logger
 from composer.utils import dist
 
+from midmix.api import planned_counts
 from midmix.data import IGNORE
 from midmix.errors import ConfigError
 from midmix.manifest import Manifest, MixManifest
@@ -102,32 +103,6 @@ class DomainEval(LossEval):
 
     def __init__(self, evalset: EvalSet, every: int) -> None:
         super().__init__("domain", evalset, every)
-
-
-def planned_counts(plan: MixManifest, n: int) -> np.ndarray:
-    """The plan's cumulative target T_i(n) = Σ_{t<n} w_i(t), from a mix's midmix.json phases (a ramp
-    phase of length L moves from the previous weights to its own: w(t) = p + (w − p)(t − s + 1)/L)."""
-    names = plan.sources
-    out = np.zeros(len(names))
-    prev = None
-    for phase in plan.phases:
-        s, e = phase.start_sample, phase.end_sample
-        raw = np.array([phase.weights.get(name, 0.0) for name in names])
-        w = raw / raw.sum()
-        b = min(n, e)
-        if b > s:
-            if phase.ramp and prev is not None:
-                length = e - s
-                steps = (b - s) * (b - s + 1) / 2  # Σ_{t=s}^{b-1} (t − s + 1)
-                out += (b - s) * prev + (w - prev) * steps / length
-            else:
-                out += (b - s) * w
-        prev = w
-        if n <= e:
-            break
-    if n > plan.phases[-1].end_sample:  # a later pass holds the last weights
-        out += (n - plan.phases[-1].end_sample) * prev
-    return out
 
 
 class MixtureMonitor(Callback):

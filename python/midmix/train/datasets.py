@@ -95,6 +95,10 @@ def train_loader(cfg: DataSetConfig, info: DatasetInfo, global_batch: int, seed:
     if cfg.loader == "midmix":
         mix = MixDataset(info.path, global_batch, rank=rank, world_size=world)
         return MixLoader(mix, num_workers=cfg.num_workers)
+    if info.dataset.index_mix is not None:
+        raise ConfigError(f"data.train.loader: streaming reads MDS shards, and {info.path} is an index mix over its "
+                          f"sources: use loader: midmix, or `midmix export {info.path} --out DIR` (or build it with "
+                          "`build-mix --materialize`) and train on DIR")
     # The settings under which StreamingDataset yields a mix in the order build-mix wrote it (README).
     from streaming import StreamingDataset
 

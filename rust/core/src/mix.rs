@@ -1,9 +1,11 @@
-//! `midmix build-mix`: interleave prepared sources by (scheduled) weights into one MDS stream
-//! whose order is the training order.
+//! `midmix build-mix`: interleave prepared sources by (scheduled) weights into one stream whose
+//! order is the training order, and `midmix export`.
 //!
 //! Each source's samples are taken in a permutation that depends only on the seed and the source
-//! name (a fresh one per pass). Output shards hold a fixed number of fixed-size samples, so they
-//! are independent and are written in parallel, copying token bytes without decoding them.
+//! name (a fresh one per pass). A mix is written as an index over its untouched sources
+//! (`mixindex`, the default) or materialized as MDS shards (`--materialize`, or `export` of an
+//! index mix): those hold a fixed number of fixed-size samples, so they are independent and are
+//! written in parallel, copying token bytes without decoding them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,7 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::mds::{write_index, MappedDataset, ShardFormat, WriterOptions};
-use crate::plan::{self, Phase, Schedule};
+use crate::mixindex::{IndexFiles, IndexedMix};
+use crate::plan::{self, BlendRule, Phase, Schedule};
 use crate::pool::{check_cancel, thread_pool};
 use crate::progress::Progress;
 use crate::report::{Report, TokenizerInfo};
@@ -85,6 +88,9 @@ pub struct MixOptions {
     pub global_batch: Option<u64>,
     pub exact_per_batch: bool,
     pub on_exhaust: OnExhaust,
+    pub blend_rule: BlendRule,
+    /// Write MDS shards holding the tokens instead of an index over the sources.
+    pub materialize: bool,
     pub out: PathBuf,
     pub overwrite: bool,
     pub size_limit: Option<u64>,
@@ -97,6 +103,7 @@ pub struct MixOptions {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SourceInfo {
     pub name: String,
+    /// Absolute: an index mix reads the source from here.
     pub path: String,
     pub samples: u64,
     pub tokens: u64,
@@ -123,6 +130,11 @@ pub struct PhaseReport {
 pub struct MixReport {
     pub midmix_version: String,
     pub kind: String,
+    /// `index` (positions over the sources, `mixindex`) or `mds` (shards holding the tokens).
+    #[serde(default = "mds_form")]
+    pub form: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<IndexFiles>,
     pub sources: Vec<String>,
     pub source_info: Vec<SourceInfo>,
     pub seed: u64,
@@ -133,6 +145,8 @@ pub struct MixReport {
     pub global_batch: Option<u64>,
     pub exact_per_batch: bool,
     pub on_exhaust: String,
+    #[serde(default = "midmix_rule")]
+    pub blend_rule: String,
     pub total_samples: u64,
     pub total_tokens: u64,
     pub phases: Vec<PhaseReport>,
@@ -143,6 +157,14 @@ pub struct MixReport {
     pub max_deviation: f64,
     pub columns: BTreeMap<String, String>,
     pub elapsed_s: f64,
+}
+
+fn mds_form() -> String {
+    "mds".into()
+}
+
+fn midmix_rule() -> String {
+    "midmix".into()
 }
 
 /// SplitMix64: a small, fully specified generator, so permutations are the same on every platform.
@@ -181,11 +203,6 @@ pub fn permutation(seed: u64, source: &str, pass: u64, n: u64) -> Vec<u32> {
     p
 }
 
-fn fingerprint_file(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    Ok(format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes)))
-}
-
 /// Option checks that need no input: the source count and `--exact-per-batch`.
 fn check_options(opts: &MixOptions) -> Result<()> {
     let k = opts.sources.len();
@@ -201,6 +218,14 @@ fn check_options(opts: &MixOptions) -> Result<()> {
     if opts.exact_per_batch && opts.global_batch.is_none() {
         return Err(Error::Config(
             "--exact-per-batch needs --global-batch".into(),
+        ));
+    }
+    // Megatron's rule is defined for fixed weights only; per-batch quotas would change its order.
+    if opts.blend_rule == BlendRule::Megatron
+        && (opts.phases.len() != 1 || opts.phases[0].ramp || opts.exact_per_batch)
+    {
+        return Err(Error::Config(
+            "--blend-rule megatron takes one phase of fixed weights (--weights), without --exact-per-batch".into(),
         ));
     }
     Ok(())
@@ -418,16 +443,25 @@ fn resolve_picks(
     (picks, seen)
 }
 
+/// Where and how materialized shards are written.
+struct ShardWriting<'a> {
+    dir: &'a Path,
+    size_limit: Option<u64>,
+    progress: bool,
+    cancel: Option<&'a AtomicBool>,
+}
+
 /// Write the picked samples as shards in parallel (each holds a fixed count of fixed-size
 /// samples, so they are independent), then `index.json`.
 fn write_shards(
-    opts: &MixOptions,
+    opts: &ShardWriting,
     pool: &rayon::ThreadPool,
-    dir: &Path,
     sources: &[MappedDataset],
+    source_dirs: &[PathBuf],
     picks: &[(u8, u32)],
     tokens_spec: &str,
 ) -> Result<()> {
+    let dir = opts.dir;
     let total = picks.len() as u64;
     let format = ShardFormat::new(
         &[("source", "uint8"), ("tokens", tokens_spec)],
@@ -442,7 +476,7 @@ fn write_shards(
         .columns
         .first()
         .and_then(|c| c.encoding.fixed_size())
-        .ok_or_else(|| Error::dataset(&opts.sources[0].1, "tokens column is not fixed-size"))?;
+        .ok_or_else(|| Error::dataset(&source_dirs[0], "tokens column is not fixed-size"))?;
     let per_shard = format.samples_per_shard(sample_size).min(total);
     let n_shards = total.div_ceil(per_shard) as usize;
     let progress = Progress::new(opts.progress, total * sample_size as u64, "build-mix");
@@ -451,7 +485,7 @@ fn write_shards(
         (0..n_shards)
             .into_par_iter()
             .map(|si| {
-                check_cancel(opts.cancel.as_deref())?;
+                check_cancel(opts.cancel)?;
                 let lo = si as u64 * per_shard;
                 let hi = (lo + per_shard).min(total);
                 let mut fill = |w: &mut dyn std::io::Write| -> Result<()> {
@@ -460,8 +494,8 @@ fn write_shards(
                             .sample(idx as u64)
                             .filter(|b| b.len() + 1 == sample_size)
                             .ok_or_else(|| {
-                                let dir = &opts.sources[s as usize].1;
-                                Error::dataset(dir, format!("sample {idx} is missing or corrupt"))
+                                let src = &source_dirs[s as usize];
+                                Error::dataset(src, format!("sample {idx} is missing or corrupt"))
                             })?;
                         w.write_all(&[s])
                             .and_then(|_| w.write_all(bytes))
@@ -540,12 +574,13 @@ fn source_infos(
         .zip(reports)
         .zip(avail)
         .map(|(((name, dir), r), a)| {
+            let path = std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
             Ok(SourceInfo {
                 name: name.clone(),
-                path: dir.display().to_string(),
+                path: path.display().to_string(),
                 samples: *a,
                 tokens: a * tok,
-                index_xxh3_128: fingerprint_file(&dir.join(crate::mds::INDEX_FILE))?,
+                index_xxh3_128: crate::mixindex::file_xxh3(&dir.join(crate::mds::INDEX_FILE))?,
                 tokenizer_sha256: r.tokenizer.sha256.clone(),
             })
         })
@@ -571,55 +606,67 @@ fn write_report(dir: &Path, report: &MixReport) -> Result<()> {
     std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))
 }
 
-pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
-    let started = Instant::now();
-    check_options(opts)?;
-    let source_dirs: Vec<PathBuf> = opts.sources.iter().map(|(_, d)| d.clone()).collect();
-    crate::staging::check_not_an_input(&opts.out, &source_dirs)?;
-    let pool = thread_pool(opts.threads)?;
-    let (reports, tokens_spec) = read_sources(opts)?;
-    let first = &reports[0];
-    let seq_len = first.seq_len;
-    let names: Vec<&str> = opts.sources.iter().map(|(n, _)| n.as_str()).collect();
-    let phases = phases(opts, &names, seq_len)?;
-    let schedule = Schedule::new(&phases)?;
-
-    let staged = StagedDir::new(&opts.out, opts.overwrite)?;
-    let cache = staged.path().join(".source-cache");
+/// Map the sources for reading (compressed shards into `cache`); refuses one whose index lists
+/// no samples, whatever its midmix.json says.
+fn open_sources(opts: &MixOptions, cache: &Path) -> Result<Vec<MappedDataset>> {
     let sources: Vec<MappedDataset> = opts
         .sources
         .iter()
-        .map(|(_, d)| {
+        .enumerate()
+        .map(|(i, (_, d))| {
             check_cancel(opts.cancel.as_deref())?;
-            MappedDataset::open(d, &cache)
+            MappedDataset::open(d, &cache.join(i.to_string()))
         })
         .collect::<Result<_>>()?;
-    let avail: Vec<u64> = sources.iter().map(|s| s.num_samples()).collect();
-    // The index may disagree with midmix.json; an empty one is refused all the same.
-    if let Some(i) = avail.iter().position(|&a| a == 0) {
-        let (name, dir) = &opts.sources[i];
-        return Err(Error::dataset(
-            dir,
-            format!("source '{name}' has no samples (its index.json lists none)"),
-        ));
+    for ((name, dir), s) in opts.sources.iter().zip(&sources) {
+        if s.num_samples() == 0 {
+            return Err(Error::dataset(
+                dir,
+                format!("source '{name}' has no samples (its index.json lists none)"),
+            ));
+        }
+        // Index mixes store the sample as a u32 (as the permutations do).
+        if s.num_samples() > u32::MAX as u64 {
+            return Err(Error::dataset(
+                dir,
+                format!(
+                    "source '{name}' has more than 2^32 samples; split it into several sources"
+                ),
+            ));
+        }
     }
+    Ok(sources)
+}
 
-    // Plan. `Fill` and `stop` end at the first sample a source cannot give without repeating.
+/// The source of every position, whole global batches only. `Fill` and `stop` end at the first
+/// sample a source cannot give without repeating; other plans that need more passes than
+/// `--on-exhaust` allows are refused.
+fn plan_sources(
+    opts: &MixOptions,
+    schedule: &Schedule,
+    names: &[&str],
+    avail: &[u64],
+    seq_len: usize,
+) -> Result<plan::Plan> {
     let stop_at_limit = opts.on_exhaust == OnExhaust::Stop || schedule.total().is_none();
     let planned_len = schedule.total().unwrap_or_else(|| avail.iter().sum());
     let batch = match opts.global_batch {
         Some(g) if opts.exact_per_batch => g,
         _ => 0,
     };
-    let plan = plan::build(&schedule, planned_len, batch, &|i, c| {
+    let mut plan = plan::build(schedule, planned_len, batch, opts.blend_rule, &|i, c| {
         !stop_at_limit || c < avail[i]
     });
     if !stop_at_limit {
-        check_exhaustion(opts, &names, &plan.sources, &avail, seq_len)?;
+        check_exhaustion(opts, names, &plan.sources, avail, seq_len)?;
     }
-    // |c_i(n) - T_i(n)| < 1 is proved for up to three sources (without per-batch quotas); a
-    // plan that misses it means the weights were not what planning assumes, so write nothing.
-    if names.len() <= 3 && batch == 0 && plan.max_deviation >= 1.0 {
+    // |c_i(n) - T_i(n)| < 1 is proved for up to three sources (midmix's rule, without per-batch
+    // quotas); a plan that misses it means the weights were not what planning assumes.
+    if names.len() <= 3
+        && batch == 0
+        && opts.blend_rule == BlendRule::Midmix
+        && plan.max_deviation >= 1.0
+    {
         return Err(Error::Config(format!(
             "the plan deviates from the weights by {} samples (must be < 1 for {} sources); check the weights of each phase",
             plan.max_deviation,
@@ -636,19 +683,61 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
                 .into(),
         ));
     }
-    let plan_sources = &plan.sources[..total as usize];
-    let (picks, seen) = resolve_picks(opts.seed, &names, plan_sources, &avail);
+    plan.sources.truncate(total as usize);
+    Ok(plan)
+}
 
-    write_shards(opts, &pool, staged.path(), &sources, &picks, &tokens_spec)?;
+pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
+    let started = Instant::now();
+    check_options(opts)?;
+    let source_dirs: Vec<PathBuf> = opts.sources.iter().map(|(_, d)| d.clone()).collect();
+    crate::staging::check_not_an_input(&opts.out, &source_dirs)?;
+    let pool = thread_pool(opts.threads)?;
+    let (reports, tokens_spec) = read_sources(opts)?;
+    let first = &reports[0];
+    let seq_len = first.seq_len;
+    let names: Vec<&str> = opts.sources.iter().map(|(n, _)| n.as_str()).collect();
+    let phases = phases(opts, &names, seq_len)?;
+    let schedule = Schedule::new(&phases)?;
+
+    let staged = StagedDir::new(&opts.out, opts.overwrite)?;
+    let cache = staged.path().join(".source-cache");
+    let sources = open_sources(opts, &cache)?;
+    let avail: Vec<u64> = sources.iter().map(|s| s.num_samples()).collect();
+    let plan = plan_sources(opts, &schedule, &names, &avail, seq_len)?;
+    let (picks, seen) = resolve_picks(opts.seed, &names, &plan.sources, &avail);
+
+    let index = if opts.materialize {
+        let writing = ShardWriting {
+            dir: staged.path(),
+            size_limit: opts.size_limit,
+            progress: opts.progress,
+            cancel: opts.cancel.as_deref(),
+        };
+        write_shards(
+            &writing,
+            &pool,
+            &sources,
+            &source_dirs,
+            &picks,
+            &tokens_spec,
+        )?;
+        None
+    } else {
+        Some(crate::mixindex::write(staged.path(), &picks)?)
+    };
     drop(sources);
     if cache.exists() {
         std::fs::remove_dir_all(&cache).map_err(|e| Error::io(&cache, e))?;
     }
 
     let tok = seq_len as u64;
+    let total = plan.sources.len() as u64;
     let report = MixReport {
         midmix_version: crate::VERSION.into(),
         kind: "mix".into(),
+        form: if index.is_some() { "index" } else { "mds" }.into(),
+        index,
         sources: names.iter().map(|s| s.to_string()).collect(),
         source_info: source_infos(opts, &reports, &avail, tok)?,
         seed: opts.seed,
@@ -658,9 +747,10 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
         global_batch: opts.global_batch,
         exact_per_batch: opts.exact_per_batch,
         on_exhaust: on_exhaust_name(opts.on_exhaust),
+        blend_rule: opts.blend_rule.name().into(),
         total_samples: total,
         total_tokens: total * tok,
-        phases: phase_reports(&schedule, &phases, &names, plan_sources, tok),
+        phases: phase_reports(&schedule, &phases, &names, &plan.sources, tok),
         samples_per_source: names
             .iter()
             .zip(&seen)
@@ -685,6 +775,99 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
     Ok(report)
 }
 
+/// `T_i(n)` per source: the samples of each the written mix's plan schedules among its first `n`
+/// positions, from its manifest's phases (the one implementation of the targets, shared with
+/// planning). Positions past the last phase hold its final weights, as a later pass of the mix.
+pub fn planned_counts(report: &MixReport, n: u64) -> Result<Vec<f64>> {
+    let names = &report.sources;
+    let phases: Vec<Phase> = report
+        .phases
+        .iter()
+        .map(|p| {
+            let w: Vec<f64> = names
+                .iter()
+                .map(|s| p.weights.get(s).copied().unwrap_or(0.0))
+                .collect();
+            let sum: f64 = w.iter().sum();
+            Phase {
+                samples: Some(p.end_sample - p.start_sample),
+                weights: w.iter().map(|v| v / sum).collect(),
+                ramp: p.ramp,
+            }
+        })
+        .collect();
+    let schedule = Schedule::new(&phases)?;
+    let end = schedule.total().unwrap_or(0);
+    let last = phases.last().map(|p| p.weights.clone()).unwrap_or_default();
+    Ok((0..names.len())
+        .map(|i| {
+            if n <= end {
+                schedule.target(i, n)
+            } else {
+                schedule.target(i, end) + (n - end) as f64 * last[i]
+            }
+        })
+        .collect())
+}
+
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    pub mix: PathBuf,
+    pub out: PathBuf,
+    pub overwrite: bool,
+    pub size_limit: Option<u64>,
+    pub threads: Option<usize>,
+    pub progress: bool,
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+/// `midmix export`: write an index mix as MDS shards, the same bytes `build-mix --materialize`
+/// writes for the same inputs, with the same manifest (form `mds`).
+pub fn export(opts: &ExportOptions) -> Result<MixReport> {
+    let started = Instant::now();
+    let pool = thread_pool(opts.threads)?;
+    let (recorded, _) = IndexedMix::manifest(&opts.mix)?.ok_or_else(|| {
+        Error::dataset(
+            &opts.mix,
+            "is not an index mix (only `build-mix` output without --materialize is exported)",
+        )
+    })?;
+    let source_dirs: Vec<PathBuf> = recorded
+        .source_info
+        .iter()
+        .map(|s| PathBuf::from(&s.path))
+        .collect();
+    let inputs: Vec<PathBuf> = source_dirs
+        .iter()
+        .cloned()
+        .chain([opts.mix.clone()])
+        .collect();
+    crate::staging::check_not_an_input(&opts.out, &inputs)?;
+    let staged = StagedDir::new(&opts.out, opts.overwrite)?;
+    let cache = staged.path().join(".source-cache");
+    let mix = IndexedMix::open(&opts.mix, &cache)?;
+    let picks = mix.picks()?;
+    let writing = ShardWriting {
+        dir: staged.path(),
+        size_limit: opts.size_limit,
+        progress: opts.progress,
+        cancel: opts.cancel.as_deref(),
+    };
+    let spec = &mix.report.columns["tokens"];
+    write_shards(&writing, &pool, mix.sources(), &source_dirs, &picks, spec)?;
+    let mut report = mix.report.clone();
+    drop(mix);
+    if cache.exists() {
+        std::fs::remove_dir_all(&cache).map_err(|e| Error::io(&cache, e))?;
+    }
+    report.form = "mds".into();
+    report.index = None;
+    report.elapsed_s = started.elapsed().as_secs_f64();
+    write_report(staged.path(), &report)?;
+    staged.commit()?;
+    Ok(report)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -701,6 +884,8 @@ mod tests {
             global_batch,
             exact_per_batch,
             on_exhaust: OnExhaust::Error,
+            blend_rule: BlendRule::Midmix,
+            materialize: false,
             out: PathBuf::from("/nonexistent/out"),
             overwrite: false,
             size_limit: None,

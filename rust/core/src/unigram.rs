@@ -279,9 +279,96 @@ fn dataset_vocab(dir: &Path, enc: &Encoding) -> Result<usize> {
     }
 }
 
+/// Add the ids of one sample's `values` (little-endian `dtype`). Counts are sized by the
+/// vocabulary; an id past it is damage, not a reason to grow them (one stray u32 would cost
+/// gigabytes), so it is the error `bad(id)`.
+fn add_sample(
+    u: &mut Unigram,
+    dtype: Dtype,
+    values: &[u8],
+    bad: &dyn Fn(u32) -> Error,
+) -> Result<()> {
+    let mut add = |t: u32| -> Result<()> {
+        match u.counts.get_mut(t as usize) {
+            Some(slot) => {
+                *slot += 1;
+                Ok(())
+            }
+            None => Err(bad(t)),
+        }
+    };
+    let n = match dtype {
+        Dtype::U16 => {
+            for c in values.chunks_exact(2) {
+                add(u16::from_le_bytes([c[0], c[1]]) as u32)?;
+            }
+            values.len() / 2
+        }
+        _ => {
+            for c in values.chunks_exact(4) {
+                add(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))?;
+            }
+            values.len() / 4
+        }
+    };
+    u.tokens += n as u64;
+    u.documents += 1;
+    Ok(())
+}
+
+/// Positions of an index mix counted per task.
+const POSITIONS_PER_TASK: u64 = 1 << 14;
+
+/// Count the tokens an index mix realizes, position by position through its sources.
+fn count_index_mix(
+    dir: &Path,
+    pool: &rayon::ThreadPool,
+    cancel: Option<&AtomicBool>,
+) -> Result<Unigram> {
+    let cache = std::env::temp_dir().join(format!("midmix-count-{}", std::process::id()));
+    let opened = crate::mixindex::IndexedMix::open(dir, &cache);
+    let _ = std::fs::remove_dir_all(&cache); // the maps keep the decompressed shards alive
+    let mix = opened?;
+    let enc = Encoding::parse(&mix.report.columns["tokens"])?;
+    let dtype = match enc {
+        Encoding::NdArray { dtype: Some(d), .. } => d,
+        _ => return Err(Error::dataset(dir, "tokens column is not an ndarray")),
+    };
+    let vocab = dataset_vocab(dir, &enc)?;
+    let n = mix.num_samples();
+    pool.install(|| {
+        (0..n.div_ceil(POSITIONS_PER_TASK))
+            .into_par_iter()
+            .map(|task| -> Result<Unigram> {
+                check_cancel(cancel)?;
+                let mut u = Unigram::new(vocab);
+                let lo = task * POSITIONS_PER_TASK;
+                for k in lo..(lo + POSITIONS_PER_TASK).min(n) {
+                    let (s, tokens) = mix.sample(k).ok_or_else(|| {
+                        Error::dataset(dir, format!("index position {k} names no sample of its sources: damaged index"))
+                    })?;
+                    let bad = |t: u32| {
+                        let (_, idx) = mix.pick(k).unwrap_or_default();
+                        Error::dataset(
+                            dir,
+                            format!(
+                                "position {k} (source '{}' sample {idx}): id {t} ≥ vocab size {vocab}: corrupt source shard?",
+                                mix.report.sources[s as usize]
+                            ),
+                        )
+                    };
+                    add_sample(&mut u, dtype, tokens, &bad)?;
+                }
+                Ok(u)
+            })
+            .try_reduce(|| Unigram::new(vocab), |a, b| Ok(a.merge(b)))
+    })
+}
+
 /// Count token ids of a prepared or mixed dataset (`tokens`, or SFT `input_ids`), without
-/// re-tokenizing. `exclude` ids (the EOS/BOS `prepare` inserted) are not counted. Setting
-/// `cancel` stops it between shards with `Error::Interrupted`.
+/// re-tokenizing; an index mix is counted through its sources, as training reads it. `exclude`
+/// ids (the EOS/BOS `prepare` inserted) are not counted. Setting `cancel` stops it between
+/// shards with `Error::Interrupted`.
 pub fn count_dataset(
     dir: &Path,
     exclude: &[u32],
@@ -289,6 +376,27 @@ pub fn count_dataset(
     cancel: Option<&AtomicBool>,
 ) -> Result<Unigram> {
     let pool = thread_pool(threads)?;
+    let counted = if crate::mixindex::IndexedMix::manifest(dir)?.is_some() {
+        count_index_mix(dir, &pool, cancel)?
+    } else {
+        count_shards(dir, &pool, cancel)?
+    };
+    let mut u = counted;
+    for &t in exclude {
+        if let Some(c) = u.counts.get_mut(t as usize) {
+            u.tokens -= *c;
+            *c = 0;
+        }
+    }
+    Ok(u)
+}
+
+/// Count an MDS dataset shard by shard.
+fn count_shards(
+    dir: &Path,
+    pool: &rayon::ThreadPool,
+    cancel: Option<&AtomicBool>,
+) -> Result<Unigram> {
     let ds = MdsDataset::open(dir)?;
     let col = ds
         .column_index("tokens")
@@ -296,7 +404,7 @@ pub fn count_dataset(
         .ok_or_else(|| Error::dataset(dir, "has no tokens or input_ids column"))?;
     let enc = ds.columns[col].encoding.clone();
     let vocab = dataset_vocab(dir, &enc)?;
-    let counted = pool.install(|| {
+    pool.install(|| {
         (0..ds.shards.len())
             .into_par_iter()
             .map(|si| -> Result<Unigram> {
@@ -310,47 +418,20 @@ pub fn count_dataset(
                         .split_sample(shard.sample(i).ok_or_else(bad)?)
                         .ok_or_else(bad)?;
                     let (dtype, _, values) = decode_ndarray(&enc, cols[col]).ok_or_else(bad)?;
-                    // Counts are sized by the vocabulary; an id past it is damage, not a
-                    // reason to grow them (one stray u32 would cost gigabytes).
-                    let mut add = |t: u32| -> Result<()> {
-                        let slot = u.counts.get_mut(t as usize).ok_or_else(|| {
-                            Error::dataset(
-                                dir,
-                                format!("{name} sample {i}: id {t} ≥ vocab size {vocab}: corrupt shard?"),
-                            )
-                        })?;
-                        *slot += 1;
-                        Ok(())
+                    let bad_id = |t: u32| {
+                        Error::dataset(
+                            dir,
+                            format!(
+                                "{name} sample {i}: id {t} ≥ vocab size {vocab}: corrupt shard?"
+                            ),
+                        )
                     };
-                    let n = match dtype {
-                        Dtype::U16 => {
-                            for c in values.chunks_exact(2) {
-                                add(u16::from_le_bytes([c[0], c[1]]) as u32)?;
-                            }
-                            values.len() / 2
-                        }
-                        _ => {
-                            for c in values.chunks_exact(4) {
-                                add(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))?;
-                            }
-                            values.len() / 4
-                        }
-                    };
-                    u.tokens += n as u64;
-                    u.documents += 1;
+                    add_sample(&mut u, dtype, values, &bad_id)?;
                 }
                 Ok(u)
             })
             .try_reduce(|| Unigram::new(vocab), |a, b| Ok(a.merge(b)))
-    })?;
-    let mut u = counted;
-    for &t in exclude {
-        if let Some(c) = u.counts.get_mut(t as usize) {
-            u.tokens -= *c;
-            *c = 0;
-        }
-    }
-    Ok(u)
+    })
 }
 
 #[cfg(test)]

@@ -107,7 +107,7 @@ pub struct VerifyReport {
     pub vocab_size: u64,
 }
 
-/// Check a prepared dataset or a mix against its own records: the sample count of
+/// Check a prepared dataset or a mix (of either form) against its own records: the sample count of
 /// `midmix.json` against `index.json`, each shard's size and recorded hashes, and (pretraining
 /// data and mixes) that every token id is below the tokenizer's vocabulary size. The first
 /// problem found is the error, naming the shard.
@@ -138,6 +138,9 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
         }
     };
     let vocab_size = field(&json["tokenizer"]["vocab_size"], "tokenizer.vocab_size")?;
+    if kind == "mix" && json["form"] == "index" {
+        return verify_index_mix(dir, samples, vocab_size);
+    }
     let ds = MdsDataset::open(dir)?;
     check_counts_and_sizes("dataset", dir, &ds, samples)?;
     let hashes_checked = check_hashes("dataset", dir, &ds)?;
@@ -151,6 +154,54 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
         kind,
         samples,
         shards: ds.shards.len(),
+        hashes_checked,
+        tokens_checked,
+        vocab_size,
+    })
+}
+
+/// An index mix: every source as its own dataset (fingerprint, sizes, hashes), the index files'
+/// hashes, every position naming a sample that exists, the realized count of each source against
+/// `samples_per_source`, and every realized token id against the vocabulary.
+fn verify_index_mix(dir: &Path, samples: u64, vocab_size: u64) -> Result<VerifyReport> {
+    let cache = std::env::temp_dir().join(format!("midmix-verify-{}", std::process::id()));
+    let opened = crate::mixindex::IndexedMix::open(dir, &cache);
+    let _ = std::fs::remove_dir_all(&cache);
+    let mix = opened?;
+    let mut hashes_checked = 2;
+    mix.check_index_hashes()?;
+    let mut shards = 0;
+    for (info, source) in mix.report.source_info.iter().zip(mix.sources()) {
+        let what = format!("source '{}'", info.name);
+        hashes_checked += check_hashes(&what, Path::new(&info.path), source.dataset())?;
+        shards += source.dataset().shards.len();
+    }
+    let mut used = vec![0u64; mix.sources().len()];
+    for (s, _) in mix.picks()? {
+        used[s as usize] += 1;
+    }
+    for (name, got) in mix.report.sources.iter().zip(&used) {
+        let recorded = mix
+            .report
+            .samples_per_source
+            .get(name)
+            .copied()
+            .unwrap_or(0);
+        if *got != recorded {
+            return Err(Error::dataset(
+                dir,
+                format!(
+                    "the index takes {got} samples of '{name}' but midmix.json records {recorded}"
+                ),
+            ));
+        }
+    }
+    drop(mix);
+    let tokens_checked = crate::unigram::count_dataset(dir, &[], None, None)?.tokens;
+    Ok(VerifyReport {
+        kind: "mix".into(),
+        samples,
+        shards,
         hashes_checked,
         tokens_checked,
         vocab_size,

@@ -116,6 +116,8 @@ fn build_mix_stops_when_cancelled() {
         global_batch: None,
         exact_per_batch: false,
         on_exhaust: OnExhaust::Error,
+        blend_rule: midmix_core::plan::BlendRule::Midmix,
+        materialize: false,
         out: mixes.join("mix"),
         overwrite: false,
         size_limit: None,

@@ -49,6 +49,8 @@ fn mix_options(sources: &[(&str, &Path)], weights: &[f64], out: &Path) -> MixOpt
         global_batch: None,
         exact_per_batch: false,
         on_exhaust: OnExhaust::Error,
+        blend_rule: midmix_core::plan::BlendRule::Midmix,
+        materialize: false,
         out: out.to_path_buf(),
         overwrite: false,
         size_limit: None,

@@ -1,4 +1,4 @@
-//! The long-running operations: prepare, merge, build-mix and unigram counting. Each takes one
+//! The long-running operations: prepare, merge, build-mix, export and unigram counting. Each takes one
 //! options object (see `options.rs`) and returns what the core returns.
 
 use std::path::PathBuf;
@@ -9,7 +9,10 @@ use numpy::PyArray1;
 use pyo3::prelude::*;
 
 use crate::errors::{run_interruptible, MidmixError};
-use crate::options::{PyMergeOptions, PyMixOptions, PyPrepareOptions, PyUnigramFilesOptions};
+use crate::errors::{to_py, DatasetError};
+use crate::options::{
+    PyExportOptions, PyMergeOptions, PyMixOptions, PyPrepareOptions, PyUnigramFilesOptions,
+};
 
 fn to_json<T: serde::Serialize>(value: &T) -> PyResult<String> {
     serde_json::to_string(value).map_err(|e| MidmixError::new_err(e.to_string()))
@@ -40,6 +43,24 @@ fn build_mix(py: Python<'_>, options: PyMixOptions) -> PyResult<String> {
     let opts = options.into_core(cancel.clone())?;
     let manifest = run_interruptible(py, cancel, move || midmix_core::mix::build_mix(&opts))?;
     to_json(&manifest)
+}
+
+/// Write an index mix as MDS shards; returns the exported mix's manifest as a JSON string.
+#[pyfunction]
+fn export(py: Python<'_>, options: PyExportOptions) -> PyResult<String> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let opts = options.into_core(cancel.clone());
+    let manifest = run_interruptible(py, cancel, move || midmix_core::mix::export(&opts))?;
+    to_json(&manifest)
+}
+
+/// The plan's cumulative target per source among the first `n` positions of a mix, from its
+/// manifest (`midmix.json` as a JSON string).
+#[pyfunction]
+fn planned_counts(manifest: &str, n: u64) -> PyResult<Vec<f64>> {
+    let report: midmix_core::mix::MixReport = serde_json::from_str(manifest)
+        .map_err(|e| DatasetError::new_err(format!("not a mix manifest: {e}")))?;
+    midmix_core::mix::planned_counts(&report, n).map_err(to_py)
 }
 
 /// Unigram counts as Python gets them: (counts uint64 [ids], documents, tokens, skipped).
@@ -97,6 +118,8 @@ pub fn add_to(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(prepare, m)?)?;
     m.add_function(wrap_pyfunction!(merge, m)?)?;
     m.add_function(wrap_pyfunction!(build_mix, m)?)?;
+    m.add_function(wrap_pyfunction!(export, m)?)?;
+    m.add_function(wrap_pyfunction!(planned_counts, m)?)?;
     m.add_function(wrap_pyfunction!(unigram_raw, m)?)?;
     m.add_function(wrap_pyfunction!(unigram_dataset, m)?)?;
     Ok(())

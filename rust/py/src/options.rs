@@ -8,7 +8,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use midmix_core::mds::WriterOptions;
-use midmix_core::mix::{Length, MixOptions, OnExhaust, PhaseSpec};
+use midmix_core::mix::{ExportOptions, Length, MixOptions, OnExhaust, PhaseSpec};
+use midmix_core::plan::BlendRule;
 use midmix_core::prepare::{Mode, OnBadRecord, PrepareOptions};
 use midmix_core::report::SftInfo;
 use midmix_core::tokenize::EncoderChoice;
@@ -145,6 +146,8 @@ pub struct PyMixOptions {
     exact_per_batch: bool,
     on_exhaust: String,
     max_repeat: Option<u64>,
+    blend_rule: Parsed<BlendRule>,
+    materialize: bool,
     overwrite: bool,
     size_limit: Option<u64>,
     threads: Option<usize>,
@@ -172,6 +175,8 @@ impl PyMixOptions {
             global_batch: self.global_batch,
             exact_per_batch: self.exact_per_batch,
             on_exhaust: OnExhaust::new(&self.on_exhaust, self.max_repeat).map_err(to_py)?,
+            blend_rule: self.blend_rule.0,
+            materialize: self.materialize,
             out: self.out,
             overwrite: self.overwrite,
             size_limit: self.size_limit,
@@ -179,6 +184,30 @@ impl PyMixOptions {
             progress: self.progress,
             cancel: Some(cancel),
         })
+    }
+}
+
+#[derive(FromPyObject)]
+pub struct PyExportOptions {
+    mix: PathBuf,
+    out: PathBuf,
+    overwrite: bool,
+    size_limit: Option<u64>,
+    threads: Option<usize>,
+    progress: bool,
+}
+
+impl PyExportOptions {
+    pub fn into_core(self, cancel: Arc<AtomicBool>) -> ExportOptions {
+        ExportOptions {
+            mix: self.mix,
+            out: self.out,
+            overwrite: self.overwrite,
+            size_limit: self.size_limit,
+            threads: self.threads,
+            progress: self.progress,
+            cancel: Some(cancel),
+        }
     }
 }
 

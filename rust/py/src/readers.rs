@@ -1,12 +1,14 @@
 //! Random access to a dataset's samples from memory-mapped shards: `TokenReader` gathers the
 //! fixed-size `tokens` (+ `source`) of pretraining data and mixes into one numpy array without
 //! decoding; `SampleReader` returns whole samples of any layout (SFT data, inspect) as dicts.
-//! Both keep the shards mapped, so a read costs the sample, not the shard.
+//! Both keep the shards mapped, so a read costs the sample, not the shard, and both read an index
+//! mix through its sources (`midmix_core::samples`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use midmix_core::mds::{self, Dtype, Encoding, MappedDataset};
+use midmix_core::mds::{self, Column, Dtype, Encoding};
+use midmix_core::samples::Samples;
 use numpy::PyArray1;
 use pyo3::exceptions::PyIndexError;
 use pyo3::prelude::*;
@@ -15,27 +17,32 @@ use pyo3::types::{PyBytes, PyDict};
 use crate::arrays::{array, scalar};
 use crate::errors::{to_py, DatasetError, MidmixError};
 
-/// Open `dir` with its shards mapped. Compressed shards are decompressed into a directory of this
-/// reader's own (two readers never share one), which is removed at once: the maps keep the
-/// unlinked files alive until the reader is dropped, and nothing is left behind on any exit.
+/// Open `dir` with its shards (an index mix: its sources' shards) mapped. Compressed shards are
+/// decompressed into a directory of this reader's own (two readers, or two sources, never share
+/// one), which is removed at once: the maps keep the unlinked files alive until the reader is
+/// dropped, and nothing is left behind on any exit.
 ///
 /// Opening also checks what is cheap to check: the samples `index.json` lists against the count in
-/// `midmix.json` and every shard's size on disk against `index.json`. Returns the vocabulary size
-/// the manifest records (token ids must be below it), when there is a manifest.
-fn open_mapped(dir: &Path) -> PyResult<(MappedDataset, Option<u64>)> {
+/// `midmix.json` and every shard's size on disk against `index.json` (an index mix checks each
+/// source's fingerprint and sizes). Returns the vocabulary size the manifest records (token ids
+/// must be below it), when there is a manifest.
+fn open_samples(dir: &Path) -> PyResult<(Samples, Vec<Column>, Option<u64>)> {
     static READERS: AtomicU64 = AtomicU64::new(0);
     let n = READERS.fetch_add(1, Ordering::Relaxed);
     let cache = std::env::temp_dir().join(format!("midmix-reader-{}-{n}", std::process::id()));
-    let opened = MappedDataset::open(dir, &cache);
+    let opened = Samples::open(dir, &cache);
     let _ = std::fs::remove_dir_all(&cache);
     let data = opened.map_err(to_py)?;
     let mut vocab = None;
     if let Some((samples, v)) = manifest_facts(dir)? {
-        midmix_core::verify::check_counts_and_sizes("dataset", dir, data.dataset(), samples)
-            .map_err(to_py)?;
+        if let Samples::Mds(mapped) = &data {
+            midmix_core::verify::check_counts_and_sizes("dataset", dir, mapped.dataset(), samples)
+                .map_err(to_py)?;
+        }
         vocab = v;
     }
-    Ok((data, vocab))
+    let columns = data.columns().map_err(to_py)?;
+    Ok((data, columns, vocab))
 }
 
 /// (samples, vocab size) from `midmix.json` — a prepared dataset's `counts.samples` or a mix's
@@ -66,7 +73,7 @@ type Int64Batch<'py> = (
 
 #[pyclass(name = "TokenReader", frozen)]
 pub struct TokenReader {
-    data: MappedDataset,
+    data: Samples,
     seq_len: usize,
     dtype: Dtype,
     has_source: bool,
@@ -79,8 +86,7 @@ pub struct TokenReader {
 impl TokenReader {
     #[new]
     fn new(dir: PathBuf) -> PyResult<Self> {
-        let (data, vocab) = open_mapped(&dir)?;
-        let cols = &data.dataset().columns;
+        let (data, cols, vocab) = open_samples(&dir)?;
         let bad = || {
             DatasetError::new_err(format!(
                 "{}: expected fixed-size columns tokens [+ source]",
@@ -199,19 +205,17 @@ impl TokenReader {
     /// (source index, token bytes) of sample `k`.
     fn row(&self, k: u64) -> PyResult<(u8, &[u8])> {
         let width = self.dtype.size() * self.seq_len;
-        let skip = usize::from(self.has_source);
-        let s = self
-            .data
-            .sample(k)
-            .filter(|s| s.len() == width + skip)
-            .ok_or_else(|| PyIndexError::new_err(format!("sample {k} out of range or corrupt")))?;
-        Ok((if self.has_source { s[0] } else { 0 }, &s[skip..]))
+        self.data
+            .tokens(k, self.has_source)
+            .filter(|(_, t)| t.len() == width)
+            .ok_or_else(|| PyIndexError::new_err(format!("sample {k} out of range or corrupt")))
     }
 }
 
 #[pyclass(name = "SampleReader", frozen)]
 pub struct SampleReader {
-    data: MappedDataset,
+    data: Samples,
+    columns: Vec<Column>,
     dir: PathBuf,
 }
 
@@ -219,17 +223,14 @@ pub struct SampleReader {
 impl SampleReader {
     #[new]
     fn new(dir: PathBuf) -> PyResult<Self> {
-        Ok(SampleReader {
-            data: open_mapped(&dir)?.0,
-            dir,
-        })
+        let (data, columns, _) = open_samples(&dir)?;
+        Ok(SampleReader { data, columns, dir })
     }
 
     /// Column names in the order MDS stores them (sorted).
     #[getter]
     fn columns(&self) -> Vec<String> {
-        let cols = &self.data.dataset().columns;
-        cols.iter().map(|c| c.name.clone()).collect()
+        self.columns.iter().map(|c| c.name.clone()).collect()
     }
 
     fn __len__(&self) -> usize {
@@ -252,11 +253,10 @@ impl SampleReader {
         }
         let corrupt =
             || DatasetError::new_err(format!("{}: sample {k} is corrupt", self.dir.display()));
-        let ds = self.data.dataset();
-        let bytes = self.data.sample(k as u64).ok_or_else(corrupt)?;
-        let cols = ds.split_sample(bytes).ok_or_else(corrupt)?;
+        let bytes = self.data.encoded(k as u64).ok_or_else(corrupt)?;
+        let cols = mds::split_sample(&self.columns, &bytes).ok_or_else(corrupt)?;
         let out = PyDict::new(py);
-        for (col, bytes) in ds.columns.iter().zip(cols) {
+        for (col, bytes) in self.columns.iter().zip(cols) {
             let value: Py<PyAny> = match &col.encoding {
                 Encoding::Str => String::from_utf8_lossy(bytes)
                     .into_owned()

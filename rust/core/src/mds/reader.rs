@@ -196,27 +196,31 @@ impl MdsDataset {
 
     /// Split an encoded sample into per-column byte slices (ndarray headers included).
     pub fn split_sample<'a>(&self, sample: &'a [u8]) -> Option<Vec<&'a [u8]>> {
-        let var: Vec<usize> = self
-            .columns
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.encoding.fixed_size().is_none())
-            .map(|(i, _)| i)
-            .collect();
-        let mut sizes = vec![0usize; self.columns.len()];
-        for (slot, &ci) in var.iter().enumerate() {
-            let at = slot * 4;
-            sizes[ci] = u32::from_le_bytes(sample.get(at..at + 4)?.try_into().ok()?) as usize;
-        }
-        let mut pos = var.len() * 4;
-        let mut out = Vec::with_capacity(self.columns.len());
-        for (c, size) in self.columns.iter().zip(sizes) {
-            let size = c.encoding.fixed_size().unwrap_or(size);
-            out.push(sample.get(pos..pos + size)?);
-            pos += size;
-        }
-        Some(out)
+        split_sample(&self.columns, sample)
     }
+}
+
+/// Split a sample encoded with `columns` into per-column byte slices (ndarray headers included).
+pub fn split_sample<'a>(columns: &[Column], sample: &'a [u8]) -> Option<Vec<&'a [u8]>> {
+    let var: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.encoding.fixed_size().is_none())
+        .map(|(i, _)| i)
+        .collect();
+    let mut sizes = vec![0usize; columns.len()];
+    for (slot, &ci) in var.iter().enumerate() {
+        let at = slot * 4;
+        sizes[ci] = u32::from_le_bytes(sample.get(at..at + 4)?.try_into().ok()?) as usize;
+    }
+    let mut pos = var.len() * 4;
+    let mut out = Vec::with_capacity(columns.len());
+    for (c, size) in columns.iter().zip(sizes) {
+        let size = c.encoding.fixed_size().unwrap_or(size);
+        out.push(sample.get(pos..pos + size)?);
+        pos += size;
+    }
+    Some(out)
 }
 
 /// An MDS dataset opened for random access by sample index, through memory-mapped shards.

@@ -1,0 +1,309 @@
+//! Index mixes: a mix stored as which sample of which source each position takes, over the
+//! untouched prepared sources (what `build-mix` writes unless `--materialize`).
+//!
+//! Two little-endian arrays, one entry per position: `mix.source.u8` (the source index, as the
+//! materialized `source` column) and `mix.sample.u32` (the sample within that source). Five bytes
+//! per position instead of a copy of its tokens: a 128B-token mix at seq_len 2048 is 62.5M
+//! positions, 312 MB of index against 256 GB of uint16 tokens. The sample ids are stored rather
+//! than recomputed from the seed because recomputing needs each source's whole permutation in
+//! memory in every reader (4 bytes per source sample, per DataLoader worker).
+//!
+//! A mix records each source's path and the xxh3 of its `index.json` (which lists every shard's
+//! size and hashes); opening checks both, and every shard's size, so a moved, rewritten or
+//! re-prepared source is refused by name instead of read.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::mds::{Column, MappedDataset, INDEX_FILE};
+use crate::mix::{MixReport, SourceInfo};
+
+pub const SOURCE_FILE: &str = "mix.source.u8";
+pub const SAMPLE_FILE: &str = "mix.sample.u32";
+
+/// One index array as `midmix.json` records it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IndexFile {
+    pub file: String,
+    pub bytes: u64,
+    pub xxh3_128: String,
+}
+
+/// The index arrays of an index mix.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IndexFiles {
+    pub positions: u64,
+    pub source: IndexFile,
+    pub sample: IndexFile,
+}
+
+fn write_array(dir: &Path, name: &str, bytes: impl Iterator<Item = u8>) -> Result<IndexFile> {
+    let path = dir.join(name);
+    let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = Vec::with_capacity(1 << 16);
+    let mut written = 0u64;
+    let mut flush = |buf: &mut Vec<u8>, w: &mut std::io::BufWriter<std::fs::File>| {
+        hasher.update(buf);
+        written += buf.len() as u64;
+        let r = w.write_all(buf).map_err(|e| Error::io(&path, e));
+        buf.clear();
+        r
+    };
+    for b in bytes {
+        buf.push(b);
+        if buf.len() == buf.capacity() {
+            flush(&mut buf, &mut w)?;
+        }
+    }
+    flush(&mut buf, &mut w)?;
+    w.flush().map_err(|e| Error::io(&path, e))?;
+    Ok(IndexFile {
+        file: name.to_string(),
+        bytes: written,
+        xxh3_128: format!("{:032x}", hasher.digest128()),
+    })
+}
+
+/// Write the index arrays of `picks` (source, sample) into `dir`.
+pub fn write(dir: &Path, picks: &[(u8, u32)]) -> Result<IndexFiles> {
+    let source = write_array(dir, SOURCE_FILE, picks.iter().map(|p| p.0))?;
+    let sample = write_array(
+        dir,
+        SAMPLE_FILE,
+        picks.iter().flat_map(|p| p.1.to_le_bytes()),
+    )?;
+    Ok(IndexFiles {
+        positions: picks.len() as u64,
+        source,
+        sample,
+    })
+}
+
+/// xxh3-128 of a file, as `index_xxh3_128` and `IndexFile::xxh3_128` record it.
+pub fn file_xxh3(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes)))
+}
+
+/// Open a mix's source, refusing it unless it is the data the mix was built on.
+fn open_source(info: &SourceInfo, tokens_spec: &str, cache: &Path) -> Result<MappedDataset> {
+    let dir = PathBuf::from(&info.path);
+    let name = &info.name;
+    let index = dir.join(INDEX_FILE);
+    if !index.exists() {
+        return Err(Error::dataset(
+            &dir,
+            format!(
+                "source '{name}' of this mix is gone (moved or deleted): put it back at this path or rebuild the mix"
+            ),
+        ));
+    }
+    if file_xxh3(&index)? != info.index_xxh3_128 {
+        return Err(Error::dataset(
+            &dir,
+            format!(
+                "source '{name}' changed since the mix was built (its index.json differs: rewritten or re-prepared); rebuild the mix"
+            ),
+        ));
+    }
+    let data = MappedDataset::open(&dir, cache)?;
+    crate::verify::check_counts_and_sizes(
+        &format!("source '{name}'"),
+        &dir,
+        data.dataset(),
+        info.samples,
+    )?;
+    let spec = data
+        .dataset()
+        .columns
+        .iter()
+        .find(|c| c.name == "tokens")
+        .map(|c| c.spec.as_str());
+    if data.dataset().columns.len() != 1 || spec != Some(tokens_spec) {
+        return Err(Error::dataset(
+            &dir,
+            format!("source '{name}' does not hold one {tokens_spec} tokens column"),
+        ));
+    }
+    Ok(data)
+}
+
+/// An index mix opened for reading: its sources mapped, its index arrays mapped.
+pub struct IndexedMix {
+    pub dir: PathBuf,
+    pub report: MixReport,
+    pub files: IndexFiles,
+    sources: Vec<MappedDataset>,
+    source_map: memmap2::Mmap,
+    sample_map: memmap2::Mmap,
+    sample_bytes: usize,
+}
+
+fn map(path: &Path, expected: u64) -> Result<memmap2::Mmap> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len != expected {
+        return Err(Error::dataset(
+            path,
+            format!("is {len} bytes but midmix.json records {expected}: truncated or rewritten"),
+        ));
+    }
+    // SAFETY: a finished mix's index files are not modified while mapped (midmix writes a mix
+    // under a temporary name and renames it when done).
+    unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))
+}
+
+impl IndexedMix {
+    /// The index-mix manifest of `dir`, or None when `dir` is not an index mix.
+    pub fn manifest(dir: &Path) -> Result<Option<(MixReport, IndexFiles)>> {
+        let Some((path, json)) = crate::report::read_json(dir)? else {
+            return Ok(None);
+        };
+        if json["kind"] != "mix" || json["form"] != "index" {
+            return Ok(None);
+        }
+        let report: MixReport = serde_json::from_value(json)
+            .map_err(|e| Error::dataset(&path, format!("is not a valid mix manifest: {e}")))?;
+        let files = report
+            .index
+            .clone()
+            .ok_or_else(|| Error::dataset(&path, "an index mix without its 'index' files"))?;
+        Ok(Some((report, files)))
+    }
+
+    /// Open `dir`; compressed source shards are decompressed into `cache` (one subdirectory per
+    /// source).
+    pub fn open(dir: &Path, cache: &Path) -> Result<IndexedMix> {
+        let (report, files) = Self::manifest(dir)?
+            .ok_or_else(|| Error::dataset(dir, "is not an index mix (midmix.json form 'index')"))?;
+        let tokens_spec = report
+            .columns
+            .get("tokens")
+            .cloned()
+            .ok_or_else(|| Error::dataset(dir, "midmix.json records no tokens column"))?;
+        let sources = report
+            .source_info
+            .iter()
+            .enumerate()
+            .map(|(i, info)| open_source(info, &tokens_spec, &cache.join(i.to_string())))
+            .collect::<Result<Vec<_>>>()?;
+        if files.source.bytes != files.positions || files.sample.bytes != 4 * files.positions {
+            return Err(Error::dataset(
+                dir,
+                "midmix.json: index file sizes do not match its positions",
+            ));
+        }
+        if files.positions != report.total_samples {
+            return Err(Error::dataset(
+                dir,
+                format!(
+                    "midmix.json: the index holds {} positions but total_samples is {}",
+                    files.positions, report.total_samples
+                ),
+            ));
+        }
+        let source_map = map(&dir.join(&files.source.file), files.source.bytes)?;
+        let sample_map = map(&dir.join(&files.sample.file), files.sample.bytes)?;
+        let sample_bytes = crate::mds::Encoding::parse(&tokens_spec)?
+            .fixed_size()
+            .ok_or_else(|| Error::dataset(dir, "tokens column is not fixed-size"))?;
+        Ok(IndexedMix {
+            dir: dir.to_path_buf(),
+            report,
+            files,
+            sources,
+            source_map,
+            sample_map,
+            sample_bytes,
+        })
+    }
+
+    pub fn num_samples(&self) -> u64 {
+        self.files.positions
+    }
+
+    pub fn sources(&self) -> &[MappedDataset] {
+        &self.sources
+    }
+
+    /// The mix's columns as a materialized mix stores them: `source` (uint8) and `tokens`.
+    pub fn columns(&self) -> Result<Vec<Column>> {
+        let spec = &self.report.columns["tokens"];
+        crate::mds::sorted_columns(&[("source", "uint8"), ("tokens", spec)])
+    }
+
+    /// (source, sample within it) of position `k`.
+    pub fn pick(&self, k: u64) -> Option<(u8, u32)> {
+        let k = usize::try_from(k).ok()?;
+        let s = *self.source_map.get(k)?;
+        let b = self.sample_map.get(4 * k..4 * k + 4)?;
+        Some((s, u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+    }
+
+    /// (source, token bytes) of position `k`; None past the end or when the index points at a
+    /// source or sample that does not exist (a damaged index).
+    pub fn sample(&self, k: u64) -> Option<(u8, &[u8])> {
+        let (s, idx) = self.pick(k)?;
+        let bytes = self.sources.get(s as usize)?.sample(idx as u64)?;
+        (bytes.len() == self.sample_bytes).then_some((s, bytes))
+    }
+
+    /// Every position's pick, checked against the sources (for `export` and `verify`).
+    pub fn picks(&self) -> Result<Vec<(u8, u32)>> {
+        let n = self.num_samples();
+        let mut out = Vec::with_capacity(n as usize);
+        for k in 0..n {
+            let (s, idx) = self.pick(k).ok_or_else(|| self.damaged(k, "unreadable"))?;
+            let avail = self
+                .sources
+                .get(s as usize)
+                .map(|d| d.num_samples())
+                .ok_or_else(|| {
+                    self.damaged(k, &format!("names source {s}, which the mix lacks"))
+                })?;
+            if idx as u64 >= avail {
+                return Err(self.damaged(
+                    k,
+                    &format!(
+                        "names sample {idx} of source '{}', which has {avail}",
+                        self.report.sources[s as usize]
+                    ),
+                ));
+            }
+            out.push((s, idx));
+        }
+        Ok(out)
+    }
+
+    fn damaged(&self, k: u64, what: &str) -> Error {
+        Error::dataset(
+            &self.dir,
+            format!("index position {k} {what}: damaged index"),
+        )
+    }
+
+    /// Recompute the index files' xxh3 against what `midmix.json` records.
+    pub fn check_index_hashes(&self) -> Result<()> {
+        for (f, map) in [
+            (&self.files.source, &self.source_map),
+            (&self.files.sample, &self.sample_map),
+        ] {
+            let got = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(map));
+            if got != f.xxh3_128 {
+                return Err(Error::dataset(
+                    self.dir.join(&f.file),
+                    format!(
+                        "xxh3_128 is {got} but midmix.json records {}: corrupt index",
+                        f.xxh3_128
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,71 @@
+//! Random access by sample index to any dataset midmix reads: MDS shards (prepared data,
+//! materialized mixes, MDS from elsewhere) or an index mix over its sources. Readers (the Python
+//! loaders, `stats`, `verify`) go through this, so both forms of a mix read the same.
+
+use std::borrow::Cow;
+use std::path::Path;
+
+use crate::error::Result;
+use crate::mds::{Column, MappedDataset};
+use crate::mixindex::IndexedMix;
+
+pub enum Samples {
+    Mds(MappedDataset),
+    Index(Box<IndexedMix>),
+}
+
+impl Samples {
+    /// Open `dir` as an index mix when its `midmix.json` says so, else as MDS. Compressed shards
+    /// are decompressed into `cache`.
+    pub fn open(dir: &Path, cache: &Path) -> Result<Samples> {
+        if IndexedMix::manifest(dir)?.is_some() {
+            Ok(Samples::Index(Box::new(IndexedMix::open(dir, cache)?)))
+        } else {
+            Ok(Samples::Mds(MappedDataset::open(dir, cache)?))
+        }
+    }
+
+    pub fn num_samples(&self) -> u64 {
+        match self {
+            Samples::Mds(d) => d.num_samples(),
+            Samples::Index(m) => m.num_samples(),
+        }
+    }
+
+    /// Columns in MDS order (sorted by name), as a materialized copy would store them.
+    pub fn columns(&self) -> Result<Vec<Column>> {
+        match self {
+            Samples::Mds(d) => Ok(d.dataset().columns.clone()),
+            Samples::Index(m) => m.columns(),
+        }
+    }
+
+    /// Sample `k` encoded as MDS stores it (`source` byte then tokens, for a mix).
+    pub fn encoded(&self, k: u64) -> Option<Cow<'_, [u8]>> {
+        match self {
+            Samples::Mds(d) => d.sample(k).map(Cow::Borrowed),
+            Samples::Index(m) => m.sample(k).map(|(s, t)| {
+                let mut v = Vec::with_capacity(1 + t.len());
+                v.push(s);
+                v.extend_from_slice(t);
+                Cow::Owned(v)
+            }),
+        }
+    }
+
+    /// (source, token bytes) of sample `k` of fixed-size `[source +] tokens` data; `with_source`
+    /// says whether MDS samples start with a `source` byte (an index mix always has one).
+    pub fn tokens(&self, k: u64, with_source: bool) -> Option<(u8, &[u8])> {
+        match self {
+            Samples::Mds(d) => {
+                let s = d.sample(k)?;
+                if with_source {
+                    Some((*s.first()?, &s[1..]))
+                } else {
+                    Some((0, s))
+                }
+            }
+            Samples::Index(m) => m.sample(k),
+        }
+    }
+}
