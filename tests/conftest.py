@@ -17,6 +17,9 @@ import pytest
 # What the tests prepare is registered in a data root of the test run's own, never in ./data.
 os.environ["MIDMIX_DATA_ROOT"] = tempfile.mkdtemp(prefix="midmix-test-root-")
 atexit.register(shutil.rmtree, os.environ["MIDMIX_DATA_ROOT"], ignore_errors=True)
+# ... and readers decompress shards into a cache of its own (subprocesses inherit both).
+os.environ["MIDMIX_CACHE_DIR"] = tempfile.mkdtemp(prefix="midmix-test-cache-")
+atexit.register(shutil.rmtree, os.environ["MIDMIX_CACHE_DIR"], ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -159,3 +159,16 @@ def test_megatron_blend_rule_reproduces_build_blending_indices(sources, tmp_path
         midmix.build_mix([midmix.Phase.samples(500, weights), midmix.Phase.samples(500, weights)],
                          tmp_path / "two", sources=sources, blend_rule="megatron")
 
+
+
+def test_readers_decompress_each_shard_once_into_a_per_dataset_cache(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("MIDMIX_CACHE_DIR", str(tmp_path / "cache"))
+    prose = prepare_sources(tmp_path / "s", seq_len=32, compression="zstd")["prose"]
+    shards = len(list(prose.glob("*.mds.zstd")))
+    first = midmix.Dataset.open(prose).tokens()
+    (entry,) = (tmp_path / "cache").iterdir()
+    files = {f.name: f.stat().st_mtime_ns for f in entry.iterdir()}
+    assert len(files) == shards > 1
+    second = midmix.Dataset.open(prose).tokens()  # as another DataLoader worker would
+    assert {f.name: f.stat().st_mtime_ns for f in entry.iterdir()} == files
+    assert (first.gather([0, 5])[0] == second.gather([0, 5])[0]).all()

@@ -53,7 +53,7 @@ def load_source(spec: str, *, tokenizer: str | None, data_root: Path, fields: li
         raise ConfigError(f"{name}: {path} does not exist")
     if path.suffix == ".npz":
         stats = UnigramStats.load(path)
-    elif (path / "index.json").exists():
+    elif path.is_dir() and dataset.is_dataset(path):
         if max_docs or max_tokens_per_doc:
             raise ConfigError(f"{name}: --max-docs/--max-tokens-per-doc apply to raw files, not to dataset {path}")
         stats = UnigramStats.from_dataset(path, name)

@@ -5,7 +5,6 @@
 //! mix through its sources (`midmix_core::samples`).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use midmix_core::mds::{self, Column, Dtype, Encoding};
 use midmix_core::samples::Samples;
@@ -17,21 +16,29 @@ use pyo3::types::{PyBytes, PyDict};
 use crate::arrays::{array, scalar};
 use crate::errors::{to_py, DatasetError, MidmixError};
 
+/// Where readers keep decompressed shards: `$MIDMIX_CACHE_DIR`, else `midmix-cache` in the temp
+/// directory. Shared by every reader on the machine (DataLoader workers, ranks, later runs); each
+/// dataset has its own directory in it (`MappedDataset::open`).
+fn cache_root() -> PathBuf {
+    std::env::var_os("MIDMIX_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("midmix-cache"))
+}
+
+/// Cache entries no reader opened for this long are removed when a reader opens.
+const CACHE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// Open `dir` with its shards (an index mix: its sources' shards) mapped. Compressed shards are
-/// decompressed into a directory of this reader's own (two readers, or two sources, never share
-/// one), which is removed at once: the maps keep the unlinked files alive until the reader is
-/// dropped, and nothing is left behind on any exit.
+/// decompressed once into the cache (`cache_root`), one directory per dataset.
 ///
 /// Opening also checks what is cheap to check: the samples `index.json` lists against the count in
 /// `midmix.json` and every shard's size on disk against `index.json` (an index mix checks each
 /// source's fingerprint and sizes). Returns the vocabulary size the manifest records (token ids
 /// must be below it), when there is a manifest.
 fn open_samples(dir: &Path) -> PyResult<(Samples, Vec<Column>, Option<u64>)> {
-    static READERS: AtomicU64 = AtomicU64::new(0);
-    let n = READERS.fetch_add(1, Ordering::Relaxed);
-    let cache = std::env::temp_dir().join(format!("midmix-reader-{}-{n}", std::process::id()));
+    let cache = cache_root();
+    mds::prune_cache(&cache, CACHE_MAX_AGE);
     let opened = Samples::open(dir, &cache);
-    let _ = std::fs::remove_dir_all(&cache);
     let data = opened.map_err(to_py)?;
     let mut vocab = None;
     if let Some((samples, v)) = manifest_facts(dir)? {

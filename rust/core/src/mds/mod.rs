@@ -17,7 +17,7 @@ mod writer;
 pub use encoding::{
     decode_ndarray, encode_sample, sorted_columns, Column, ColumnValue, Dtype, Encoding,
 };
-pub use reader::{split_sample, MappedDataset, MdsDataset, Shard, ShardInfo};
+pub use reader::{prune_cache, split_sample, MappedDataset, MdsDataset, Shard, ShardInfo};
 pub use shard::{
     hash_hex, stored_bytes, write_index, Compression, ShardFormat, WriterOptions,
     DEFAULT_SIZE_LIMIT, INDEX_FILE, SUPPORTED_HASHES,

@@ -232,28 +232,102 @@ pub struct MappedDataset {
     samples: u64,
 }
 
+/// The directory under `cache` that holds `dir`'s decompressed shards: named by the dataset's
+/// canonical path and the bytes of its `index.json` (every shard's size, and hashes when written),
+/// so two datasets never share one and a rewritten dataset gets a fresh one.
+fn dataset_cache_dir(dir: &Path, cache: &Path) -> Result<PathBuf> {
+    let canon = fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
+    let index_path = dir.join(INDEX_FILE);
+    let index = fs::read(&index_path).map_err(|e| Error::io(&index_path, e))?;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(canon.to_string_lossy().as_bytes());
+    h.update(b"\0");
+    h.update(&index);
+    Ok(cache.join(format!("{:032x}", h.digest128())))
+}
+
+/// The cached file of a compressed shard: its name carries the compressed file's size and
+/// modification time, so a shard rewritten in place (even to the same size) is decompressed afresh.
+fn cache_name(dir: &Path, sh: &ShardInfo) -> Result<String> {
+    let zip = dir.join(sh.zip_basename.as_deref().unwrap_or(&sh.raw_basename));
+    let meta = fs::metadata(&zip).map_err(|e| Error::io(&zip, e))?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    Ok(format!("{}.{:x}-{:x}", sh.raw_basename, meta.len(), mtime))
+}
+
+/// Remove dataset directories under `cache` not opened for `max_age` (best effort: the cache is
+/// shared by processes that may be using other entries).
+pub fn prune_cache(cache: &Path, max_age: std::time::Duration) {
+    let Ok(entries) = fs::read_dir(cache) else {
+        return;
+    };
+    let now = std::time::SystemTime::now();
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age > max_age);
+        if old {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 impl MappedDataset {
-    /// Open `dir`; compressed shards are decompressed once into `cache`.
+    /// Open `dir`. A compressed shard is decompressed once into this dataset's own directory under
+    /// `cache` and mapped from there; later opens (other DataLoader workers, other ranks on the node,
+    /// later runs) map the same file. Files are written under a temporary name and renamed when
+    /// complete, so a concurrent reader never maps a partial one.
     pub fn open(dir: &Path, cache: &Path) -> Result<MappedDataset> {
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let ds = MdsDataset::open(dir)?;
         let mut maps = Vec::new();
         let mut starts = Vec::new();
         let mut next = 0u64;
+        let mut own_cache: Option<PathBuf> = None;
         for (i, sh) in ds.shards.iter().enumerate() {
             let raw = dir.join(&sh.raw_basename);
             let path = if raw.exists() {
                 raw
             } else {
-                // Compressed shard: decompress it once into the cache and map that.
-                let bytes = ds.load_shard(i)?.into_bytes();
-                fs::create_dir_all(cache).map_err(|e| Error::io(cache, e))?;
-                let out = cache.join(format!("{}-{}", starts.len(), sh.raw_basename));
-                fs::write(&out, bytes).map_err(|e| Error::io(&out, e))?;
+                let sub = match &own_cache {
+                    Some(s) => s.clone(),
+                    None => {
+                        let s = dataset_cache_dir(dir, cache)?;
+                        fs::create_dir_all(&s).map_err(|e| Error::io(&s, e))?;
+                        // Marks the entry as in use for `prune_cache`.
+                        if let Ok(d) = fs::File::open(&s) {
+                            let _ = d.set_modified(std::time::SystemTime::now());
+                        }
+                        own_cache = Some(s.clone());
+                        s
+                    }
+                };
+                let out = sub.join(cache_name(dir, sh)?);
+                let cached = fs::metadata(&out).ok().map(|m| m.len());
+                if cached.is_none() || cached != sh.raw_bytes {
+                    let bytes = ds.load_shard(i)?.into_bytes();
+                    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let tmp = sub.join(format!(
+                        ".{}.tmp-{}-{n}",
+                        sh.raw_basename,
+                        std::process::id()
+                    ));
+                    fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+                    fs::rename(&tmp, &out).map_err(|e| Error::io(&out, e))?;
+                }
                 out
             };
             let file = fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-            // SAFETY: the shard files are not modified while they are mapped (they belong to a
-            // finished dataset, or to the cache this dataset alone writes).
+            // SAFETY: the shard files are not modified while they are mapped: they belong to a
+            // finished dataset, or to the cache, whose files are only ever replaced by rename
+            // (the mapped inode stays as it was).
             let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
             starts.push(next);
             next += sh.samples;
@@ -322,5 +396,71 @@ mod tests {
             }
             assert_eq!(mapped.sample(k), None);
         }
+    }
+
+    fn write_compressed(dir: &Path, fill: u8) {
+        let opts = WriterOptions {
+            compression: Some("zstd".into()),
+            size_limit: Some(400),
+            ..Default::default()
+        };
+        let mut w = MdsWriter::create(dir, &[("tokens", "ndarray:uint16:4")], &opts).unwrap();
+        for i in 0..50u8 {
+            w.write(&[ColumnValue::Raw(&[i ^ fill; 8])]).unwrap();
+        }
+        w.finish().unwrap();
+    }
+
+    fn cached_files(cache: &Path) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = fs::read_dir(cache)
+            .unwrap()
+            .flat_map(|d| fs::read_dir(d.unwrap().path()).unwrap())
+            .map(|f| f.unwrap().path())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// A compressed shard is decompressed once per dataset: a second open maps the same files,
+    /// another dataset gets its own directory, and a dataset rewritten in place is decompressed
+    /// afresh (never served from the old cache).
+    #[test]
+    fn the_decompression_cache_is_per_dataset_and_reused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = tmp.path().join("cache");
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        write_compressed(&a, 0);
+        write_compressed(&b, 0xff);
+        let first = MappedDataset::open(&a, &cache).unwrap();
+        let files = cached_files(&cache);
+        let written: Vec<_> = files
+            .iter()
+            .map(|f| fs::metadata(f).unwrap().modified().unwrap())
+            .collect();
+        let again = MappedDataset::open(&a, &cache).unwrap();
+        assert_eq!(cached_files(&cache), files);
+        let rewritten: Vec<_> = files
+            .iter()
+            .map(|f| fs::metadata(f).unwrap().modified().unwrap())
+            .collect();
+        assert_eq!(written, rewritten, "the second open decompressed again");
+        let other = MappedDataset::open(&b, &cache).unwrap();
+        assert_eq!(fs::read_dir(&cache).unwrap().count(), 2);
+        assert_eq!(first.sample(3), again.sample(3));
+        assert_eq!(first.sample(3), Some(&[3u8; 8][..]));
+        assert_eq!(other.sample(3), Some(&[3 ^ 0xff; 8][..]));
+        // Rewritten in place with other content (same sizes): the cache must not answer for it.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::remove_dir_all(&a).unwrap();
+        write_compressed(&a, 0x0f);
+        let fresh = MappedDataset::open(&a, &cache).unwrap();
+        assert_eq!(fresh.sample(3), Some(&[3 ^ 0x0f; 8][..]));
+        assert_eq!(
+            first.sample(3),
+            Some(&[3u8; 8][..]),
+            "a live map kept its bytes"
+        );
+        prune_cache(&cache, std::time::Duration::ZERO);
+        assert_eq!(fs::read_dir(&cache).unwrap().count(), 0);
     }
 }
