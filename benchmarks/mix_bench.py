@@ -43,7 +43,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seq-len", type=int, default=2048)
     ap.add_argument("--batch", type=int, default=8, help="per-device batch for the loader benchmark")
-    ap.add_argument("--read-samples", type=int, default=4000, help="samples to read in the StreamingDataset runs")
+    ap.add_argument("--read-samples", type=int, default=4000,
+                    help="samples to read through StreamingDataset with two Streams")
     args = ap.parse_args()
     import midmix
 
@@ -154,11 +155,10 @@ def main() -> None:
 
             sd = StreamingDataset(local=str(work / "mix-export"), shuffle=False, num_canonical_nodes=1,
                                   batch_size=args.batch)
-            k = min(args.read_samples // args.batch, steps)
+            # Read to the end: breaking off leaves StreamingDataset's prefetch thread running into the
+            # removed work directory.
             t0 = time.perf_counter()
-            for i, _ in enumerate(DataLoader(sd, batch_size=args.batch)):
-                if i + 1 >= k:
-                    break
+            k = sum(1 for _ in DataLoader(sd, batch_size=args.batch))
             t_sd = time.perf_counter() - t0
             rate = k * args.batch * args.seq_len / t_sd
             print(f"StreamingDataset + DataLoader (export) {rate / 1e6:9.1f} M tokens/s"

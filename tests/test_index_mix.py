@@ -42,6 +42,9 @@ def test_export_is_byte_identical_to_materialize(sources, tmp_path) -> None:
     for m_ in (ma, mb):
         m_.pop("elapsed_s")
     assert ma == mb
+    # Either form replaces the other under --overwrite (both are midmix datasets).
+    index_mix(sources, tmp_path / "mds", overwrite=True)
+    index_mix(sources, tmp_path / "mds", overwrite=True, materialize=True)
     # Exporting what is already MDS is refused.
     with pytest.raises(midmix.DatasetError, match="not an index mix"):
         midmix.export(tmp_path / "mds", tmp_path / "again")

@@ -19,9 +19,11 @@ fn check_replaceable(path: &Path) -> Result<()> {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return Ok(());
     };
+    // MDS with its midmix.json, or an index mix (a midmix.json naming its index files).
     let is_dataset = meta.is_dir()
         && path.join(crate::report::REPORT_FILE).is_file()
-        && path.join(crate::mds::INDEX_FILE).is_file();
+        && (path.join(crate::mds::INDEX_FILE).is_file()
+            || matches!(crate::mixindex::IndexedMix::manifest(path), Ok(Some(_))));
     if is_dataset {
         return Ok(());
     }
