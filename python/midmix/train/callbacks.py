@@ -159,18 +159,24 @@ class MixtureMonitor(Callback):
 class GradientAlignment(Callback):
     """Every `every` batches: cosine and dot product between the gradient of the loss on general probe
     batches and on the current training batch, the alignment term (A) of the paper's forgetting bound.
-    Runs after the optimizer step, on gradients the next step clears anyway."""
+    Runs after the optimizer step, on gradients the next step clears anyway.
 
-    def __init__(self, probe: EvalSet, every: int, batches: int = 1) -> None:
-        self.probe, self.every, self.batches = probe, every, batches
+    Each gradient is the mean loss over all scored tokens of its batches, accumulated `microbatch`
+    samples at a time, so memory is bounded by the microbatch, not by the per-device batch."""
+
+    def __init__(self, probe: EvalSet, every: int, batches: int = 1, microbatch: int = 4) -> None:
+        self.probe, self.every, self.batches, self.microbatch = probe, every, batches, microbatch
 
     def _gradient(self, state: State, batches: list[dict[str, torch.Tensor]]) -> tuple[list[torch.Tensor], bool]:
         model = state.model
         model.zero_grad(set_to_none=True)
+        pieces = [{k: v[i:i + self.microbatch] for k, v in b.items()}
+                  for b in batches for i in range(0, len(b["input_ids"]), self.microbatch)]
+        scored = sum(int((labels_of(p)[:, 1:] != IGNORE).sum()) for p in pieces)
         with get_precision_context(state.precision):
-            for batch in batches:
-                batch = state.device.batch_to_device(batch)
-                loss = shifted_loss(model(batch), labels_of(batch)) / len(batches)
+            for piece in pieces:
+                piece = state.device.batch_to_device(piece)
+                loss = shifted_loss(model(piece), labels_of(piece), reduction="sum") / max(scored, 1)
                 loss.backward()
         grads, sharded = [], False
         for p in model.parameters():

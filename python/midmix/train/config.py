@@ -111,6 +111,7 @@ class AlignmentConfig:
     probe: str = ""  # a key of data.eval: the general data whose gradient is compared
     interval: str = "100ba"
     batches: int = 1
+    microbatch: int = 4  # samples per forward/backward: bounds the callback's memory
 
 
 @dataclass
@@ -314,6 +315,10 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"callbacks.gradient_alignment.probe: {cbs.gradient_alignment.probe!r} is not a key "
                               "of data.eval")
         interval_batches(cbs.gradient_alignment.interval, "callbacks.gradient_alignment.interval")
+        for key in ("batches", "microbatch"):
+            value = getattr(cbs.gradient_alignment, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"callbacks.gradient_alignment.{key}: {value!r} must be a positive integer")
     check_duration(cfg.loggers.console_interval, "loggers.console_interval")
     if cfg.checkpoint.interval is not None:
         check_duration(cfg.checkpoint.interval, "checkpoint.interval")

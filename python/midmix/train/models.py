@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from composer.models import ComposerModel
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 from transformers.models.gpt_neox.modeling_gpt_neox import GPTNeoXLayer
@@ -51,14 +50,61 @@ def neox_config(arch: str, vocab_size: int | None = None, max_positions: int = 2
     )
 
 
+# Positions whose fp32 logits exist at once in the loss: 1024 × vocab 50,304 × 4 B ≈ 206 MB, however long
+# the batch (the plain loss casts all of [B, L, V] to fp32: ~53 GB for 128 × 2048 tokens).
+LOSS_CHUNK = 1024
+
+
+class _ChunkedCrossEntropy(torch.autograd.Function):
+    """Summed cross entropy of [N, V] logits against [N] targets (IGNORE not scored), computed LOSS_CHUNK
+    rows at a time in fp32. Saves only the logits (as given) and one log-sum-exp per row; the backward
+    pass recomputes each chunk's softmax and writes the gradient in the logits' dtype."""
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        lse = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
+        total = torch.zeros((), dtype=torch.float32, device=logits.device)
+        for s in range(0, logits.shape[0], LOSS_CHUNK):
+            x = logits[s:s + LOSS_CHUNK].float()
+            t = targets[s:s + LOSS_CHUNK]
+            scored = t != IGNORE
+            lse[s:s + LOSS_CHUNK] = chunk_lse = torch.logsumexp(x, dim=-1)
+            picked = x.gather(1, t.clamp(min=0).unsqueeze(1)).squeeze(1)
+            total += torch.where(scored, chunk_lse - picked, 0.0).sum()
+        ctx.save_for_backward(logits, targets, lse)
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        logits, targets, lse = ctx.saved_tensors
+        out = torch.empty_like(logits)
+        for s in range(0, logits.shape[0], LOSS_CHUNK):
+            t = targets[s:s + LOSS_CHUNK]
+            scored = t != IGNORE
+            p = torch.exp(logits[s:s + LOSS_CHUNK].float() - lse[s:s + LOSS_CHUNK, None])
+            rows = torch.arange(len(t), device=t.device)[scored]
+            p[rows, t[scored]] -= 1.0
+            p *= scored.unsqueeze(1) * grad
+            out[s:s + LOSS_CHUNK] = p.to(out.dtype)
+        return out, None
+
+
 def shifted_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Next-token cross entropy: position i predicts labels[i + 1]; -100 is not scored.
+    """Next-token cross entropy: position i predicts labels[i + 1]; -100 is not scored. `mean` is over
+    the scored tokens (0 when there are none), `sum` their total.
 
     The labels are shifted rather than the logits: slicing [B, L, vocab] logits would make autograd
-    fill and copy a tensor of that size again in the backward pass."""
+    fill and copy a tensor of that size again in the backward pass. The loss runs in fp32 a chunk of
+    positions at a time (`_ChunkedCrossEntropy`), never on an fp32 copy of the whole batch's logits."""
     targets = torch.full_like(labels, IGNORE)
     targets[:, :-1] = labels[:, 1:]
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction=reduction)
+    targets = targets.flatten()
+    total = _ChunkedCrossEntropy.apply(logits.flatten(0, 1), targets)
+    if reduction == "sum":
+        return total
+    if reduction != "mean":
+        raise ValueError(f"reduction {reduction!r} is not mean or sum")
+    return total / (targets != IGNORE).sum().clamp(min=1)
 
 
 def labels_of(batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -72,11 +118,16 @@ class CausalLM(ComposerModel):
     def __init__(self, model: GPTNeoXForCausalLM) -> None:
         super().__init__()
         self.model = model
-        # FSDP2 shards each transformer block separately (Composer reads this from the child module).
+        # FSDP2 shards each transformer block separately, and `fsdp.activation_checkpointing` wraps each
+        # block (Composer reads both from the child module; without the second it wraps nothing).
         model.fsdp_wrap_fn = lambda module: isinstance(module, GPTNeoXLayer)
+        model.activation_checkpointing_fn = lambda module: isinstance(module, GPTNeoXLayer)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
+        # No KV cache in training: it is never read, and under activation checkpointing the recomputed
+        # forward would append to it a second time (different shapes, a CheckpointError in backward).
+        return self.model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                          use_cache=False).logits
 
     def loss(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor], *args: Any, **kwargs: Any) -> torch.Tensor:
         return shifted_loss(outputs, labels_of(batch))

@@ -116,7 +116,8 @@ def build_trainer(cfg: TrainConfig, raw: dict[str, Any]) -> Trainer:
         callbacks.append(MixtureMonitor(info.manifest, every(cbs.mixture.interval, "mixture")))
     if cbs.gradient_alignment is not None:
         ga = cbs.gradient_alignment
-        callbacks.append(GradientAlignment(evalsets[ga.probe], every(ga.interval, "gradient_alignment"), ga.batches))
+        callbacks.append(GradientAlignment(evalsets[ga.probe], every(ga.interval, "gradient_alignment"), ga.batches,
+                                           ga.microbatch))
     if cbs.audit:
         callbacks.append(DataAudit(run_dir))
 
