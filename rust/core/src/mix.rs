@@ -654,9 +654,15 @@ fn plan_sources(
         Some(g) if opts.exact_per_batch => g,
         _ => 0,
     };
-    let mut plan = plan::build(schedule, planned_len, batch, opts.blend_rule, &|i, c| {
-        !stop_at_limit || c < avail[i]
-    });
+    let limit = |i: usize, c: u64| !stop_at_limit || c < avail[i];
+    let mut plan = plan::build(
+        schedule,
+        planned_len,
+        batch,
+        opts.blend_rule,
+        &limit,
+        opts.cancel.as_deref(),
+    )?;
     if !stop_at_limit {
         check_exhaustion(opts, names, &plan.sources, avail, seq_len)?;
     }
@@ -706,6 +712,7 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
     let avail: Vec<u64> = sources.iter().map(|s| s.num_samples()).collect();
     let plan = plan_sources(opts, &schedule, &names, &avail, seq_len)?;
     let (picks, seen) = resolve_picks(opts.seed, &names, &plan.sources, &avail);
+    check_cancel(opts.cancel.as_deref())?;
 
     let index = if opts.materialize {
         let writing = ShardWriting {
@@ -771,6 +778,7 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
         elapsed_s: started.elapsed().as_secs_f64(),
     };
     write_report(staged.path(), &report)?;
+    check_cancel(opts.cancel.as_deref())?; // nothing is committed once stopped
     staged.commit()?;
     Ok(report)
 }

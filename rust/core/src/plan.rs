@@ -187,13 +187,15 @@ pub struct Plan {
 /// (c+1)-th sample; planning stops before the first position whose chosen source may not.
 /// `batch` > 0 rounds each global batch's counts to the largest-remainder rounding of the
 /// cumulative targets at its end, so every batch holds its exact share (`--exact-per-batch`).
+/// Setting `cancel` stops it (within 2^20 positions) with `Error::Interrupted`.
 pub fn build(
     schedule: &Schedule,
     len: u64,
     batch: u64,
     rule: BlendRule,
     limit: &dyn Fn(usize, u64) -> bool,
-) -> Plan {
+    cancel: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<Plan> {
     let k = schedule.segments[0].to.len();
     let mut counts = vec![0u64; k];
     let mut out = Vec::with_capacity(len.min(1 << 28) as usize);
@@ -201,6 +203,9 @@ pub fn build(
     // Per-batch quotas when exact per batch: remaining picks of each source in this batch.
     let mut quota: Vec<u64> = Vec::new();
     for n in 0..len {
+        if n % (1 << 20) == 0 {
+            crate::pool::check_cancel(cancel)?;
+        }
         if batch > 0 && n % batch == 0 {
             let end = (n + batch).min(len);
             quota = batch_quota(schedule, &counts, end);
@@ -234,10 +239,10 @@ pub fn build(
             max_dev = max_dev.max((c as f64 - schedule.target(i, n + 1)).abs());
         }
     }
-    Plan {
+    Ok(Plan {
         sources: out,
         max_deviation: max_dev,
-    }
+    })
 }
 
 /// Counts for the batch ending at `end`: the largest-remainder rounding of `T(end)` minus what
@@ -285,7 +290,7 @@ mod tests {
     #[test]
     fn megatron_rule_on_fixed_weights() {
         let s = Schedule::new(&[phase(Some(10), &[0.2, 0.8], false)]).unwrap();
-        let p = build(&s, 10, 0, BlendRule::Midmix, &|_, _| true);
+        let p = build(&s, 10, 0, BlendRule::Midmix, &|_, _| true, None).unwrap();
         assert_eq!(p.sources, vec![1, 1, 0, 1, 1, 1, 1, 0, 1, 1]);
         assert!(p.max_deviation < 1.0);
     }
@@ -313,7 +318,15 @@ mod tests {
                     ));
                 }
                 let s = Schedule::new(&phases).unwrap();
-                let p = build(&s, s.total().unwrap(), 0, BlendRule::Midmix, &|_, _| true);
+                let p = build(
+                    &s,
+                    s.total().unwrap(),
+                    0,
+                    BlendRule::Midmix,
+                    &|_, _| true,
+                    None,
+                )
+                .unwrap();
                 assert!(counts_ok(&s, &p, k) < 1.0);
                 assert!(p.max_deviation < 1.0);
             }
@@ -323,7 +336,7 @@ mod tests {
     #[test]
     fn exact_per_batch_counts() {
         let s = Schedule::new(&[phase(Some(64), &[0.3, 0.7], false)]).unwrap();
-        let p = build(&s, 64, 8, BlendRule::Midmix, &|_, _| true);
+        let p = build(&s, 64, 8, BlendRule::Midmix, &|_, _| true, None).unwrap();
         for (b, chunk) in p.sources.chunks(8).enumerate() {
             let zeros = chunk.iter().filter(|&&x| x == 0).count() as f64;
             let share = 0.3 * 8.0;
@@ -340,8 +353,8 @@ mod tests {
         ])
         .unwrap();
         let b = Schedule::new(&[phase(Some(300), &[1.0, 0.0], false)]).unwrap();
-        let pa = build(&a, 200, 0, BlendRule::Midmix, &|_, _| true);
-        let pb = build(&b, 300, 0, BlendRule::Midmix, &|_, _| true);
+        let pa = build(&a, 200, 0, BlendRule::Midmix, &|_, _| true, None).unwrap();
+        let pb = build(&b, 300, 0, BlendRule::Midmix, &|_, _| true, None).unwrap();
         assert_eq!(pa.sources[..100], pb.sources[..100]);
         assert!(pa.sources[100..].contains(&1));
     }
@@ -377,14 +390,14 @@ mod tests {
             vec![0.25, 0.25, 0.25, 0.25],
         ] {
             let s = Schedule::new(&[phase(Some(5000), &w, false)]).unwrap();
-            let p = build(&s, 5000, 0, BlendRule::Megatron, &|_, _| true);
+            let p = build(&s, 5000, 0, BlendRule::Megatron, &|_, _| true, None).unwrap();
             assert_eq!(p.sources, megatron_oracle(&w, 5000), "weights {w:?}");
-            let ours = build(&s, 5000, 0, BlendRule::Midmix, &|_, _| true);
+            let ours = build(&s, 5000, 0, BlendRule::Midmix, &|_, _| true, None).unwrap();
             assert!(ours.max_deviation <= p.max_deviation);
         }
         let s = Schedule::new(&[phase(Some(1000), &[0.2, 0.8], false)]).unwrap();
-        let meg = build(&s, 1000, 0, BlendRule::Megatron, &|_, _| true);
-        let ours = build(&s, 1000, 0, BlendRule::Midmix, &|_, _| true);
+        let meg = build(&s, 1000, 0, BlendRule::Megatron, &|_, _| true, None).unwrap();
+        let ours = build(&s, 1000, 0, BlendRule::Midmix, &|_, _| true, None).unwrap();
         assert!(
             (meg.max_deviation - 0.8).abs() < 1e-9,
             "{}",
@@ -400,7 +413,7 @@ mod tests {
     #[test]
     fn stops_at_the_limit() {
         let s = Schedule::new(&[phase(None, &[0.5, 0.5], false)]).unwrap();
-        let p = build(&s, 1000, 0, BlendRule::Midmix, &|i, c| c < [10, 3][i]);
+        let p = build(&s, 1000, 0, BlendRule::Midmix, &|i, c| c < [10, 3][i], None).unwrap();
         assert_eq!(p.sources.iter().filter(|&&x| x == 1).count(), 3);
         assert!(p.sources.len() <= 8);
     }
