@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The README's first command: prepare the two bundled sources, build a scheduled mix of them and
-# inspect it.
+# The README's first command: prepare the two bundled sources, build a scheduled mix of them,
+# inspect it and export it as MDS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MIDMIX=.venv/bin/midmix
@@ -14,3 +14,6 @@ echo
 $MIDMIX build-mix --schedule demo/schedule.yaml --global-batch 16 --seed 0 --data-root "$OUT" --out "$OUT/mix"
 echo
 $MIDMIX inspect "$OUT/mix" --show 40 | head -40
+echo
+# The mix is an index over the two sources; this writes the same mix as MDS shards for StreamingDataset.
+$MIDMIX export "$OUT/mix" --out "$OUT/mix-mds"
