@@ -57,7 +57,7 @@ def recipe(datadir: Path, run_dir: Path, **changes) -> dict:
         "callbacks": {"forgetting": {"eval": "general", "interval": "4ba"},
                       "domain": {"eval": "code", "interval": "4ba"},
                       "mixture": {"interval": "4ba"}, "audit": True},
-        "loggers": {"progress_bar": False, "console_interval": "100ba"},
+        "loggers": {"progress_bar": False, "console_interval": "100ba", "speed_window": 4},
         "checkpoint": {"interval": "4ba"},
     }
     for key, value in changes.items():
@@ -151,6 +151,13 @@ def test_tiny_runs_log_finite_metrics(runs) -> None:
     summary = json.loads((runs["base"] / "summary.json").read_text())
     assert summary["completed"] and summary["steps"] == STEPS and summary["tokens"] == STEPS * G * SEQ
     assert m["loss/train/total"][-1][2] < m["loss/train/total"][0][2]  # it learns
+    # Throughput from SpeedMonitor (MFU needs a device whose peak FLOPs Composer knows: not a CPU).
+    base = metrics(runs["base"])
+    for key in ("throughput/tokens_per_sec", "throughput/samples_per_sec", "throughput/device/flops_per_sec"):
+        assert key in base and all(v > 0 for *_, v in base[key]), key
+    assert len(base["throughput/tokens_per_sec"]) == STEPS - 4  # logged once the 4-batch window is full
+    t = summary["throughput"]
+    assert t["tokens_per_sec"] > 0 and t["device_flops_per_sec"] > 0 and "mfu" not in t
 
 
 def test_branch_sees_the_batches_of_one_scheduled_run(runs) -> None:

@@ -95,3 +95,14 @@ def test_gradient_alignment_runs_one_microbatch_at_a_time() -> None:
     models.shifted_loss(model(batch), batch["input_ids"]).backward()
     full = [p.grad.reshape(-1) for p in model.parameters() if p.grad is not None]
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads, full, strict=True))
+
+
+def test_flops_per_token_follow_the_published_parameter_counts() -> None:
+    # The Pythia paper's Table 1: total parameters 70,426,624 and 162,322,944; the input embedding is
+    # 50,304 × hidden.
+    for arch, total, hidden, layers in (("pythia-70m", 70_426_624, 512, 6), ("pythia-160m", 162_322_944, 768, 12)):
+        model = models.build_model(arch, None, 50_304, 2048, 0)
+        want = 6 * (total - 50_304 * hidden) + 12 * layers * hidden * 2048
+        assert models.flops_per_token(model.model, 2048) == want
+        batch = {"input_ids": torch.zeros(3, 2048, dtype=torch.long)}
+        assert model.flops_per_batch(batch) == 3 * 2048 * want

@@ -128,7 +128,9 @@ class LoggersConfig:
     jsonl: bool = True
     tensorboard: bool = False
     console_interval: str = "10ba"
-    progress_bar: bool = True
+    speed_window: int = 20  # batches in the rolling average of throughput/* (SpeedMonitor)
+    # null: a bar only when stdout is a terminal (batch jobs' logs stay readable)
+    progress_bar: bool | None = None
     console: bool = True  # print metrics every console_interval when there is no progress bar
 
 
@@ -320,6 +322,9 @@ def validate(cfg: TrainConfig) -> None:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"callbacks.gradient_alignment.{key}: {value!r} must be a positive integer")
     check_duration(cfg.loggers.console_interval, "loggers.console_interval")
+    if isinstance(cfg.loggers.speed_window, bool) or not isinstance(cfg.loggers.speed_window, int) \
+            or cfg.loggers.speed_window < 1:
+        raise ConfigError(f"loggers.speed_window: {cfg.loggers.speed_window!r} must be a positive integer")
     if cfg.checkpoint.interval is not None:
         check_duration(cfg.checkpoint.interval, "checkpoint.interval")
     if cfg.branch is not None:

@@ -107,6 +107,16 @@ def shifted_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "m
     return total / (targets != IGNORE).sum().clamp(min=1)
 
 
+def flops_per_token(model: GPTNeoXForCausalLM, seq_len: int) -> float:
+    """Training FLOPs per token (forward + backward) in the PaLM paper's accounting (its appendix B):
+    6·N for the weight matmuls, N = every parameter but the input embedding (a lookup, not a matmul;
+    the output projection counts), plus 12·layers·hidden·seq_len for computing and applying the
+    attention scores (counted in full, as PaLM does, though a causal kernel skips half of it)."""
+    n = sum(p.numel() for p in model.parameters()) - model.gpt_neox.embed_in.weight.numel()
+    c = model.config
+    return 6.0 * n + 12.0 * c.num_hidden_layers * c.hidden_size * seq_len
+
+
 def labels_of(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """SFT batches carry masked labels; pretraining batches are scored on every token."""
     return batch["labels"] if "labels" in batch else batch["input_ids"]
@@ -122,6 +132,8 @@ class CausalLM(ComposerModel):
         # block (Composer reads both from the child module; without the second it wraps nothing).
         model.fsdp_wrap_fn = lambda module: isinstance(module, GPTNeoXLayer)
         model.activation_checkpointing_fn = lambda module: isinstance(module, GPTNeoXLayer)
+        # Counted before FSDP shards the parameters: per token, without the attention term.
+        self._weight_flops = flops_per_token(model, 0)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         # No KV cache in training: it is never read, and under activation checkpointing the recomputed
@@ -131,6 +143,12 @@ class CausalLM(ComposerModel):
 
     def loss(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor], *args: Any, **kwargs: Any) -> torch.Tensor:
         return shifted_loss(outputs, labels_of(batch))
+
+    def flops_per_batch(self, batch: dict[str, torch.Tensor]) -> float:
+        """Read by Composer's SpeedMonitor for `throughput/flops_per_sec` and MFU."""
+        samples, seq_len = batch["input_ids"].shape
+        c = self.model.config
+        return samples * seq_len * (self._weight_flops + 12.0 * c.num_hidden_layers * c.hidden_size * seq_len)
 
     def get_metrics(self, is_train: bool = False) -> dict[str, Any]:
         return {}  # evaluation runs in midmix's callbacks, not Composer's evaluators

@@ -21,7 +21,7 @@ import torch
 import yaml
 from composer import Trainer
 from composer.algorithms import GradientClipping
-from composer.callbacks import LRMonitor
+from composer.callbacks import LRMonitor, MemoryMonitor, SpeedMonitor
 from composer.core import DataSpec, Event, State
 from composer.devices import DeviceCPU, DeviceGPU
 from composer.loggers import TensorboardLogger
@@ -104,7 +104,10 @@ def build_trainer(cfg: TrainConfig, raw: dict[str, Any]) -> Trainer:
                                   lr=opt.lr, betas=(opt.betas[0], opt.betas[1]), eps=opt.eps)
 
     cbs = cfg.callbacks
-    callbacks: list[Any] = [LRMonitor()]
+    # Throughput (and MFU where Composer knows the device's peak FLOPs) from `CausalLM.flops_per_batch`.
+    callbacks: list[Any] = [LRMonitor(), SpeedMonitor(window_size=cfg.loggers.speed_window)]
+    if use_gpu:
+        callbacks.append(MemoryMonitor())
     every = interval_batches  # validated already; here only converted
     if cbs.forgetting is not None:
         callbacks.append(ForgettingEval(evalsets[cbs.forgetting.eval], every(cbs.forgetting.interval, "forgetting")))
@@ -150,6 +153,7 @@ def build_trainer(cfg: TrainConfig, raw: dict[str, Any]) -> Trainer:
                                            state_dict_type=cfg.fsdp.state_dict_type)}
 
     per_device = cfg.data.global_batch_size // dist.get_world_size()
+    progress_bar = sys.stdout.isatty() if cfg.loggers.progress_bar is None else cfg.loggers.progress_bar
     return Trainer(
         model=model,
         train_dataloader=DataSpec(loader, get_num_tokens_in_batch=_tokens_in),
@@ -160,8 +164,8 @@ def build_trainer(cfg: TrainConfig, raw: dict[str, Any]) -> Trainer:
         callbacks=callbacks,
         loggers=loggers,
         run_name=cfg.run_name,
-        progress_bar=cfg.loggers.progress_bar,
-        log_to_console=cfg.loggers.console and not cfg.loggers.progress_bar,
+        progress_bar=progress_bar,
+        log_to_console=cfg.loggers.console and not progress_bar,
         console_log_interval=cfg.loggers.console_interval,
         save_folder=str(checkpoints) if cfg.checkpoint.enabled else None,
         save_interval=_save_interval(cfg),
@@ -187,8 +191,28 @@ def summarize(cfg: TrainConfig, trainer: Trainer, elapsed: float) -> dict[str, A
                                "world_size": dist.get_world_size()}
     metrics_path = Path(cfg.run_dir) / "metrics.jsonl"
     if metrics_path.exists():
-        summary["final"] = {k: v[-1][2] for k, v in read_metrics(metrics_path).items()}
+        series = read_metrics(metrics_path)
+        summary["final"] = {k: v[-1][2] for k, v in series.items()}
+        summary["throughput"] = throughput_summary(series)
     return summary
+
+
+# summary.json's `throughput`: the mean of each rolling SpeedMonitor value over the run, and peak memory.
+_MEANS = {"tokens_per_sec": "throughput/tokens_per_sec", "samples_per_sec": "throughput/samples_per_sec",
+          "device_tokens_per_sec": "throughput/device/tokens_per_sec",
+          "device_flops_per_sec": "throughput/device/flops_per_sec", "mfu": "throughput/device/mfu"}
+
+
+def throughput_summary(series: dict[str, list[tuple[int, int, float]]]) -> dict[str, float]:
+    out = {}
+    for name, key in _MEANS.items():
+        values = [v for *_, v in series.get(key, []) if isinstance(v, (int, float))]
+        if values:
+            out[name] = sum(values) / len(values)
+    peaks = [v for k, s in series.items() if k.startswith("memory/peak_allocated_mem") for *_, v in s]
+    if peaks:
+        out["peak_allocated_mem_gb"] = max(peaks)
+    return out
 
 
 def completed(cfg: TrainConfig, raw: dict[str, Any]) -> dict[str, Any] | None:
