@@ -360,3 +360,24 @@ def test_schedules_are_continuous_and_end_at_the_floor() -> None:
         assert np.abs(np.diff(ys)).max() < 0.05  # no jumps (the sqrt decay is steep at its start)
         if cfg.name == "wsd":
             assert (ys[(xs >= 0.1) & (xs <= 0.7)] == 1.0).all()  # the stable plateau
+
+
+def test_each_step_runs_at_the_schedule_at_its_end(runs) -> None:
+    """Step t of T runs at the schedule's value at (t + 1) / T: no step at the warmup's 0, the last at
+    the floor. LRMonitor logs, at the end of step t (logged as step t + 1), the rate of step t + 1."""
+    from types import SimpleNamespace
+
+    from composer.core import Time, Timestamp, TimeUnit
+    from midmix.train.config import ScheduleConfig
+    from midmix.train.schedules import DurationSchedule, lr_multiplier
+
+    cfg = ScheduleConfig(name="cosine", warmup=0.25)
+    lr = {step: v for step, _, v in metrics(runs["base"])["lr-AdamW/group0"]}
+    assert sorted(lr) == list(range(1, STEPS + 1))
+    for k, v in lr.items():  # (after the last step: the floor)
+        assert v == pytest.approx(3e-3 * lr_multiplier(cfg, min((k + 1) / STEPS, 1.0), 1e-6 / 3e-3), rel=1e-9), k
+    assert lr[STEPS - 1] == pytest.approx(1e-6)  # the last step runs at the floor
+    # Step 0, as the trainer sets it up before any step: above 0.
+    schedule = DurationSchedule(cfg, 3e-3)
+    state = SimpleNamespace(timestamp=Timestamp(), max_duration=Time(STEPS, TimeUnit.BATCH), dataloader_len=None)
+    assert schedule(state) == pytest.approx(1 / (0.25 * STEPS))

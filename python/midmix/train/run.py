@@ -36,7 +36,7 @@ from midmix.train.config import TrainConfig, interval_batches
 from midmix.train.datasets import EvalSet, check_kind, dataset_info, train_loader
 from midmix.train.loggers import JSONLLogger
 from midmix.train.models import build_model
-from midmix.train.schedules import DurationSchedule
+from midmix.train.schedules import DurationSchedule, StepTracker
 
 
 def _tokens_in(batch: dict[str, torch.Tensor]) -> int:
@@ -105,7 +105,8 @@ def build_trainer(cfg: TrainConfig, raw: dict[str, Any]) -> Trainer:
 
     cbs = cfg.callbacks
     # Throughput (and MFU where Composer knows the device's peak FLOPs) from `CausalLM.flops_per_batch`.
-    callbacks: list[Any] = [LRMonitor(), SpeedMonitor(window_size=cfg.loggers.speed_window)]
+    schedule = DurationSchedule(cfg.schedule, opt.lr)
+    callbacks: list[Any] = [LRMonitor(), SpeedMonitor(window_size=cfg.loggers.speed_window), StepTracker(schedule)]
     if use_gpu:
         callbacks.append(MemoryMonitor())
     every = interval_batches  # validated already; here only converted
@@ -159,7 +160,7 @@ def build_trainer(cfg: TrainConfig, raw: dict[str, Any]) -> Trainer:
         train_dataloader=DataSpec(loader, get_num_tokens_in_batch=_tokens_in),
         max_duration=cfg.duration,
         optimizers=optimizer,
-        schedulers=DurationSchedule(cfg.schedule, opt.lr),
+        schedulers=schedule,
         step_schedulers_every_batch=True,
         callbacks=callbacks,
         loggers=loggers,

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 
-from composer.core import State, TimeUnit
+from composer.core import Callback, State, TimeUnit
+from composer.loggers import Logger
 from composer.optim import ComposerScheduler
 
 from midmix.train.config import ScheduleConfig
@@ -35,22 +36,52 @@ def lr_multiplier(cfg: ScheduleConfig, frac: float, floor: float) -> float:
 
 
 class DurationSchedule(ComposerScheduler):
+    """The learning rate of optimizer step t (of T) is the schedule at (t + 1) / T: the first warmup step
+    is above 0 and the last step runs at the floor.
+
+    Composer asks for it once when the trainer is built, for the step the timestamp names, and then after
+    each optimizer step but before it advances the timestamp (Composer 0.32.1, `Trainer._train_loop`:
+    `scheduler.step()` precedes `timestamp.to_next_batch`), when the next step is the timestamp's batch
+    + 1. `StepTracker` tells the two apart; without it steps 0 and 1 would both run at the warmup's 0."""
+
     def __init__(self, cfg: ScheduleConfig, max_lr: float) -> None:
         self.cfg, self.floor = cfg, cfg.min_lr / max_lr
+        self.in_step = False  # set by StepTracker between a step's optimizer update and its BATCH_END
 
     def __call__(self, state: State, ssr: float = 1.0) -> float:
-        return lr_multiplier(self.cfg, elapsed_fraction(state), self.floor)
+        next_step = int(state.timestamp.batch) + (1 if self.in_step else 0)
+        return lr_multiplier(self.cfg, fraction_after(state, next_step + 1), self.floor)
 
 
-def elapsed_fraction(state: State) -> float:
-    """How much of `max_duration` is done, per batch even when the duration is given in epochs (where
-    Composer's own `get_elapsed_duration` moves only at epoch ends)."""
+class StepTracker(Callback):
+    """Marks, for DurationSchedule, the span in which Composer steps schedulers for the next batch."""
+
+    def __init__(self, schedule: DurationSchedule) -> None:
+        self.schedule = schedule
+
+    def after_train_batch(self, state: State, logger: Logger) -> None:
+        self.schedule.in_step = True
+
+    def batch_end(self, state: State, logger: Logger) -> None:
+        self.schedule.in_step = False
+
+
+def fraction_after(state: State, batches: int) -> float:
+    """The fraction of `max_duration` done after `batches` batches, per batch also when the duration is
+    in epochs (where Composer's own `get_elapsed_duration` moves only at epoch ends). Durations in
+    samples or tokens count batches at the run's average size so far."""
     duration = state.max_duration
     if duration is None:
         return 0.0
+    total = None
+    if duration.unit == TimeUnit.BATCH:
+        total = int(duration.value)
     per_epoch = state.dataloader_len
     if duration.unit == TimeUnit.EPOCH and per_epoch is not None and int(per_epoch.value) > 0:
         total = int(duration.value) * int(per_epoch.value)
-        return min(int(state.timestamp.batch) / max(total, 1), 1.0)
-    elapsed = state.get_elapsed_duration()
-    return 0.0 if elapsed is None else float(elapsed.value)
+    if total is not None:
+        return min(batches / max(total, 1), 1.0)
+    done, elapsed = int(state.timestamp.batch), state.get_elapsed_duration()
+    if elapsed is None or done == 0:
+        return 0.0
+    return min(float(elapsed.value) * batches / done, 1.0)
