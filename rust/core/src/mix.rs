@@ -612,10 +612,9 @@ fn open_sources(opts: &MixOptions, cache: &Path) -> Result<Vec<MappedDataset>> {
     let sources: Vec<MappedDataset> = opts
         .sources
         .iter()
-        .enumerate()
-        .map(|(i, (_, d))| {
+        .map(|(_, d)| {
             check_cancel(opts.cancel.as_deref())?;
-            MappedDataset::open(d, &cache.join(i.to_string()))
+            MappedDataset::open(d, cache)
         })
         .collect::<Result<_>>()?;
     for ((name, dir), s) in opts.sources.iter().zip(&sources) {
@@ -834,13 +833,14 @@ pub struct ExportOptions {
 pub fn export(opts: &ExportOptions) -> Result<MixReport> {
     let started = Instant::now();
     let pool = thread_pool(opts.threads)?;
-    let (recorded, _) = IndexedMix::manifest(&opts.mix)?.ok_or_else(|| {
+    let manifest = IndexedMix::manifest(&opts.mix)?.ok_or_else(|| {
         Error::dataset(
             &opts.mix,
             "is not an index mix (only `build-mix` output without --materialize is exported)",
         )
     })?;
-    let source_dirs: Vec<PathBuf> = recorded
+    let source_dirs: Vec<PathBuf> = manifest
+        .0
         .source_info
         .iter()
         .map(|s| PathBuf::from(&s.path))
@@ -853,7 +853,7 @@ pub fn export(opts: &ExportOptions) -> Result<MixReport> {
     crate::staging::check_not_an_input(&opts.out, &inputs)?;
     let staged = StagedDir::new(&opts.out, opts.overwrite)?;
     let cache = staged.path().join(".source-cache");
-    let mix = IndexedMix::open(&opts.mix, &cache)?;
+    let mix = IndexedMix::open_manifest(&opts.mix, manifest, &cache)?;
     let picks = mix.picks()?;
     let writing = ShardWriting {
         dir: staged.path(),

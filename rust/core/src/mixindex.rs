@@ -176,11 +176,31 @@ impl IndexedMix {
         Ok(Some((report, files)))
     }
 
-    /// Open `dir`; compressed source shards are decompressed into `cache` (one subdirectory per
-    /// source).
+    /// Open `dir`; compressed source shards are decompressed into `cache` (each source's into its
+    /// own directory there, see `MappedDataset::open`).
     pub fn open(dir: &Path, cache: &Path) -> Result<IndexedMix> {
-        let (report, files) = Self::manifest(dir)?
+        let manifest = Self::manifest(dir)?
             .ok_or_else(|| Error::dataset(dir, "is not an index mix (midmix.json form 'index')"))?;
+        Self::open_manifest(dir, manifest, cache)
+    }
+
+    /// Open `dir` for one command in this process: decompressed shards go to a private directory
+    /// removed at once (the maps keep the unlinked files alive until the mix is dropped).
+    pub fn open_private(dir: &Path) -> Result<IndexedMix> {
+        static OPENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = OPENS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cache = std::env::temp_dir().join(format!("midmix-mix-{}-{n}", std::process::id()));
+        let opened = Self::open(dir, &cache);
+        let _ = std::fs::remove_dir_all(&cache);
+        opened
+    }
+
+    /// Open `dir` from its already-read manifest (`IndexedMix::manifest`).
+    pub fn open_manifest(
+        dir: &Path,
+        (report, files): (MixReport, IndexFiles),
+        cache: &Path,
+    ) -> Result<IndexedMix> {
         let tokens_spec = report
             .columns
             .get("tokens")
@@ -189,8 +209,7 @@ impl IndexedMix {
         let sources = report
             .source_info
             .iter()
-            .enumerate()
-            .map(|(i, info)| open_source(info, &tokens_spec, &cache.join(i.to_string())))
+            .map(|info| open_source(info, &tokens_spec, cache))
             .collect::<Result<Vec<_>>>()?;
         if files.source.bytes != files.positions || files.sample.bytes != 4 * files.positions {
             return Err(Error::dataset(

@@ -18,10 +18,11 @@ impl Samples {
     /// Open `dir` as an index mix when its `midmix.json` says so, else as MDS. Compressed shards
     /// are decompressed into `cache`.
     pub fn open(dir: &Path, cache: &Path) -> Result<Samples> {
-        if IndexedMix::manifest(dir)?.is_some() {
-            Ok(Samples::Index(Box::new(IndexedMix::open(dir, cache)?)))
-        } else {
-            Ok(Samples::Mds(MappedDataset::open(dir, cache)?))
+        match IndexedMix::manifest(dir)? {
+            Some(manifest) => Ok(Samples::Index(Box::new(IndexedMix::open_manifest(
+                dir, manifest, cache,
+            )?))),
+            None => Ok(Samples::Mds(MappedDataset::open(dir, cache)?)),
         }
     }
 

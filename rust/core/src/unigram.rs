@@ -320,15 +320,12 @@ fn add_sample(
 const POSITIONS_PER_TASK: u64 = 1 << 14;
 
 /// Count the tokens an index mix realizes, position by position through its sources.
-fn count_index_mix(
-    dir: &Path,
+pub fn count_index_mix(
+    mix: &crate::mixindex::IndexedMix,
     pool: &rayon::ThreadPool,
     cancel: Option<&AtomicBool>,
 ) -> Result<Unigram> {
-    let cache = std::env::temp_dir().join(format!("midmix-count-{}", std::process::id()));
-    let opened = crate::mixindex::IndexedMix::open(dir, &cache);
-    let _ = std::fs::remove_dir_all(&cache); // the maps keep the decompressed shards alive
-    let mix = opened?;
+    let dir = mix.dir.as_path();
     let enc = Encoding::parse(&mix.report.columns["tokens"])?;
     let dtype = match enc {
         Encoding::NdArray { dtype: Some(d), .. } => d,
@@ -377,7 +374,11 @@ pub fn count_dataset(
 ) -> Result<Unigram> {
     let pool = thread_pool(threads)?;
     let counted = if crate::mixindex::IndexedMix::manifest(dir)?.is_some() {
-        count_index_mix(dir, &pool, cancel)?
+        count_index_mix(
+            &crate::mixindex::IndexedMix::open_private(dir)?,
+            &pool,
+            cancel,
+        )?
     } else {
         count_shards(dir, &pool, cancel)?
     };

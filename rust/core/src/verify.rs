@@ -164,10 +164,7 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
 /// hashes, every position naming a sample that exists, the realized count of each source against
 /// `samples_per_source`, and every realized token id against the vocabulary.
 fn verify_index_mix(dir: &Path, samples: u64, vocab_size: u64) -> Result<VerifyReport> {
-    let cache = std::env::temp_dir().join(format!("midmix-verify-{}", std::process::id()));
-    let opened = crate::mixindex::IndexedMix::open(dir, &cache);
-    let _ = std::fs::remove_dir_all(&cache);
-    let mix = opened?;
+    let mix = crate::mixindex::IndexedMix::open_private(dir)?;
     let mut hashes_checked = 2;
     mix.check_index_hashes()?;
     let mut shards = 0;
@@ -196,8 +193,8 @@ fn verify_index_mix(dir: &Path, samples: u64, vocab_size: u64) -> Result<VerifyR
             ));
         }
     }
-    drop(mix);
-    let tokens_checked = crate::unigram::count_dataset(dir, &[], None, None)?.tokens;
+    let pool = crate::pool::thread_pool(None)?;
+    let tokens_checked = crate::unigram::count_index_mix(&mix, &pool, None)?.tokens;
     Ok(VerifyReport {
         kind: "mix".into(),
         samples,
