@@ -103,6 +103,6 @@ def test_flops_per_token_follow_the_published_parameter_counts() -> None:
     for arch, total, hidden, layers in (("pythia-70m", 70_426_624, 512, 6), ("pythia-160m", 162_322_944, 768, 12)):
         model = models.build_model(arch, None, 50_304, 2048, 0)
         want = 6 * (total - 50_304 * hidden) + 12 * layers * hidden * 2048
-        assert models.flops_per_token(model.model, 2048) == want
+        assert models.flops_per_token(model.model.config, models.matmul_params(model.model), 2048) == want
         batch = {"input_ids": torch.zeros(3, 2048, dtype=torch.long)}
         assert model.flops_per_batch(batch) == 3 * 2048 * want

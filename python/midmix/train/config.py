@@ -317,14 +317,12 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"callbacks.gradient_alignment.probe: {cbs.gradient_alignment.probe!r} is not a key "
                               "of data.eval")
         interval_batches(cbs.gradient_alignment.interval, "callbacks.gradient_alignment.interval")
-        for key in ("batches", "microbatch"):
-            value = getattr(cbs.gradient_alignment, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"callbacks.gradient_alignment.{key}: {value!r} must be a positive integer")
+        for key in ("batches", "microbatch"):  # (the loader has checked they are ints)
+            if getattr(cbs.gradient_alignment, key) < 1:
+                raise ConfigError(f"callbacks.gradient_alignment.{key}: must be at least 1")
     check_duration(cfg.loggers.console_interval, "loggers.console_interval")
-    if isinstance(cfg.loggers.speed_window, bool) or not isinstance(cfg.loggers.speed_window, int) \
-            or cfg.loggers.speed_window < 1:
-        raise ConfigError(f"loggers.speed_window: {cfg.loggers.speed_window!r} must be a positive integer")
+    if cfg.loggers.speed_window < 1:
+        raise ConfigError("loggers.speed_window: must be at least 1")
     if cfg.checkpoint.interval is not None:
         check_duration(cfg.checkpoint.interval, "checkpoint.interval")
     if cfg.branch is not None:

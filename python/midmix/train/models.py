@@ -107,14 +107,17 @@ def shifted_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "m
     return total / (targets != IGNORE).sum().clamp(min=1)
 
 
-def flops_per_token(model: GPTNeoXForCausalLM, seq_len: int) -> float:
+def matmul_params(model: GPTNeoXForCausalLM) -> int:
+    """Parameters that take part in a matmul per token: all but the input embedding (a lookup; the
+    output projection counts)."""
+    return sum(p.numel() for p in model.parameters()) - model.gpt_neox.embed_in.weight.numel()
+
+
+def flops_per_token(config: GPTNeoXConfig, n_matmul: int, seq_len: int) -> float:
     """Training FLOPs per token (forward + backward) in the PaLM paper's accounting (its appendix B):
-    6·N for the weight matmuls, N = every parameter but the input embedding (a lookup, not a matmul;
-    the output projection counts), plus 12·layers·hidden·seq_len for computing and applying the
-    attention scores (counted in full, as PaLM does, though a causal kernel skips half of it)."""
-    n = sum(p.numel() for p in model.parameters()) - model.gpt_neox.embed_in.weight.numel()
-    c = model.config
-    return 6.0 * n + 12.0 * c.num_hidden_layers * c.hidden_size * seq_len
+    6·N for the weight matmuls (N = `matmul_params`), plus 12·layers·hidden·seq_len for computing and
+    applying the attention scores (counted in full, as PaLM does, though a causal kernel skips half)."""
+    return 6.0 * n_matmul + 12.0 * config.num_hidden_layers * config.hidden_size * seq_len
 
 
 def labels_of(batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -132,8 +135,7 @@ class CausalLM(ComposerModel):
         # block (Composer reads both from the child module; without the second it wraps nothing).
         model.fsdp_wrap_fn = lambda module: isinstance(module, GPTNeoXLayer)
         model.activation_checkpointing_fn = lambda module: isinstance(module, GPTNeoXLayer)
-        # Counted before FSDP shards the parameters: per token, without the attention term.
-        self._weight_flops = flops_per_token(model, 0)
+        self._matmul_params = matmul_params(model)  # counted before FSDP shards the parameters
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         # No KV cache in training: it is never read, and under activation checkpointing the recomputed
@@ -147,8 +149,7 @@ class CausalLM(ComposerModel):
     def flops_per_batch(self, batch: dict[str, torch.Tensor]) -> float:
         """Read by Composer's SpeedMonitor for `throughput/flops_per_sec` and MFU."""
         samples, seq_len = batch["input_ids"].shape
-        c = self.model.config
-        return samples * seq_len * (self._weight_flops + 12.0 * c.num_hidden_layers * c.hidden_size * seq_len)
+        return samples * seq_len * flops_per_token(self.model.config, self._matmul_params, seq_len)
 
     def get_metrics(self, is_train: bool = False) -> dict[str, Any]:
         return {}  # evaluation runs in midmix's callbacks, not Composer's evaluators
