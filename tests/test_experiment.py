@@ -7,6 +7,7 @@ import csv
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import PYTHIA, ROOT
+from conftest import PYTHIA, ROOT, SHARED, needs_shared
 
 pytest.importorskip("composer")
 
@@ -95,6 +96,13 @@ def test_every_stage_ran_and_the_tables_come_from_the_runs(experiment) -> None:
     assert np.array(results["ablation"]["gain"]).shape == (2, 2)
     assert (res / "ablation.png").stat().st_size > 5000
     assert "Pearson r(PA, gain)" in log
+    # Passes over each source come from each mix's own manifest; this grid reads nothing twice.
+    passes = list(csv.DictReader(open(res / "passes.csv")))
+    for row in passes:
+        manifest = json.loads((out / "mixes" / row["mix"] / "midmix.json").read_text())
+        assert float(row["passes"]) == pytest.approx(manifest["passes"][row["source"]], abs=1e-4)
+        assert float(row["passes"]) < 1
+    assert len({r["mix"] for r in passes}) == 1 + 6 and "No source was read more than once." in tables
 
 
 def test_a_rerun_is_served_from_the_cache_and_resumes_a_missing_run(experiment, tmp_path) -> None:
@@ -108,3 +116,108 @@ def test_a_rerun_is_served_from_the_cache_and_resumes_a_missing_run(experiment, 
     log = run(path, tmp_path)
     assert log.count("steps in") == 1 and "code ← base seed 1 lr 0.001" in log
     assert (victim / "summary.json").exists()
+
+
+def test_the_dry_run_estimate_counts_what_the_runs_trained(experiment) -> None:
+    """--dry-run's tokens per stage against the finished runs' own summaries."""
+    from midmix.experiment.estimate import estimate
+    from midmix.experiment.grid import all_variants, branch_step, load
+    from midmix.experiment.run import Experiment
+
+    out, path, _ = experiment
+    g = load(path)
+    base, mid, sft = estimate(Experiment(g))
+    summary = json.loads((out / "runs" / "base" / "summary.json").read_text())
+    assert (base.runs, base.train_tokens) == (1, summary["tokens"])
+    trained = 0
+    for v in all_variants(g):  # a branch continues the base's clock: its own tokens start at the branch point
+        s = json.loads((out / "runs" / v.name / "summary.json").read_text())
+        trained += s["tokens"] - branch_step(g, v.start) * g.global_batch * g.seq_len
+    assert (mid.runs, mid.train_tokens) == (len(all_variants(g)), trained)
+    sft_runs = list((out / "runs" / "sft").rglob("summary.json"))
+    assert sft.runs == len(sft_runs)
+    # SFT counts padded tokens, what the GPU computes on; the runs count the scored ones.
+    assert sft.train_tokens > sum(json.loads(p.read_text())["tokens"] for p in sft_runs)
+    assert 0 < base.flops < mid.flops
+
+
+def test_a_grid_asking_more_than_its_data_has_lists_every_shortfall_before_building(experiment, tmp_path) -> None:
+    _, path, _ = experiment
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "midmix.cli", "experiment", str(path), f"out={tmp_path / 'o'}",
+                           "steps=100000", "sft.targets.gsm8k.train_examples=100000", "--dry-run"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1
+    err = proc.stderr
+    for mix in ["base", "code-w0.3-from0.5", "valcode-w0.5-from0.5", "code-w1-from0.75", "code-w0.6-from0.25"]:
+        assert f"mix {mix}: needs" in err
+    assert "sft.targets.gsm8k: train_examples 100000" in err and "on_exhaust: error (one pass)" in err
+    assert not (tmp_path / "o" / "mixes").exists()  # refused before any mix was built
+
+
+def test_repetition_is_a_grid_setting_keeps_the_base_prefix_and_is_reported(experiment, tmp_path) -> None:
+    from midmix.experiment.grid import all_variants, branch_step, load
+    from midmix.experiment.run import Experiment
+
+    _, path, _ = experiment
+    g = load(path, [f"out={tmp_path / 'o'}", "steps=3000", "on_exhaust=repeat", "max_repeat=3"])
+    exp = Experiment(g)
+    exp.prepare()
+    exp.check_data()
+    exp.build_mixes()
+    base = read_mix_index(exp.mix_dir(None))
+    base_passes = json.loads((exp.mix_dir(None) / "midmix.json").read_text())["passes"]["base"]
+    assert 1 < base_passes <= 3
+    for v in all_variants(g):
+        head = branch_step(g, v.start) * g.global_batch
+        here = read_mix_index(exp.mix_dir(v))
+        assert here[0][:head].tolist() == base[0][:head].tolist()  # the base's stream until the branch
+        assert here[1][:head].tolist() == base[1][:head].tolist()
+    # A cap below what the grid needs is refused by the same check.
+    low = Experiment(load(path, [f"out={tmp_path / 'o'}", "steps=3000", "on_exhaust=repeat", "max_repeat=2"]))
+    from midmix.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="under max_repeat: 2"):
+        low.check_data()
+
+
+def read_mix_index(mix: Path) -> tuple[np.ndarray, np.ndarray]:
+    return np.fromfile(mix / "mix.source.u8", dtype=np.uint8), np.fromfile(mix / "mix.sample.u32", dtype="<u4")
+
+
+GPU_GRIDS = [ROOT / "recipes" / "paper" / "gpu-70m.yaml", ROOT / "recipes" / "paper" / "gpu-160m.yaml"]
+
+
+@needs_shared()
+@pytest.mark.parametrize("grid", GPU_GRIDS, ids=lambda p: p.stem)
+def test_the_gpu_grids_fit_their_data_and_say_what_they_cost(grid: Path, tmp_path) -> None:
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "midmix.cli", "experiment", str(grid), f"data_dir={SHARED}",
+                           f"out={tmp_path / 'o'}", "--dry-run"], env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    text = proc.stdout
+    assert "22 midtrained variants, 282 SFT runs" in text
+    for stage in ["3. pretrain the base", "4. midtrain the variants", "5. SFT", "total"]:
+        assert stage in text
+    passes = [float(x) for x in re.findall(r" (\d+\.\d+) \(", text.split("most passes over each source:")[1].split("\n")[0])]
+    assert len(passes) == 6 and max(passes) <= 4
+    assert not (tmp_path / "o" / "runs").exists()  # nothing trained
+
+
+@needs_shared()
+@pytest.mark.parametrize("grid", GPU_GRIDS, ids=lambda p: p.stem)
+def test_smoke_runs_every_stage_of_the_gpu_grids(grid: Path, tmp_path) -> None:
+    from midmix.experiment.grid import all_variants, load, sft_jobs, smoke
+
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-m", "midmix.cli", "experiment", str(grid), f"data_dir={SHARED}",
+                           f"out={tmp_path / 'o'}", "--smoke"], env=env, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    g = smoke(load(grid, [f"data_dir={SHARED}", f"out={tmp_path / 'o'}"]))
+    out = tmp_path / "o-smoke"
+    assert Path(g.out_dir) == out
+    res = out / "results"
+    assert len(list(csv.DictReader(open(res / "sft.csv")))) == len(sft_jobs(g))
+    assert {r["mix"] for r in csv.DictReader(open(res / "passes.csv"))} == {"base", *(v.name for v in all_variants(g))}
+    for v in all_variants(g):
+        assert json.loads((out / "runs" / v.name / "summary.json").read_text())["completed"]

@@ -380,7 +380,18 @@ def report_cmd(runs: tuple[Path, ...], out: Path | None, as_json: bool) -> None:
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("grid", type=click.Path(exists=True, dir_okay=False))
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
-def experiment(grid: str, overrides: tuple[str, ...]) -> None:
+@click.option("--smoke", is_flag=True,
+              help="every stage at toy sizes on CPU (tiny model, fp32, few steps; outputs in OUT-smoke)")
+@click.option("--dry-run", is_flag=True,
+              help="prepare the data and check it, then print runs, tokens, FLOPs and GPU-hours per stage; no training")
+@click.option("--mfu", type=click.FloatRange(0, 1, min_open=True), default=0.3, show_default=True,
+              help="--dry-run: model FLOPs utilization the hours assume")
+@click.option("--peak-tflops", type=click.FloatRange(0, min_open=True), default=989.0, show_default=True,
+              help="--dry-run: the GPU's dense peak (989: H100 SXM bf16)")
+@click.option("--startup-s", type=click.FloatRange(0), default=20.0, show_default=True,
+              help="--dry-run: seconds of start-up per training run")
+def experiment(grid: str, overrides: tuple[str, ...], smoke: bool, dry_run: bool, mfu: float, peak_tflops: float,
+               startup_s: float) -> None:
     """Run the midtraining study's grid (prepare → mixes → pretrain → branches → SFT → tables).
 
     Every stage is cached under the grid's `out` directory: a re-run resumes where it stopped.
@@ -390,7 +401,8 @@ def experiment(grid: str, overrides: tuple[str, ...]) -> None:
     except ImportError as e:
         raise click.ClickException(f"experiments need the [train] extra: pip install 'midmix[train]' ({e})") from e
     try:
-        sys.exit(run_main([grid, *overrides]))
+        sys.exit(run_main(grid, overrides, smoke_run=smoke, dry_run=dry_run, mfu=mfu, peak=peak_tflops * 1e12,
+                          startup_s=startup_s))
     except MidmixError as e:
         fail(e)
 

@@ -7,10 +7,11 @@ runs (which model is fine-tuned on which target) are derived here too, for the d
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from midmix.errors import ConfigError
+from midmix.mixspec import Phase
 from midmix.train.config import ARCHS, load_yaml
 
 
@@ -75,6 +76,11 @@ class Grid:
     micro_batch: int | None = None
     steps: int = 200  # the pretraining budget; midtraining runs branch off inside it
     seed: int = 17
+    # A mix that needs more samples of a source than it has: "error" (refused, every shortfall listed
+    # before anything is built), or "repeat" for at most `max_repeat` passes over each source (a fresh
+    # permutation per pass), reported per mix and source in results/passes.csv and tables.md.
+    on_exhaust: str = "error"
+    max_repeat: int | None = None
     base: str = "corpora/c4_like.parquet"
     general_val: str = "corpora/c4_like_val.parquet"
     eval_samples: int = 128
@@ -136,6 +142,27 @@ def branch_step(g: Grid, start: float) -> int:
     return min(max(round(start * g.steps), 1), g.steps - 1)
 
 
+def mix_phases(g: Grid, v: Variant | None) -> list[Phase]:
+    """A model's pretraining data: the base's own stream until the variant's branch point (so every
+    variant's prefix is the base's), then its midtraining mix; `None` is the base itself."""
+    total = g.steps * g.global_batch
+    if v is None:
+        return [Phase.samples(total, {"base": 1.0})]
+    head = branch_step(g, v.start) * g.global_batch
+    tail = {v.mix: 1.0} if v.is_control else {"base": 1 - v.weight, v.mix: v.weight}
+    return [Phase.samples(head, {"base": 1.0}), Phase.samples(total - head, tail)]
+
+
+def samples_needed(phases: list[Phase]) -> dict[str, float]:
+    """Samples each source gives over the phases (to rounding: the planner realizes the weights exactly)."""
+    need: dict[str, float] = {}
+    for ph in phases:
+        total_w = sum(w for _, w in ph.weights)
+        for name, w in ph.weights:
+            need[name] = need.get(name, 0.0) + ph.length * w / total_w
+    return need
+
+
 def table_models(g: Grid) -> list[str]:
     """The models of Table 2/3, fine-tuned on every target: the base, the mixes and the controls."""
     return list(dict.fromkeys(["base"] + [v.name for v in main_variants(g) + control_variants(g)]))
@@ -152,6 +179,13 @@ def sft_jobs(g: Grid) -> list[tuple[str, str]]:
 def validate(g: Grid) -> None:
     if g.arch not in ARCHS:
         raise ConfigError(f"arch: {g.arch!r} is not one of {', '.join(ARCHS)}")
+    if g.on_exhaust not in ("error", "repeat"):
+        raise ConfigError(f"on_exhaust: {g.on_exhaust!r} is not one of error, repeat")
+    if (g.on_exhaust == "repeat") != (g.max_repeat is not None):
+        raise ConfigError("on_exhaust: repeat needs max_repeat (the most passes over any source), and max_repeat "
+                          "goes only with repeat")
+    if g.max_repeat is not None and g.max_repeat < 2:
+        raise ConfigError(f"max_repeat: {g.max_repeat} must be at least 2 (1 pass is on_exhaust: error)")
     if g.steps < 2 or g.global_batch < 1:
         raise ConfigError("steps must be at least 2 and global_batch at least 1")
     for key, start in [*(("starts", s) for s in g.starts), *((f"controls.{m}", s) for m, s in g.controls.items())]:
@@ -186,6 +220,27 @@ def validate(g: Grid) -> None:
         for w in a.weights:
             if not 0 < w <= 1:
                 raise ConfigError(f"ablation.weights: {w} must be in (0, 1]")
+
+
+def max_passes(g: Grid) -> int:
+    return 1 if g.max_repeat is None else g.max_repeat
+
+
+def smoke(g: Grid) -> Grid:
+    """The same grid at toy sizes that run on a CPU in minutes: every stage, source, mix, control and SFT
+    target, but the tiny model in fp32, short sequences, a few steps, one SFT seed and learning rate, 4
+    SFT examples, and of the ablation only its corners (first and last start × first and last weight).
+    It checks the grid's structure and data, not its findings. Its outputs go to OUT-smoke."""
+    s = replace(g, name=f"{g.name}-smoke", out=str(g.out_dir) + "-smoke", arch="tiny", device="cpu", seq_len=64,
+                global_batch=4, micro_batch=None, steps=24, eval_samples=8)
+    s.sft = replace(g.sft, seeds=g.sft.seeds[:1], lrs=g.sft.lrs[:1], epochs=1, seq_len=128, global_batch=4,
+                    targets={k: replace(t, train_examples=4, val_examples=4) for k, t in g.sft.targets.items()})
+    if g.ablation is not None:
+        a = g.ablation
+        s.ablation = replace(a, starts=sorted({a.starts[0], a.starts[-1]}),
+                             weights=sorted({a.weights[0], a.weights[-1]}))
+    s.proximity = replace(g.proximity, max_docs=50, max_tokens_per_doc=128)
+    return s
 
 
 def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Grid:

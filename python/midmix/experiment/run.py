@@ -14,7 +14,6 @@ Training runs in this process, one after another; a killed run resumes from its 
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,20 @@ from midmix import api
 from midmix.dataset import Dataset
 from midmix.errors import ConfigError
 from midmix.experiment import tables
-from midmix.experiment.grid import Grid, Variant, all_variants, branch_step, load, sft_jobs
+from midmix.experiment.estimate import H100_BF16_PEAK
+from midmix.experiment.grid import (
+    Grid,
+    Variant,
+    all_variants,
+    branch_step,
+    load,
+    max_passes,
+    mix_phases,
+    samples_needed,
+    sft_jobs,
+    smoke,
+)
 from midmix.manifest import MixManifest, read_manifest
-from midmix.mixspec import Phase
 
 
 class Eta:
@@ -81,17 +91,39 @@ class Experiment:
     def mix_dir(self, variant: Variant | None) -> Path:
         return self.mixes / ("base" if variant is None else variant.name)
 
+    def check_data(self) -> None:
+        """Refuse, before any mix is built or model trained, a grid that asks any source for more than it has
+        (passes beyond max_repeat), an SFT target for more examples than it has, or more general held-out
+        samples than exist: one error listing every shortfall."""
+        g = self.g
+        size = {name: Dataset.open(self.data / name).num_samples for name in ["base", *g.mixes]}
+        allowed = max_passes(g)
+        short = []
+        for v in [None, *all_variants(g)]:
+            for source, need in samples_needed(mix_phases(g, v)).items():
+                if need > allowed * size[source]:
+                    short.append(f"mix {self.mix_dir(v).name}: needs {need:,.0f} samples of {source!r} "
+                                 f"({need / size[source]:.2f} passes), which has {size[source]:,}")
+        for name, t in g.sft.targets.items():
+            have = Dataset.open(self.data / f"sft-{name}").num_samples
+            if t.train_examples + t.val_examples > have:
+                short.append(f"sft.targets.{name}: train_examples {t.train_examples} + val_examples "
+                             f"{t.val_examples} > its {have:,} examples (after skipped ones)")
+        val = Dataset.open(self.data / "general_val").num_samples
+        if g.eval_samples > val:
+            short.append(f"eval_samples: {g.eval_samples} > the {val:,} samples of general_val")
+        if short:
+            limit = ("on_exhaust: error (one pass)" if g.max_repeat is None else f"max_repeat: {g.max_repeat}")
+            raise ConfigError(f"grid {g.name}: the data cannot give what the grid asks under {limit}:\n  "
+                              + "\n  ".join(short) + "\nresize the grid (steps, weights, examples) or allow "
+                              "repetition (on_exhaust: repeat, max_repeat: N)")
+
     def build_mixes(self) -> None:
         """Every variant as an index mix over the prepared data: a variant costs 5 bytes per sample, not a
         copy of its tokens (the base prefix it shares with every other variant included)."""
-        g = self.g
-        total = g.steps * g.global_batch
-        self._build(None, {"base": self.data / "base"}, [Phase.samples(total, {"base": 1.0})])
-        for v in all_variants(g):
-            head = branch_step(g, v.start) * g.global_batch
-            tail = {v.mix: 1.0} if v.is_control else {"base": 1 - v.weight, v.mix: v.weight}
-            self._build(v, {"base": self.data / "base", v.mix: self.data / v.mix},
-                        [Phase.samples(head, {"base": 1.0}), Phase.samples(total - head, tail)])
+        self._build(None)
+        for v in all_variants(self.g):
+            self._build(v)
         on_disk = sum(f.stat().st_size for f in self.mixes.rglob("*") if f.is_file())
         copied = 0
         for d in self.mixes.iterdir():
@@ -100,13 +132,17 @@ class Experiment:
                 copied += m.total_samples * (1 + m.seq_len * np.dtype(m.dtype).itemsize)
         self.log(f"mixes take {on_disk / 2**20:.1f} MiB on disk as indexes ({copied / 2**20:.1f} MiB materialized)")
 
-    def _build(self, v: Variant | None, sources: dict[str, Path], phases: list[Phase]) -> None:
-        out = self.mix_dir(v)
+    def _build(self, v: Variant | None) -> None:
+        g, out = self.g, self.mix_dir(v)
         if (out / "midmix.json").exists():  # written last, under a temporary name: the mix is complete
             return
-        api.build_mix(phases, out, sources=sources, seed=self.g.seed, global_batch=self.g.global_batch,
-                      overwrite=True, register=False)
-        self.log(f"built mix {out.name}")
+        phases = mix_phases(g, v)
+        sources = {name: self.data / name for name in samples_needed(phases)}
+        m = api.build_mix(phases, out, sources=sources, seed=g.seed, global_batch=g.global_batch,
+                          on_exhaust=g.on_exhaust, max_repeat=g.max_repeat, overwrite=True, register=False)
+        repeated = {k: p for k, p in m.passes.items() if p > 1}
+        self.log(f"built mix {out.name}" + (f" (passes: {', '.join(f'{k} {p:.2f}' for k, p in repeated.items())})"
+                                            if repeated else ""))
 
     # -- 3–5. training -----------------------------------------------------------------------------
     def _recipe(self, name: str, run_dir: Path) -> dict[str, Any]:
@@ -143,9 +179,8 @@ class Experiment:
     def sft_recipe(self, model: str, target: str, seed: int, lr: float) -> dict[str, Any]:
         g, s, t = self.g, self.g.sft, self.g.sft.targets[target]
         data = self.data / f"sft-{target}"
-        total = Dataset.open(data).num_samples
-        val = min(t.val_examples, total // 2)
-        train = min(t.train_examples, total - val)
+        total = Dataset.open(data).num_samples  # check_data saw train + val examples fit
+        val, train = t.val_examples, t.train_examples
         r = self._recipe(f"sft-{target}-{model}", self.sft_dir(model, target, seed, lr))
         r.update({"seed": seed, "duration": f"{s.epochs}ep",
                   "model": {"arch": g.arch, "init_from": str(self.runs / model)},
@@ -217,6 +252,7 @@ class Experiment:
         self.log(f"experiment {self.g.name} → {self.out}: {len(all_variants(self.g))} midtrained variants, "
                  f"{len(sft_jobs(self.g)) * len(self.g.sft.seeds) * len(self.g.sft.lrs)} SFT runs")
         self.prepare()
+        self.check_data()
         self.build_mixes()
         self.pretrain()
         self.finetune()
@@ -226,11 +262,44 @@ class Experiment:
         return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    grid = load(args[0], args[1:])
+    def dry_run(self, mfu: float, peak: float, startup_s: float) -> str:
+        """Stage 1 (data, cached for the real run) and the data check, then the plan and its cost; no mix is
+        built and nothing trained."""
+        from midmix.experiment.estimate import estimate, render
+
+        g = self.g
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.prepare()
+        self.check_data()
+        lines = [f"grid {g.name}: {g.arch}, {g.steps} steps × {g.global_batch} × {g.seq_len} tokens, "
+                 f"{len(all_variants(g))} midtrained variants, "
+                 f"{len(sft_jobs(g)) * len(g.sft.seeds) * len(g.sft.lrs)} SFT runs"]
+        size = {name: Dataset.open(self.data / name).num_samples for name in ["base", *g.mixes]}
+        worst: dict[str, tuple[float, str]] = {}
+        for v in [None, *all_variants(g)]:
+            for source, need in samples_needed(mix_phases(g, v)).items():
+                passes = need / size[source]
+                if passes > worst.get(source, (0.0, ""))[0]:
+                    worst[source] = (passes, self.mix_dir(v).name)
+        lines.append("most passes over each source: " + ", ".join(
+            f"{k} {p:.2f} ({where}; {size[k]:,} samples)" for k, (p, where) in worst.items()))
+        lines.append(render(g, estimate(self), mfu, peak, startup_s))
+        text = "\n".join(lines)
+        print(text, flush=True)
+        return text
+
+
+def main(grid_path: str, overrides: list[str] | tuple[str, ...] = (), *, smoke_run: bool = False,
+         dry_run: bool = False, mfu: float = 0.3, peak: float = H100_BF16_PEAK, startup_s: float = 20.0) -> int:
+    grid = load(grid_path, overrides)
+    if smoke_run:
+        grid = smoke(grid)
+    exp = Experiment(grid)
+    if dry_run:
+        exp.dry_run(mfu, peak, startup_s)
+        return 0
     try:
-        Experiment(grid).run()
+        exp.run()
     finally:
         from midmix.train.run import close_dist
 

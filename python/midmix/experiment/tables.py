@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from midmix.errors import ConfigError
-from midmix.experiment.grid import Variant, ablation_variants, sft_jobs, table_models
+from midmix.experiment.grid import Variant, ablation_variants, all_variants, sft_jobs, table_models
+from midmix.manifest import MixManifest, read_manifest
 from midmix.plotting import pyplot
 from midmix.proximity import proximity, proximity_advantage
 
@@ -126,6 +127,22 @@ def write_all(exp: Experiment, stats: dict[str, Any]) -> dict[str, Any]:
             for (s, wt), x in cells.items():
                 w.writerow([s, wt, x])
 
+    # Passes over each source, from the mixes' own manifests: repetition is a grid setting, never silent.
+    pass_rows = []
+    for v in [None, *all_variants(g)]:
+        m = read_manifest(exp.mix_dir(v))
+        assert isinstance(m, MixManifest)
+        pass_rows += [{"mix": exp.mix_dir(v).name, "source": k, "samples": m.samples_per_source[k],
+                       "passes": round(p, 4)} for k, p in m.passes.items()]
+    repeated = [r for r in pass_rows if r["passes"] > 1]
+    pass_md = (markdown_table(["mix", "source", "samples", "passes"],
+                              [[r["mix"], r["source"], f"{r['samples']:,}", f"{r['passes']:.2f}"] for r in repeated])
+               if repeated else "No source was read more than once.")
+    with open(res / "passes.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["mix", "source", "samples", "passes"])
+        w.writeheader()
+        w.writerows(pass_rows)
+
     with open(res / "sft.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["model", "target", "seed", "lr", "val_loss", "general_loss"])
         w.writeheader()
@@ -141,10 +158,11 @@ def write_all(exp: Experiment, stats: dict[str, Any]) -> dict[str, Any]:
            "", "## Proximity advantage vs SFT gain", "", pa_md]
     if ablation is not None:
         doc += ["", f"## Timing × weight ablation: {ablation['mix']} → {ablation['target']} SFT gain", "", abl_md]
+    doc += ["", "## Sources read more than once (all in passes.csv)", "", pass_md]
     text = "\n".join(doc) + "\n"
     (res / "tables.md").write_text(text)
     results = {"sft": rows, "mean": {f"{m}|{t}": v for (m, t), v in avg.items()}, "proximity": pa_rows,
-               "pearson_r": r, "ablation": ablation}
+               "pearson_r": r, "ablation": ablation, "passes": pass_rows}
     (res / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(text)
     return results
