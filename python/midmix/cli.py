@@ -354,6 +354,32 @@ def train(recipe: str, overrides: tuple[str, ...]) -> None:
     sys.exit(run_main([recipe, *overrides]))
 
 
+@main.command("export-model")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="the Hugging Face model directory")
+@click.option("--tokenizer", help="tokenizer.json (or a directory holding one) to use when the one recorded in the "
+              "training data's midmix.json is gone; checked against its recorded sha256")
+@click.option("--overwrite", is_flag=True, help="replace an existing output directory")
+def export_model_cmd(run: Path, out: Path, tokenizer: str | None, overwrite: bool) -> None:
+    """Write training run RUN (a run directory, for its latest checkpoint, or a checkpoint file in one)
+    as a Hugging Face model directory: GPT-NeoX weights (safetensors), config and tokenizer, for
+    `AutoModelForCausalLM.from_pretrained(OUT)` and `lm_eval --model hf --model_args pretrained=OUT`."""
+    try:
+        from midmix.train.export import EXPORT_FILE, export_model
+    except ImportError as e:
+        raise click.ClickException(f"export-model needs the [train] extra: pip install 'midmix[train]' ({e})") from e
+    try:
+        r = export_model(run, out, tokenizer=tokenizer, overwrite=overwrite)
+    except MidmixError as e:
+        fail(e)
+    step = "unknown step" if r.step is None else f"step {r.step:,}"
+    click.echo(f"exported {r.run_name} ({step}{'' if r.completed else ', run not completed'}) to {out}")
+    click.echo(f"model         GPTNeoXForCausalLM ({r.arch}), vocabulary {r.vocab_size:,} "
+               f"(tokenizer {r.tokenizer_vocab_size:,}), safetensors")
+    click.echo(f"tokenizer     {r.tokenizer} (sha256 {r.tokenizer_sha256[:12]}…)")
+    click.echo(f"provenance    {Path(out) / EXPORT_FILE}")
+
+
 @main.command("report")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="loss curves PNG [default: none]")

@@ -32,7 +32,11 @@ class ModelConfig:
     # (its latest checkpoint); weights only.
     init_from: str | None = None
     vocab_size: int | None = None  # default: the architecture's (50304 for the Pythia family)
-    max_position_embeddings: int | None = None  # default: the training data's sequence length
+    max_position_embeddings: int | None = None  # default: the training data's sequence length (≥ 2048)
+
+    def positions_for(self, seq_len: int) -> int:
+        """The model's max_position_embeddings for data of `seq_len` tokens."""
+        return self.max_position_embeddings or max(2048, seq_len)
 
 
 @dataclass

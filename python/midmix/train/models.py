@@ -6,6 +6,7 @@ random init, a local Hugging Face model directory, or a midmix/Composer checkpoi
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -155,18 +156,40 @@ class CausalLM(ComposerModel):
         return {}  # evaluation runs in midmix's callbacks, not Composer's evaluators
 
 
+def _resolve_init(init_from: str | None) -> str | None:
+    """A midmix run directory stands for its latest checkpoint."""
+    if init_from is not None and (Path(init_from) / "checkpoints").is_dir():
+        return str(Path(init_from) / "checkpoints" / "latest-rank0.pt")
+    return init_from
+
+
+def _hf_dir(init_from: str | None) -> str | None:
+    """`init_from` when it is a Hugging Face model directory (checked to hold a config.json)."""
+    if init_from is None or not Path(init_from).is_dir():
+        return None
+    if not (Path(init_from) / "config.json").exists():
+        raise ConfigError(f"model.init_from: {init_from} has no config.json (not a Hugging Face model directory)")
+    return init_from
+
+
+def model_config(arch: str, init_from: str | None, vocab_size: int | None, max_positions: int) -> GPTNeoXConfig:
+    """The architecture `build_model` builds for the same arguments (without loading any weights)."""
+    hf = _hf_dir(_resolve_init(init_from))
+    if hf is not None:
+        return GPTNeoXConfig.from_pretrained(hf, local_files_only=True)
+    return neox_config(arch, vocab_size, max_positions)
+
+
 def build_model(arch: str, init_from: str | None, vocab_size: int | None, max_positions: int,
                 min_vocab: int) -> CausalLM:
     """The model for a recipe; `min_vocab` is the data's tokenizer vocabulary, which must fit.
 
     `init_from`: a Hugging Face model directory, a Composer checkpoint file, or a midmix run directory
     (its latest checkpoint)."""
-    if init_from is not None and (Path(init_from) / "checkpoints").is_dir():
-        init_from = str(Path(init_from) / "checkpoints" / "latest-rank0.pt")
-    if init_from is not None and Path(init_from).is_dir():
-        if not (Path(init_from) / "config.json").exists():
-            raise ConfigError(f"model.init_from: {init_from} has no config.json (not a Hugging Face model directory)")
-        model = GPTNeoXForCausalLM.from_pretrained(init_from, local_files_only=True, torch_dtype=torch.float32)
+    init_from = _resolve_init(init_from)
+    hf = _hf_dir(init_from)
+    if hf is not None:
+        model = GPTNeoXForCausalLM.from_pretrained(hf, local_files_only=True, torch_dtype=torch.float32)
     else:
         model = GPTNeoXForCausalLM(neox_config(arch, vocab_size, max_positions))
     if model.config.vocab_size < min_vocab:
@@ -178,16 +201,31 @@ def build_model(arch: str, init_from: str | None, vocab_size: int | None, max_po
     return wrapped
 
 
-def load_weights(model: CausalLM, checkpoint: Path) -> None:
-    """Weights only, from a Composer checkpoint file (`state.model`)."""
+def read_checkpoint(checkpoint: Path, key: str = "model.init_from") -> dict[str, Any]:
+    """A Composer checkpoint file's `state` (weights in `state["model"]`); errors name `key`."""
     if not checkpoint.exists():
-        raise ConfigError(f"model.init_from: {checkpoint} does not exist")
+        raise ConfigError(f"{key}: {checkpoint} does not exist")
+    if checkpoint.is_dir():
+        raise ConfigError(f"{key}: {checkpoint} is a directory: a sharded checkpoint (fsdp.state_dict_type: "
+                          "sharded), which only Composer itself can load; save full checkpoints to read weights")
     try:
         obj = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        weights = obj["state"]["model"]
-    except (KeyError, TypeError, RuntimeError) as e:
-        raise ConfigError(f"model.init_from: {checkpoint} is not a Composer checkpoint ({e})") from e
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
+        raise ConfigError(f"{key}: {checkpoint} is not a Composer checkpoint ({type(e).__name__}: {e})") from e
+    state = obj.get("state") if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise ConfigError(f"{key}: {checkpoint} is not a Composer checkpoint (no state.model)")
+    return state
+
+
+def load_weights(model: CausalLM, checkpoint: Path, key: str = "model.init_from",
+                 state: dict[str, Any] | None = None) -> None:
+    """Weights only, from a Composer checkpoint file (`state.model`), or from its `state` already read."""
+    weights = (read_checkpoint(checkpoint, key) if state is None else state)["model"]
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as e:  # same names, other shapes
+        raise ConfigError(f"{key}: {checkpoint} does not match model.arch ({e})") from e
     if missing or unexpected:
-        raise ConfigError(f"model.init_from: {checkpoint} does not match model.arch "
+        raise ConfigError(f"{key}: {checkpoint} does not match model.arch "
                           f"(missing {missing[:3]}, unexpected {unexpected[:3]})")

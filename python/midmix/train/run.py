@@ -91,8 +91,8 @@ def build_trainer(cfg: TrainConfig, raw: dict[str, Any]) -> Trainer:
     check_kind(info, cfg.data.train.kind, "data.train")
     evalsets = {name: EvalSet(name, e, cfg.data.eval_batch_size) for name, e in cfg.data.eval.items()}
     reproducibility.seed_all(cfg.seed)
-    max_positions = cfg.model.max_position_embeddings or max(2048, info.seq_len)
-    model = build_model(cfg.model.arch, cfg.model.init_from, cfg.model.vocab_size, max_positions, info.vocab_size)
+    model = build_model(cfg.model.arch, cfg.model.init_from, cfg.model.vocab_size,
+                        cfg.model.positions_for(info.seq_len), info.vocab_size)
 
     loader = train_loader(cfg.data.train, info, cfg.data.global_batch_size, cfg.seed)
     decay, no_decay = [], []
