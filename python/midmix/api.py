@@ -148,7 +148,7 @@ def prepare(name: str, inputs: Sequence[PathLike] = (), *, tokenizer: PathLike, 
     if hf:
         from midmix.hf import export_to_parquet
 
-        fields = [prompt_field, response_field] if mode == "sft" else [text_field]
+        fields = [f for f in (prompt_field, response_field) if f] if mode == "sft" else [text_field]
         with export_to_parquet(hf, hf_config, split, fields) as (path, label):
             text = _core.prepare(replace(opts, inputs=[str(path)], input_labels=[label]))
     else:

@@ -74,7 +74,8 @@ def main() -> None:
 @click.option("--hf-config", help="dataset configuration name for --hf")
 @click.option("--split", default="train", show_default=True, help="split for --hf")
 @click.option("--mode", type=click.Choice(["pretrain", "sft"]), default="pretrain", show_default=True)
-@click.option("--prompt-field", default="prompt", show_default=True)
+@click.option("--prompt-field", default="prompt", show_default=True,
+              help="sft: '' for no prompt (each record's response field alone, e.g. a held-out document)")
 @click.option("--response-field", default="response", show_default=True)
 @click.option("--mask-prompt/--no-mask-prompt", default=True, show_default=True,
               help="sft: labels are -100 over the prompt")

@@ -14,6 +14,8 @@ from midmix.errors import ConfigError
 from midmix.mixspec import Phase
 from midmix.train.config import ARCHS, load_yaml
 
+GENERAL_LOSS_FORMS = ("packed", "documents")
+
 
 @dataclass
 class MixSpec:
@@ -37,6 +39,10 @@ class SftSpec:
     epochs: int = 4
     seq_len: int = 256
     global_batch: int = 8
+    # The held-out general loss measured during SFT (forgetting): `packed`, over the packed general_val
+    # samples the pretraining runs measure; `documents`, the paper's form: each general_val document an
+    # SFT example with an empty prompt (document + EOS, cut to seq_len, padded per batch, every token scored).
+    general_loss: str = "packed"
 
 
 @dataclass
@@ -204,6 +210,8 @@ def validate(g: Grid) -> None:
     for name, t in g.sft.targets.items():
         if not t.file:
             raise ConfigError(f"sft.targets.{name}.file: required")
+    if g.sft.general_loss not in GENERAL_LOSS_FORMS:
+        raise ConfigError(f"sft.general_loss: {g.sft.general_loss!r} is not one of {', '.join(GENERAL_LOSS_FORMS)}")
     if not g.sft.seeds or not g.sft.lrs:
         raise ConfigError("sft.seeds and sft.lrs: at least one each")
     if g.ablation is not None:

@@ -73,15 +73,19 @@ class Experiment:
             self._prepare(name, g.path(rel), tokenizer, g.seq_len, "pretrain", self.data / name)
         for name, t in g.sft.targets.items():
             self._prepare(name, g.path(t.file), tokenizer, g.sft.seq_len, "sft", self.data / f"sft-{name}")
+        if g.sft.general_loss == "documents":  # each held-out document an SFT example with an empty prompt
+            self._prepare("general_val-docs", g.path(g.general_val), tokenizer, g.sft.seq_len, "sft",
+                          self.data / "general_val-docs", prompt_field="", response_field="text")
 
-    def _prepare(self, name: str, src: Path, tokenizer: Path, seq_len: int, mode: str, out: Path) -> None:
+    def _prepare(self, name: str, src: Path, tokenizer: Path, seq_len: int, mode: str, out: Path,
+                 **fields: str) -> None:
         if (out / "index.json").exists():
             return
         if not src.exists():
             raise ConfigError(f"{src}: not found (is data_dir right?)")
         # SFT examples whose prompt alone fills seq_len are skipped (and counted), as any trainer must.
         m = api.prepare(name, [src], tokenizer=tokenizer, seq_len=seq_len, out=out, mode=mode, overwrite=True,
-                        on_bad_record="skip" if mode == "sft" else "error", register=False)
+                        on_bad_record="skip" if mode == "sft" else "error", register=False, **fields)
         c = m.counts
         skipped = sum(c.skipped.values())
         self.log(f"prepared {name}: {c.documents:,} documents → {c.samples:,} samples of ≤{seq_len} tokens"
@@ -193,6 +197,9 @@ class Experiment:
                           "global_batch_size": s.global_batch})
         r["data"]["eval"]["domain"] = {"path": str(data), "kind": "sft", "select": f"{total - val}:",
                                        "max_samples": val, "mask_prompt": t.mask_prompt}
+        if s.general_loss == "documents":
+            r["data"]["eval"]["general"] = {"path": str(self.data / "general_val-docs"), "kind": "sft",
+                                            "max_samples": g.eval_samples}
         return r
 
     def train(self, recipe: dict[str, Any], label: str) -> dict[str, Any]:

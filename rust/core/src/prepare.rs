@@ -352,7 +352,9 @@ impl ModePipeline for Pretrain {
     }
 }
 
-/// SFT: one sample per (prompt, response) example, labels masked over the prompt.
+/// SFT: one sample per (prompt, response) example, labels masked over the prompt. An empty
+/// `prompt_field` reads no prompt: every example is its response alone (a plain document run
+/// through an empty prompt template, as the paper scores its held-out C4 text during SFT).
 struct Sft {
     info: SftInfo,
     seq_len: usize,
@@ -368,6 +370,9 @@ impl ModePipeline for Sft {
     }
 
     fn fields(&self) -> Vec<String> {
+        if self.info.prompt_field.is_empty() {
+            return vec![self.info.response_field.clone()];
+        }
         vec![
             self.info.prompt_field.clone(),
             self.info.response_field.clone(),
@@ -405,11 +410,22 @@ impl ModePipeline for Sft {
         counts: &mut Counts,
     ) -> Result<Pushed> {
         let t = self.tokens;
-        counts.document_tokens += (parts[0].len() + parts[1].len()) as u64;
+        // The response is the last field; the prompt, when there is a prompt field, the one before.
+        let (response, prompt) = match parts {
+            [prompt, response] => (response.as_slice(), prompt.as_slice()),
+            [response] => (response.as_slice(), &[][..]),
+            _ => {
+                return Err(Error::Config(format!(
+                    "SFT examples need 1 or 2 fields, got {}",
+                    parts.len()
+                )))
+            }
+        };
+        counts.document_tokens += (prompt.len() + response.len()) as u64;
         let Some(sample) = pack::sft_sample(
             t.bos,
-            &parts[0],
-            &parts[1],
+            prompt,
+            response,
             t.eos,
             self.seq_len,
             self.info.mask_prompt,
@@ -722,6 +738,13 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Report> {
     let sft = matches!(opts.mode, Mode::Sft(_));
     // The bound needs no tokenizer: refuse absurd values before loading one.
     check_seq_len(opts.seq_len, Dtype::U32, sft)?;
+    if let Mode::Sft(info) = &opts.mode {
+        if info.response_field.is_empty() {
+            return Err(Error::Config(
+                "--response-field is empty: SFT examples need a response".into(),
+            ));
+        }
+    }
     let task = task_slice_of(opts)?;
     let pool = thread_pool(opts.threads)?;
     let enc = Encoder::from_file(&opts.tokenizer, opts.encoder)?;
@@ -877,5 +900,40 @@ mod tests {
             "slow".parse::<EncoderChoice>(),
             Err(Error::Config(_))
         ));
+    }
+
+    #[test]
+    fn an_empty_prompt_field_makes_each_document_a_response() {
+        let tok =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/pythia.json");
+        let tmp = tempfile::tempdir().unwrap();
+        let input = tmp.path().join("a.jsonl");
+        std::fs::write(&input, "{\"text\": \"hello world\"}\n{\"text\": \"\"}\n").unwrap();
+        let sft = |prompt: &str, response: &str| {
+            let mut o = PrepareOptions::new(
+                "d",
+                vec![input.display().to_string()],
+                tok.clone(),
+                8,
+                tmp.path().join("out"),
+            );
+            o.overwrite = true;
+            o.mode = Mode::Sft(SftInfo {
+                prompt_field: prompt.into(),
+                response_field: response.into(),
+                mask_prompt: true,
+            });
+            prepare(&o)
+        };
+        let report = sft("", "text").unwrap();
+        // "hello world" + EOS, every token a label; the empty document is skipped (and counted).
+        assert_eq!(report.counts.samples, 1);
+        assert_eq!(report.counts.tokens, 3);
+        assert_eq!(report.counts.label_tokens, 3);
+        assert_eq!(report.counts.skipped.get("empty_document"), Some(&1));
+        match sft("", "") {
+            Err(Error::Config(msg)) => assert!(msg.contains("--response-field"), "{msg}"),
+            other => panic!("expected a config error, got {other:?}"),
+        }
     }
 }
