@@ -199,7 +199,8 @@ def test_the_gpu_grids_fit_their_data_and_say_what_they_cost(grid: Path, tmp_pat
     assert "22 midtrained variants, 282 SFT runs" in text
     for stage in ["3. pretrain the base", "4. midtrain the variants", "5. SFT", "total"]:
         assert stage in text
-    passes = [float(x) for x in re.findall(r" (\d+\.\d+) \(", text.split("most passes over each source:")[1].split("\n")[0])]
+    line = text.split("most passes over each source:")[1].split("\n")[0]
+    passes = [float(x) for x in re.findall(r" (\d+\.\d+) \(", line)]
     assert len(passes) == 6 and max(passes) <= 4
     assert not (tmp_path / "o" / "runs").exists()  # nothing trained
 

@@ -113,9 +113,10 @@ class Experiment:
             if t.train_examples + t.val_examples > have:
                 short.append(f"sft.targets.{name}: train_examples {t.train_examples} + val_examples "
                              f"{t.val_examples} > its {have:,} examples (after skipped ones)")
-        val = Dataset.open(self.data / "general_val").num_samples
-        if g.eval_samples > val:
-            short.append(f"eval_samples: {g.eval_samples} > the {val:,} samples of general_val")
+        for name in ["general_val"] + (["general_val-docs"] if g.sft.general_loss == "documents" else []):
+            val = Dataset.open(self.data / name).num_samples
+            if g.eval_samples > val:
+                short.append(f"eval_samples: {g.eval_samples} > the {val:,} samples of {name}")
         if short:
             limit = ("on_exhaust: error (one pass)" if g.max_repeat is None else f"max_repeat: {g.max_repeat}")
             raise ConfigError(f"grid {g.name}: the data cannot give what the grid asks under {limit}:\n  "
