@@ -1,7 +1,7 @@
 # `make demo` and `make test` work on a fresh machine: they create .venv and build midmix first.
 # The demo needs only the core (the Rust extension, click, numpy, pyyaml); the test suite also
-# installs the hf, plot, train and dev extras: the test oracles (tokenizers, mosaicml-streaming), the training stack
-# (torch, Composer) and the benchmark tools.
+# installs the hf, plot, train, track and dev extras: the test oracles (tokenizers, mosaicml-streaming), the training
+# stack (torch, Composer), the experiment trackers (wandb, mlflow-skinny) and the benchmark tools.
 PY ?= python3
 VENV := .venv
 CORE := $(VENV)/.core
@@ -23,7 +23,7 @@ $(VENV)/.built: $(CORE) pyproject.toml Cargo.toml Cargo.lock $(shell find rust -
 	touch $(VENV)/.built
 
 $(DEV): $(CORE) pyproject.toml
-	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q --extras hf,plot,train,dev
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q --extras hf,plot,train,track,dev
 	touch $(DEV)
 
 demo: $(VENV)/.built

@@ -106,7 +106,12 @@ class MixDataset(_MappedShards[TokenReader], IterableDataset):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        return self._steps(self._start_step + worker, workers)  # the start is read now, not lazily
+        start = self._start_step  # read now, not lazily
+        if info is not None:
+            # This is a worker's own copy of the dataset (MixLoader resets the main process's): a
+            # persistent worker keeps it, and its next pass starts at the beginning of the mix.
+            self._start_step = 0
+        return self._steps(start + worker, workers)
 
     def _steps(self, first: int, stride: int) -> Iterator[dict[str, torch.Tensor]]:
         batch = self.batch

@@ -8,6 +8,8 @@ dotted key (`optimizer.lr`, …).
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import os
 import re
 import types
 import typing
@@ -21,6 +23,7 @@ from midmix.errors import ConfigError
 
 ARCHS = ("tiny", "pythia-14m", "pythia-70m", "pythia-160m", "pythia-410m", "pythia-1b")
 PRECISIONS = ("auto", "fp32", "amp_bf16", "amp_fp16")
+WANDB_MODES = ("online", "offline", "disabled", "shared")
 _DURATION = re.compile(r"^\s*\d+\s*(ba|ep|sp|tok)\s*$")
 
 
@@ -50,6 +53,10 @@ class DataSetConfig:
     # tokens only: read through the midmix loader or through `streaming.StreamingDataset`.
     loader: str = "midmix"
     num_workers: int = 0
+    # Page-locked host batches, for faster, asynchronous copies to the GPU. null: on when training on GPU.
+    pin_memory: bool | None = None
+    # Keep the workers between epochs (and their opened shards). null: on when num_workers > 0.
+    persistent_workers: bool | None = None
     shuffle: bool = True  # sft only; a mix is always read in the order build-mix wrote it
     mask_prompt: bool = True  # sft only: false scores the prompt tokens too (the paper's pycode/sciq/lima)
 
@@ -128,9 +135,42 @@ class CallbacksConfig:
 
 
 @dataclass
+class WandbConfig:
+    """Weights & Biases, through Composer's WandBLogger (rank 0 only). Unset keys fall to wandb's own
+    defaults and environment (WANDB_PROJECT, WANDB_ENTITY, WANDB_MODE, WANDB_API_KEY, …)."""
+
+    project: str | None = None
+    entity: str | None = None
+    group: str | None = None
+    name: str | None = None  # default: run_name
+    tags: list[str] = field(default_factory=list)
+    notes: str | None = None
+    mode: str | None = None  # online | offline | disabled | shared; default: WANDB_MODE, else online
+    dir: str | None = None  # where wandb writes its files; default: WANDB_DIR, else run_dir
+    # The W&B run id. Default: a new id for each fresh start, kept in run_dir/wandb-run-id, so a run
+    # resumed from its checkpoint logs into the same W&B run.
+    id: str | None = None
+
+
+@dataclass
+class MlflowConfig:
+    """MLflow, through Composer's MLFlowLogger (rank 0 only)."""
+
+    # http(s)://server, databricks, file:DIR, or a database URI (needs the full `mlflow` package).
+    # Default: MLFLOW_TRACKING_URI.
+    tracking_uri: str | None = None
+    experiment_name: str | None = None  # default: MLFLOW_EXPERIMENT_NAME, else midmix
+    run_name: str | None = None  # default: run_name
+    tags: dict[str, str] = field(default_factory=dict)
+    log_system_metrics: bool = True  # CPU/GPU/memory usage every 30 s (mlflow's system metrics)
+
+
+@dataclass
 class LoggersConfig:
     jsonl: bool = True
     tensorboard: bool = False
+    wandb: WandbConfig | None = None
+    mlflow: MlflowConfig | None = None
     console_interval: str = "10ba"
     speed_window: int = 20  # batches in the rolling average of throughput/* (SpeedMonitor)
     # null: a bar only when stdout is a terminal (batch jobs' logs stay readable)
@@ -172,6 +212,12 @@ class TrainConfig:
     loggers: LoggersConfig = field(default_factory=LoggersConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     fsdp: FsdpConfig | None = None
+    compile: bool = False  # torch.compile the model (Composer's compile_config {}); compiles at the first step
+    # Deterministic kernels (Composer's deterministic_mode: torch.use_deterministic_algorithms, cuDNN
+    # deterministic with autotuning off, a fixed cuBLAS workspace). It costs speed, mostly on GPU, where
+    # the fastest kernels (atomic adds, autotuned convolutions) are the nondeterministic ones; an op with
+    # no deterministic kernel stops the run with an error.
+    deterministic: bool = False
 
 
 def _type_name(tp: Any) -> str:
@@ -338,6 +384,48 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError("model.init_from and branch exclude each other: a branch starts from its base run")
     if cfg.fsdp is not None and cfg.fsdp.state_dict_type not in ("full", "sharded"):
         raise ConfigError(f"fsdp.state_dict_type: {cfg.fsdp.state_dict_type!r} is not one of full, sharded")
+    train = cfg.data.train
+    if train.num_workers < 0:
+        raise ConfigError("data.train.num_workers: must be at least 0")
+    if train.persistent_workers and train.num_workers == 0:
+        raise ConfigError("data.train.persistent_workers: needs data.train.num_workers > 0 (there are no workers "
+                          "to keep)")
+    if cfg.loggers.wandb is not None and cfg.loggers.wandb.mode not in (None, *WANDB_MODES):
+        raise ConfigError(f"loggers.wandb.mode: {cfg.loggers.wandb.mode!r} is not one of {', '.join(WANDB_MODES)}")
+    check_packages(cfg)
+
+
+# What each optional logger needs installed: (recipe key, module, how to install it).
+def _needed_packages(cfg: TrainConfig) -> list[tuple[str, str, str]]:
+    track = "pip install 'midmix[track]'"
+    needed = []
+    if cfg.loggers.tensorboard:
+        needed.append(("loggers.tensorboard", "tensorboard", "pip install tensorboard"))
+    if cfg.loggers.wandb is not None:
+        needed.append(("loggers.wandb", "wandb", f"{track}, or pip install 'wandb<0.29'"))
+    if cfg.loggers.mlflow is not None:
+        needed.append(("loggers.mlflow", "mlflow", f"{track}, or pip install mlflow-skinny"))
+    return needed
+
+
+_DATABASES = ("sqlite", "postgresql", "mysql", "mssql")
+
+
+def check_packages(cfg: TrainConfig) -> None:
+    for key, module, how in _needed_packages(cfg):
+        if importlib.util.find_spec(module) is None:
+            raise ConfigError(f"{key}: needs the {module} package, which is not installed ({how})")
+    if cfg.loggers.mlflow is not None:
+        uri = cfg.loggers.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if uri is None:
+            import mlflow
+
+            uri = f"{mlflow.get_tracking_uri()} (mlflow's default)"
+        # A database store is SQLAlchemy's: in the full `mlflow` package, not in mlflow-skinny.
+        if uri.split(":", 1)[0].split("+", 1)[0] in _DATABASES and importlib.util.find_spec("sqlalchemy") is None:
+            raise ConfigError(f"loggers.mlflow.tracking_uri: {uri} is a database, which needs the full mlflow "
+                              "package (pip install mlflow); mlflow-skinny logs to a tracking server (http://…), "
+                              "databricks or file:DIR")
 
 
 def parse_select(text: str, n: int, key: str = "select") -> range:

@@ -80,21 +80,31 @@ def _tokens_batch(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     return out
 
 
-def train_loader(cfg: DataSetConfig, info: DatasetInfo, global_batch: int, seed: int) -> DataLoader:
+def worker_options(cfg: DataSetConfig, on_gpu: bool) -> dict[str, Any]:
+    """The DataLoader's process and memory options: pin_memory defaults to on GPU, persistent_workers
+    to on whenever there are workers (a new epoch then keeps its workers and their mapped shards)."""
+    persistent = cfg.num_workers > 0 if cfg.persistent_workers is None else cfg.persistent_workers
+    return {"num_workers": cfg.num_workers, "pin_memory": on_gpu if cfg.pin_memory is None else cfg.pin_memory,
+            "persistent_workers": persistent}
+
+
+def train_loader(cfg: DataSetConfig, info: DatasetInfo, global_batch: int, seed: int,
+                 on_gpu: bool = False) -> DataLoader:
     world, rank = dist.get_world_size(), dist.get_global_rank()
     if global_batch % world:
         raise ConfigError(f"data.global_batch_size {global_batch} is not a multiple of the world size {world}")
     per_device = global_batch // world
+    options = worker_options(cfg, on_gpu)
     if cfg.kind == "sft":
         ds = sft_dataset(info, cfg.select, "data.train", cfg.mask_prompt)
         sampler = dist.get_sampler(ds, shuffle=cfg.shuffle, drop_last=True, seed=seed)
-        return DataLoader(ds, batch_size=per_device, sampler=sampler, collate_fn=pad_examples,
-                          num_workers=cfg.num_workers, drop_last=True)
+        return DataLoader(ds, batch_size=per_device, sampler=sampler, collate_fn=pad_examples, drop_last=True,
+                          **options)
     if cfg.select is not None:
         raise ConfigError("data.train.select: a pretraining mix is read whole, in its order; select applies to sft")
     if cfg.loader == "midmix":
         mix = MixDataset(info.path, global_batch, rank=rank, world_size=world)
-        return MixLoader(mix, num_workers=cfg.num_workers)
+        return MixLoader(mix, **options)
     if info.dataset.index_mix is not None:
         raise ConfigError(f"data.train.loader: streaming reads MDS shards, and {info.path} is an index mix over its "
                           f"sources: use loader: midmix, or `midmix export {info.path} --out DIR` (or build it with "
@@ -104,8 +114,7 @@ def train_loader(cfg: DataSetConfig, info: DatasetInfo, global_batch: int, seed:
 
     ds = StreamingDataset(local=str(info.path), shuffle=False, num_canonical_nodes=1, batch_size=per_device,
                           replication=None)
-    return DataLoader(ds, batch_size=per_device, collate_fn=_tokens_batch, num_workers=cfg.num_workers,
-                      drop_last=True)
+    return DataLoader(ds, batch_size=per_device, collate_fn=_tokens_batch, drop_last=True, **options)
 
 
 # --- evaluation sets ---------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from transformers.models.gpt_neox.modeling_gpt_neox import GPTNeoXLayer
 
 from midmix.data import IGNORE
 from midmix.errors import ConfigError
+from midmix.train.checkpoints import LATEST, is_sharded, load_sharded_weights
 
 # (hidden size, layers, heads) from the Pythia paper's Table 1 / the models' config.json; the MLP is
 # 4× wide. `tiny` is for CPU runs and tests.
@@ -159,13 +160,13 @@ class CausalLM(ComposerModel):
 def _resolve_init(init_from: str | None) -> str | None:
     """A midmix run directory stands for its latest checkpoint."""
     if init_from is not None and (Path(init_from) / "checkpoints").is_dir():
-        return str(Path(init_from) / "checkpoints" / "latest-rank0.pt")
+        return str(Path(init_from) / "checkpoints" / LATEST)
     return init_from
 
 
 def _hf_dir(init_from: str | None) -> str | None:
     """`init_from` when it is a Hugging Face model directory (checked to hold a config.json)."""
-    if init_from is None or not Path(init_from).is_dir():
+    if init_from is None or not Path(init_from).is_dir() or is_sharded(Path(init_from)):
         return None
     if not (Path(init_from) / "config.json").exists():
         raise ConfigError(f"model.init_from: {init_from} has no config.json (not a Hugging Face model directory)")
@@ -184,8 +185,8 @@ def build_model(arch: str, init_from: str | None, vocab_size: int | None, max_po
                 min_vocab: int) -> CausalLM:
     """The model for a recipe; `min_vocab` is the data's tokenizer vocabulary, which must fit.
 
-    `init_from`: a Hugging Face model directory, a Composer checkpoint file, or a midmix run directory
-    (its latest checkpoint)."""
+    `init_from`: a Hugging Face model directory, a Composer checkpoint (a full checkpoint's file or a
+    sharded one's directory), or a midmix run directory (its latest checkpoint, of either form)."""
     init_from = _resolve_init(init_from)
     hf = _hf_dir(init_from)
     if hf is not None:
@@ -196,18 +197,18 @@ def build_model(arch: str, init_from: str | None, vocab_size: int | None, max_po
         raise ConfigError(f"model vocabulary {model.config.vocab_size} is smaller than the data's tokenizer "
                           f"({min_vocab}); set model.vocab_size")
     wrapped = CausalLM(model)
-    if init_from is not None and not Path(init_from).is_dir():
+    if init_from is not None and hf is None:
         load_weights(wrapped, Path(init_from))
     return wrapped
 
 
 def read_checkpoint(checkpoint: Path, key: str = "model.init_from") -> dict[str, Any]:
-    """A Composer checkpoint file's `state` (weights in `state["model"]`); errors name `key`."""
+    """A full Composer checkpoint file's `state` (weights in `state["model"]`); errors name `key`."""
     if not checkpoint.exists():
         raise ConfigError(f"{key}: {checkpoint} does not exist")
     if checkpoint.is_dir():
         raise ConfigError(f"{key}: {checkpoint} is a directory: a sharded checkpoint (fsdp.state_dict_type: "
-                          "sharded), which only Composer itself can load; save full checkpoints to read weights")
+                          "sharded) is read only as a whole by Composer; save full checkpoints to read it here")
     try:
         obj = torch.load(checkpoint, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
@@ -220,7 +221,11 @@ def read_checkpoint(checkpoint: Path, key: str = "model.init_from") -> dict[str,
 
 def load_weights(model: CausalLM, checkpoint: Path, key: str = "model.init_from",
                  state: dict[str, Any] | None = None) -> None:
-    """Weights only, from a Composer checkpoint file (`state.model`), or from its `state` already read."""
+    """Weights only, from a Composer checkpoint (`state.model`): a full checkpoint's file (or its `state`
+    already read), or a sharded one's directory (saved on any world size)."""
+    if state is None and is_sharded(checkpoint):
+        load_sharded_weights(model, checkpoint)
+        return
     weights = (read_checkpoint(checkpoint, key) if state is None else state)["model"]
     try:
         missing, unexpected = model.load_state_dict(weights, strict=False)

@@ -8,12 +8,12 @@ completes, `summary.json`.
 from __future__ import annotations
 
 import atexit
-import importlib.util
+import contextlib
 import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +32,13 @@ from midmix.errors import ConfigError
 from midmix.report import read_metrics
 from midmix.train import config as cfgmod
 from midmix.train.callbacks import DataAudit, DomainEval, ForgettingEval, GradientAlignment, MixtureMonitor
+from midmix.train.checkpoints import LATEST, branch_checkpoint, check_resume
 from midmix.train.config import TrainConfig, interval_batches
 from midmix.train.datasets import EvalSet, check_kind, dataset_info, train_loader
 from midmix.train.loggers import JSONLLogger
 from midmix.train.models import build_model
 from midmix.train.schedules import DurationSchedule, StepTracker
+from midmix.train.tracking import RecipeParams, tracking_loggers
 
 
 def _tokens_in(batch: dict[str, torch.Tensor]) -> int:
@@ -44,17 +46,6 @@ def _tokens_in(batch: dict[str, torch.Tensor]) -> int:
     if "labels" in batch:
         return int((batch["labels"] != IGNORE).sum())
     return int(batch["input_ids"].numel())
-
-
-def branch_checkpoint(cfg: TrainConfig) -> Path:
-    assert cfg.branch is not None
-    folder = Path(cfg.branch.run) / "checkpoints"
-    found = sorted(folder.glob(f"ep*-ba{cfg.branch.step}-rank0.pt"))
-    if not found:
-        steps = sorted({int(p.name.split("-ba")[1].split("-")[0]) for p in folder.glob("ep*-ba*-rank0.pt")})
-        raise ConfigError(f"branch: no checkpoint at step {cfg.branch.step} in {folder}; saved steps: "
-                          f"{', '.join(map(str, steps)) or 'none'} (add the step to the base's checkpoint.steps)")
-    return found[-1]
 
 
 def _drop_callback_state(state_dict: dict[str, Any]) -> None:
@@ -78,10 +69,19 @@ def _save_interval(cfg: TrainConfig) -> Callable[[State, Event], bool]:
 
 def build_trainer(cfg: TrainConfig, raw: dict[str, Any]) -> Trainer:
     use_gpu = cfg.device == "gpu" or (cfg.device == "auto" and torch.cuda.is_available())
+    run_dir = Path(cfg.run_dir)
+    checkpoints = run_dir / "checkpoints"
+    resuming = cfg.checkpoint.enabled and cfg.checkpoint.autoresume and (checkpoints / LATEST).exists()
+    if resuming:
+        check_resume(cfg, checkpoints / LATEST)
+    branch_from = branch_checkpoint(cfg) if cfg.branch is not None and not resuming else None
+    if cfg.deterministic:
+        # Before any CUDA work (the cuBLAS workspace setting is read when cuBLAS starts); the Trainer
+        # applies it again.
+        reproducibility.configure_deterministic_mode()
     device = DeviceGPU() if use_gpu else DeviceCPU()
     # The process group must exist before any dataset (StreamingDataset would make its own).
     dist.initialize_dist(device, timeout=600)
-    run_dir = Path(cfg.run_dir)
     if dist.get_global_rank() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -94,7 +94,7 @@ def build_trainer(cfg: TrainConfig, raw: dict[str, Any]) -> Trainer:
     model = build_model(cfg.model.arch, cfg.model.init_from, cfg.model.vocab_size,
                         cfg.model.positions_for(info.seq_len), info.vocab_size)
 
-    loader = train_loader(cfg.data.train, info, cfg.data.global_batch_size, cfg.seed)
+    loader = train_loader(cfg.data.train, info, cfg.data.global_batch_size, cfg.seed, on_gpu=use_gpu)
     decay, no_decay = [], []
     for p in model.parameters():
         (decay if p.ndim >= 2 else no_decay).append(p)  # no weight decay on biases and norms
@@ -128,22 +128,23 @@ def build_trainer(cfg: TrainConfig, raw: dict[str, Any]) -> Trainer:
     loggers: list[Any] = []
     if cfg.loggers.jsonl:
         loggers.append(JSONLLogger(run_dir / "metrics.jsonl"))
-    if cfg.loggers.tensorboard:
-        if importlib.util.find_spec("tensorboard") is None:
-            raise ConfigError("loggers.tensorboard: tensorboard is not installed (pip install tensorboard)")
+    if cfg.loggers.tensorboard:  # (the packages of every logger were checked with the recipe)
         loggers.append(TensorboardLogger(log_dir=str(run_dir / "tensorboard"), flush_interval=50))
+    trackers = tracking_loggers(cfg, run_dir, resuming)
+    if trackers:
+        loggers.extend(trackers)
+        callbacks.append(RecipeParams(cfg, resuming))
 
     precision = cfg.precision
     if precision == "auto":
         precision = "amp_bf16" if use_gpu else "fp32"
 
-    checkpoints = run_dir / "checkpoints"
-    resuming = cfg.checkpoint.enabled and cfg.checkpoint.autoresume and (checkpoints / "latest-rank0.pt").exists()
     load: dict[str, Any] = {}
-    if cfg.branch is not None and not resuming:
+    if branch_from is not None:
         # Weights, optimizer, scheduler, timestamp and the data position (step · global batch, restored
-        # into the mix's loader from the base's dataset state) all continue from the base run.
-        load = {"load_path": str(branch_checkpoint(cfg)), "load_ignore_keys": _drop_callback_state}
+        # into the mix's loader from the base's dataset state) all continue from the base run. A sharded
+        # checkpoint (a directory) loads through DCP, on any world size, like a full one.
+        load = {"load_path": str(branch_from), "load_ignore_keys": _drop_callback_state}
         if isinstance(loader.dataset, MixDataset):
             loader.dataset.branching = True  # the base's loader state is of its own mix, by design
 
@@ -180,6 +181,9 @@ def build_trainer(cfg: TrainConfig, raw: dict[str, Any]) -> Trainer:
         parallelism_config=parallelism,
         seed=cfg.seed,
         algorithms=[GradientClipping("norm", opt.grad_clip)] if opt.grad_clip else [],
+        # torch.compile, applied by Composer after its DDP / FSDP2 wrapping (its own order).
+        compile_config={} if cfg.compile else None,
+        deterministic_mode=cfg.deterministic,
         **load,
     )
 
@@ -235,21 +239,35 @@ def train(cfg: TrainConfig, raw: dict[str, Any]) -> dict[str, Any]:
             print(f"midmix train: {cfg.run_dir} already holds this run, completed; nothing to do")
         return done
     t0 = time.perf_counter()
-    trainer = build_trainer(cfg, raw)
-    try:
-        trainer.fit()
-        summary = summarize(cfg, trainer, time.perf_counter() - t0)
-        if dist.get_global_rank() == 0:
-            out = Path(cfg.run_dir) / "summary.json"
-            tmp = out.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(summary, indent=2) + "\n")
-            tmp.replace(out)
-    finally:
-        trainer.close()
-        # Composer's Engine registers an atexit hook holding the whole training state (model,
-        # optimizer, loaders): drop it, or every run trained in this process stays in memory.
-        atexit.unregister(trainer.engine._close)
+    with torch_flags_restored():
+        trainer = build_trainer(cfg, raw)
+        try:
+            trainer.fit()
+            summary = summarize(cfg, trainer, time.perf_counter() - t0)
+            if dist.get_global_rank() == 0:
+                out = Path(cfg.run_dir) / "summary.json"
+                tmp = out.with_suffix(".json.tmp")
+                tmp.write_text(json.dumps(summary, indent=2) + "\n")
+                tmp.replace(out)
+        finally:
+            trainer.close()
+            # Composer's Engine registers an atexit hook holding the whole training state (model,
+            # optimizer, loaders): drop it, or every run trained in this process stays in memory.
+            atexit.unregister(trainer.engine._close)
     return summary
+
+
+@contextlib.contextmanager
+def torch_flags_restored() -> Iterator[None]:
+    """torch's process-wide kernel choices as they were: `deterministic: true` (Composer's
+    deterministic_mode) sets them for the process, and the next run trained in it may not want them."""
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[2], saved[3]
 
 
 def close_dist() -> None:

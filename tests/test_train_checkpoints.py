@@ -1,0 +1,147 @@
+"""Checkpoints across world sizes and in both forms, on CPU with gloo: a full checkpoint saved by one
+process resumes on two, a sharded (DCP) checkpoint saved by two resumes on one, and both continue
+like the uninterrupted run (same samples at each step, same losses); a branch starts from a sharded
+base on another world size, `model.init_from` reads a sharded run's weights into an unsharded model,
+and a checkpoint of the other form is refused with the setting to change."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import midmix
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("composer")
+
+import test_train  # noqa: E402
+from test_train import G, audit, metrics, recipe, train  # noqa: E402
+from trainutil import rewind  # noqa: E402
+
+data = test_train.data  # its prepared sources and mixes, as a fixture of this module too
+
+STEPS, CHECKPOINT = 8, 4
+RESUMES = {"full": (1, 2), "sharded": (2, 1)}  # the form: (ranks that saved, ranks that resume)
+
+
+def form_recipe(data: Path, run_dir: Path, form: str, **changes) -> dict:
+    return recipe(data, run_dir, duration=f"{STEPS}ba", checkpoint={"interval": f"{CHECKPOINT}ba"},
+                  fsdp={"state_dict_type": form}, **changes)
+
+
+def loss_lines(run_dir: Path) -> list[int]:
+    """The step of every loss/train/total line in metrics.jsonl, in the order they were logged."""
+    lines = (json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines())
+    return [r["step"] for r in lines if "loss/train/total" in r]
+
+
+@pytest.fixture(scope="module")
+def resumed(data, tmp_path_factory) -> dict[str, dict]:
+    """Per form: the run trained to the end on one world size (its metrics), then rewound to its
+    checkpoint at CHECKPOINT and resumed on the other."""
+    root = tmp_path_factory.mktemp("forms")
+    out = {}
+    for form, (first, then) in RESUMES.items():
+        r = form_recipe(data, root / form, form)
+        assert train(r, ranks=first)["world_size"] == first
+        reference = metrics(root / form)
+        rewind(root / form, CHECKPOINT)
+        out[form] = {"run_dir": root / form, "reference": reference, "summary": train(r, ranks=then)}
+    return out
+
+
+def batch_sha(mix: Path, step: int, rank: int, world: int) -> str:
+    """What DataAudit records for a rank's part of global step `step`."""
+    from midmix.data import MixDataset
+
+    ids = MixDataset(mix, G, rank=rank, world_size=world).batch(step)["input_ids"]
+    return hashlib.sha256(ids.numpy().astype("<i8").tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize("form", sorted(RESUMES))
+def test_a_checkpoint_resumes_on_another_world_size(resumed, data, form) -> None:
+    first, then = RESUMES[form]
+    run = resumed[form]
+    assert run["summary"]["world_size"] == then and run["summary"]["steps"] == STEPS
+    # It resumed at the checkpoint: the steps after it were logged twice, nothing before it again.
+    assert loss_lines(run["run_dir"]) == list(range(STEPS)) + list(range(CHECKPOINT, STEPS))
+    # Each rank of the new world size read its strided part of the very global batches of the mix.
+    for rank in range(then):
+        got = audit(run["run_dir"], rank)
+        for step in range(CHECKPOINT, STEPS):
+            assert got[step]["samples"] == G // then
+            assert got[step]["sha256"] == batch_sha(data / "code-mix", step, rank, then), (rank, step)
+    # And trained on like the uninterrupted run (FSDP2 over 2 ranks reduces in another order: 2e-4).
+    now = metrics(run["run_dir"])
+    for key in ("loss/train/total", "forgetting/loss", "domain/loss", "mixture/code/share"):
+        want = {s: v for s, _, v in run["reference"][key] if s >= CHECKPOINT}
+        got = {s: v for s, _, v in now[key] if s >= CHECKPOINT}
+        assert got.keys() == want.keys() and got, key
+        np.testing.assert_allclose([got[s] for s in sorted(got)], [want[s] for s in sorted(want)], rtol=2e-4,
+                                   err_msg=key)
+
+
+def test_a_branch_starts_from_a_sharded_base_on_another_world_size(resumed, data, tmp_path) -> None:
+    base = resumed["sharded"]["run_dir"]  # saved by 2 ranks up to CHECKPOINT
+    r = form_recipe(data, tmp_path / "branch", "sharded", branch={"run": str(base), "step": CHECKPOINT})
+    summary = train(r, ranks=1)
+    assert summary["steps"] == STEPS
+    got = audit(tmp_path / "branch")
+    assert sorted(got) == list(range(CHECKPOINT, STEPS))
+    assert all(got[s]["sha256"] == batch_sha(data / "code-mix", s, 0, 1) for s in got)
+    mb, ref = metrics(tmp_path / "branch"), resumed["sharded"]["reference"]
+    for key in ("loss/train/total", "lr-AdamW/group0", "forgetting/loss"):
+        want = {s: v for s, _, v in ref[key] if s >= CHECKPOINT}
+        have = {s: v for s, _, v in mb[key]}  # (LRMonitor logs step t's rate as t + 1: from CHECKPOINT + 1)
+        assert have and have.keys() <= want.keys(), key
+        np.testing.assert_allclose([have[s] for s in sorted(have)], [want[s] for s in sorted(have)], rtol=2e-4,
+                                   err_msg=key)
+    first_delta = mb["forgetting/delta"][0]
+    assert first_delta[0] == CHECKPOINT and first_delta[2] == 0.0  # the branch's callbacks start afresh
+
+
+def test_init_from_a_sharded_run_reads_its_last_weights(resumed, data, tmp_path) -> None:
+    base = resumed["sharded"]["run_dir"]
+    r = recipe(data, tmp_path / "init", duration="1ba", model={"arch": "tiny", "init_from": str(base)},
+               checkpoint={"enabled": False}, callbacks={"forgetting": {"eval": "general", "interval": "4ba"}})
+    train(r, ranks=1)  # one process, no FSDP: the DCP weights load into a plain model
+    start = metrics(tmp_path / "init")["forgetting/loss"][0]
+    final = metrics(base)["forgetting/loss"][-1]  # measured at the base's end, on its last weights
+    assert start[0] == 0 and final[0] == STEPS
+    assert start[2] == pytest.approx(final[2], rel=1e-5)
+
+
+def test_a_checkpoint_of_the_other_form_is_refused_with_the_setting_to_change(resumed, data) -> None:
+    from midmix.train.checkpoints import branch_checkpoint, check_resume, load_sharded_weights
+    from midmix.train.config import from_dict
+    from midmix.train.models import build_model
+
+    sharded, full = resumed["sharded"]["run_dir"], resumed["full"]["run_dir"]
+
+    def cfg(base: Path, fsdp: dict | None) -> object:
+        r = recipe(data, base.parent / "x", branch={"run": str(base), "step": CHECKPOINT})
+        r["fsdp"] = fsdp
+        return from_dict(r)
+
+    with pytest.raises(midmix.ConfigError, match=r"branch: the base's checkpoint at step 4, .*ep0-ba4 is a sharded "
+                                                 r"checkpoint.*set fsdp.state_dict_type: sharded"):
+        branch_checkpoint(cfg(sharded, None))
+    with pytest.raises(midmix.ConfigError, match=r"ep0-ba4-rank0.pt is a full checkpoint, and this recipe saves and "
+                                                 r"loads sharded ones; set fsdp.state_dict_type: full"):
+        branch_checkpoint(cfg(full, {"state_dict_type": "sharded"}))
+    assert branch_checkpoint(cfg(sharded, {"state_dict_type": "sharded"})).name == "ep0-ba4"
+    assert branch_checkpoint(cfg(full, {"state_dict_type": "full"})).name == "ep0-ba4-rank0.pt"
+    with pytest.raises(midmix.ConfigError, match=r"no checkpoint at step 3 .*saved steps: 4, 8"):
+        c = cfg(sharded, {"state_dict_type": "sharded"})
+        c.branch.step = 3
+        branch_checkpoint(c)
+    # Resuming a run under the other form is refused the same way.
+    with pytest.raises(midmix.ConfigError, match=r"fsdp.state_dict_type: the run's latest checkpoint, .* is a "
+                                                 r"sharded checkpoint"):
+        check_resume(cfg(sharded, {"state_dict_type": "full"}), sharded / "checkpoints" / "latest-rank0.pt")
+    # Sharded weights of another architecture do not load.
+    with pytest.raises(midmix.ConfigError, match=r"model.init_from: .*ep0-ba8 does not match model.arch"):
+        load_sharded_weights(build_model("pythia-14m", None, 512, 64, 0), sharded / "checkpoints" / "ep0-ba8")
