@@ -96,10 +96,14 @@ def estimate(exp: Experiment) -> list[StageCost]:
         n = len(ds)
         all_lengths = np.array([len(ds[i][0]) for i in range(n)])
         lengths[name] = (all_lengths[:t.train_examples], all_lengths[n - t.val_examples:])
+    general = eval_tokens  # packed general_val samples, or (documents) the first eval_samples documents
+    if s.general_loss == "documents":
+        docs = SftDataset(exp.data / "general_val-docs")
+        general = sum(len(docs[i][0]) for i in range(min(g.eval_samples, len(docs))))
     for _model, target in sft_jobs(g):
         train, val = lengths[target]
         # Each run measures the domain and the general set at fit start and at fit end.
-        evals = 2 * (int(val.sum()) + eval_tokens)
+        evals = 2 * (int(val.sum()) + general)
         for seed in s.seeds:
             for _ in s.lrs:
                 sft.add(_padded_tokens(train, s.global_batch, s.epochs, seed), sft_fpt, evals, sft_fpt)
