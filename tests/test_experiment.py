@@ -222,3 +222,19 @@ def test_smoke_runs_every_stage_of_the_gpu_grids(grid: Path, tmp_path) -> None:
     assert {r["mix"] for r in csv.DictReader(open(res / "passes.csv"))} == {"base", *(v.name for v in all_variants(g))}
     for v in all_variants(g):
         assert json.loads((out / "runs" / v.name / "summary.json").read_text())["completed"]
+
+
+def test_an_sft_run_of_the_grid_keeps_its_weights_when_asked_and_exports(experiment, tmp_path) -> None:
+    """sft.save_weights: the grid's SFT run keeps a weights-only final checkpoint that export-model takes."""
+    from midmix.experiment.grid import load
+    from midmix.experiment.run import Experiment
+    from midmix.train.export import export_model
+
+    _, path, _ = experiment
+    exp = Experiment(load(path, ["sft.save_weights=true"]))
+    recipe = exp.sft_recipe("base", "gsm8k", 1, 1e-3)
+    recipe["run_dir"] = str(tmp_path / "sft")  # beside the grid's own runs, not over them
+    summary = exp.train(recipe, "sft with weights")
+    assert summary["completed"]
+    exported = export_model(tmp_path / "sft", tmp_path / "hf")
+    assert exported.step == summary["steps"] and (tmp_path / "hf" / "model.safetensors").exists()

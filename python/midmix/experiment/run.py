@@ -192,7 +192,7 @@ class Experiment:
                   "optimizer": {"lr": lr}, "schedule": {"name": "cosine", "warmup": 0.1, "min_lr": min(1e-6, lr)},
                   "callbacks": {"domain": {"eval": "domain", "interval": "1000000ba"},
                                 "forgetting": {"eval": "general", "interval": "1000000ba"}},
-                  "checkpoint": {"enabled": False}})
+                  "checkpoint": {"interval": None, "weights_only": True} if s.save_weights else {"enabled": False}})
         r["data"].update({"train": {"path": str(data), "kind": "sft", "select": f"0:{train}",
                                     "mask_prompt": t.mask_prompt},
                           "global_batch_size": s.global_batch})
