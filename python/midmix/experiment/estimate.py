@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from midmix.data import SftDataset
-from midmix.experiment.grid import Grid, all_variants, branch_step, sft_jobs
+from midmix.experiment.grid import Grid, all_variants, branch_step
 
 if TYPE_CHECKING:
     from midmix.experiment.run import Experiment
@@ -100,13 +100,11 @@ def estimate(exp: Experiment) -> list[StageCost]:
     if s.general_loss == "documents":
         docs = SftDataset(exp.data / "general_val-docs")
         general = sum(len(docs[i][0]) for i in range(min(g.eval_samples, len(docs))))
-    for _model, target in sft_jobs(g):
+    for _model, target, seed, _lr in exp.sft_runs():
         train, val = lengths[target]
         # Each run measures the domain and the general set at fit start and at fit end.
         evals = 2 * (int(val.sum()) + general)
-        for seed in s.seeds:
-            for _ in s.lrs:
-                sft.add(_padded_tokens(train, s.global_batch, s.epochs, seed), sft_fpt, evals, sft_fpt)
+        sft.add(_padded_tokens(train, s.global_batch, s.epochs, seed), sft_fpt, evals, sft_fpt)
     return [base, mid, sft]
 
 

@@ -15,6 +15,7 @@ Training runs in this process, one after another; a killed run resumes from its 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,19 +96,24 @@ class Experiment:
     def mix_dir(self, variant: Variant | None) -> Path:
         return self.mixes / ("base" if variant is None else variant.name)
 
+    def source_needs(self) -> Iterator[tuple[str, str, float, int]]:
+        """(mix, source, samples the mix needs of it, samples the prepared source has) for every mix."""
+        size = {name: Dataset.open(self.data / name).num_samples for name in ["base", *self.g.mixes]}
+        for v in [None, *all_variants(self.g)]:
+            for source, need in samples_needed(mix_phases(self.g, v)).items():
+                yield self.mix_dir(v).name, source, need, size[source]
+
     def check_data(self) -> None:
         """Refuse, before any mix is built or model trained, a grid that asks any source for more than it has
         (passes beyond max_repeat), an SFT target for more examples than it has, or more general held-out
         samples than exist: one error listing every shortfall."""
         g = self.g
-        size = {name: Dataset.open(self.data / name).num_samples for name in ["base", *g.mixes]}
         allowed = max_passes(g)
         short = []
-        for v in [None, *all_variants(g)]:
-            for source, need in samples_needed(mix_phases(g, v)).items():
-                if need > allowed * size[source]:
-                    short.append(f"mix {self.mix_dir(v).name}: needs {need:,.0f} samples of {source!r} "
-                                 f"({need / size[source]:.2f} passes), which has {size[source]:,}")
+        for mix, source, need, have in self.source_needs():
+            if need > allowed * have:
+                short.append(f"mix {mix}: needs {need:,.0f} samples of {source!r} ({need / have:.2f} passes), "
+                             f"which has {have:,}")
         for name, t in g.sft.targets.items():
             have = Dataset.open(self.data / f"sft-{name}").num_samples
             if t.train_examples + t.val_examples > have:
@@ -225,8 +231,12 @@ class Experiment:
         for v in variants:
             self.train(self.pretrain_recipe(v), f"midtrain {eta.next()} {v.name}")
 
+    def sft_runs(self) -> list[tuple[str, str, int, float]]:
+        """(model, target, seed, lr) of every SFT run."""
+        return [(m, t, seed, lr) for m, t in sft_jobs(self.g) for seed in self.g.sft.seeds for lr in self.g.sft.lrs]
+
     def finetune(self) -> None:
-        jobs = [(m, t, seed, lr) for m, t in sft_jobs(self.g) for seed in self.g.sft.seeds for lr in self.g.sft.lrs]
+        jobs = self.sft_runs()
         eta = Eta(len(jobs))
         for m, t, seed, lr in jobs:
             self.train(self.sft_recipe(m, t, seed, lr), f"sft {eta.next()} {t} ← {m} seed {seed} lr {lr:g}")
@@ -258,7 +268,7 @@ class Experiment:
     def run(self) -> dict[str, Any]:
         self.out.mkdir(parents=True, exist_ok=True)
         self.log(f"experiment {self.g.name} → {self.out}: {len(all_variants(self.g))} midtrained variants, "
-                 f"{len(sft_jobs(self.g)) * len(self.g.sft.seeds) * len(self.g.sft.lrs)} SFT runs")
+                 f"{len(self.sft_runs())} SFT runs")
         self.prepare()
         self.check_data()
         self.build_mixes()
@@ -268,7 +278,6 @@ class Experiment:
         results = tables.write_all(self, stats)
         self.log(f"done: tables in {self.out / 'results'}")
         return results
-
 
     def dry_run(self, mfu: float, peak: float, startup_s: float) -> str:
         """Stage 1 (data, cached for the real run) and the data check, then the plan and its cost; no mix is
@@ -281,16 +290,13 @@ class Experiment:
         self.check_data()
         lines = [f"grid {g.name}: {g.arch}, {g.steps} steps × {g.global_batch} × {g.seq_len} tokens, "
                  f"{len(all_variants(g))} midtrained variants, "
-                 f"{len(sft_jobs(g)) * len(g.sft.seeds) * len(g.sft.lrs)} SFT runs"]
-        size = {name: Dataset.open(self.data / name).num_samples for name in ["base", *g.mixes]}
-        worst: dict[str, tuple[float, str]] = {}
-        for v in [None, *all_variants(g)]:
-            for source, need in samples_needed(mix_phases(g, v)).items():
-                passes = need / size[source]
-                if passes > worst.get(source, (0.0, ""))[0]:
-                    worst[source] = (passes, self.mix_dir(v).name)
+                 f"{len(self.sft_runs())} SFT runs"]
+        worst: dict[str, tuple[float, str, int]] = {}
+        for mix, source, need, have in self.source_needs():
+            if need / have > worst.get(source, (0.0, "", 0))[0]:
+                worst[source] = (need / have, mix, have)
         lines.append("most passes over each source: " + ", ".join(
-            f"{k} {p:.2f} ({where}; {size[k]:,} samples)" for k, (p, where) in worst.items()))
+            f"{k} {p:.2f} ({where}; {have:,} samples)" for k, (p, where, have) in worst.items()))
         lines.append(render(g, estimate(self), mfu, peak, startup_s))
         text = "\n".join(lines)
         print(text, flush=True)
