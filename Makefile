@@ -34,7 +34,7 @@ tiny-pipeline: $(DEV)
 
 test: $(DEV) $(VENV)/.built
 	cargo test --workspace --exclude midmix-py -q
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q --durations=25
 
 lint: $(DEV) $(VENV)/.built
 	cargo fmt --all -- --check

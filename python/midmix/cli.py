@@ -417,19 +417,37 @@ def report_cmd(runs: tuple[Path, ...], out: Path | None, as_json: bool) -> None:
               help="--dry-run: the GPU's dense peak (989: H100 SXM bf16)")
 @click.option("--startup-s", type=click.FloatRange(0), default=20.0, show_default=True,
               help="--dry-run: seconds of start-up per training run")
+@click.option("--launcher", type=click.Choice(["serial", "local", "slurm"]), default="serial", show_default=True,
+              help="serial: this process, one job after another; local: --jobs worker processes (one GPU each "
+                   "when training on GPUs); slurm: one sbatch job array per stage, chained with afterok")
+@click.option("--jobs", "-j", type=click.IntRange(1), default=1, show_default=True,
+              help="--launcher local: worker processes")
+@click.option("--redo-stale", is_flag=True,
+              help="retrain runs whose inputs changed (they are refused otherwise); old runs move to OUT/stale/")
+@click.option("--partition", help="--launcher slurm: partition (overrides the grid's slurm.partition)")
+@click.option("--account", help="--launcher slurm: account to charge")
+@click.option("--time", "time_limit", help="--launcher slurm: time limit per task, e.g. 4:00:00")
+@click.option("--gpus-per-job", type=click.IntRange(0, 1), default=None,
+              help="--launcher slurm: GPUs per training task (0 on a CPU cluster; default: the grid's, 1)")
+@click.option("--wait", is_flag=True, help="--launcher slurm: wait until the submitted jobs finish, then report")
 def experiment(grid: str, overrides: tuple[str, ...], smoke: bool, dry_run: bool, mfu: float, peak_tflops: float,
-               startup_s: float) -> None:
+               startup_s: float, launcher: str, jobs: int, redo_stale: bool, partition: str | None,
+               account: str | None, time_limit: str | None, gpus_per_job: int | None, wait: bool) -> None:
     """Run the midtraining study's grid (prepare → mixes → pretrain → branches → SFT → tables).
 
-    Every stage is cached under the grid's `out` directory: a re-run resumes where it stopped.
+    Every output is cached under the grid's `out` directory, keyed on what it was built from: a re-run
+    (any launcher) runs only what is missing or whose inputs changed.
     KEY=VALUE overrides grid keys, e.g. steps=100 sft.seeds=[1]."""
     try:
         from midmix.experiment.run import main as run_main
     except ImportError as e:
         raise click.ClickException(f"experiments need the [train] extra: pip install 'midmix[train]' ({e})") from e
+    slurm = {k: v for k, v in {"partition": partition, "account": account, "time": time_limit,
+                               "gpus_per_job": gpus_per_job}.items() if v is not None}
     try:
         sys.exit(run_main(grid, overrides, smoke_run=smoke, dry_run=dry_run, mfu=mfu, peak=peak_tflops * 1e12,
-                          startup_s=startup_s))
+                          startup_s=startup_s, launcher=launcher, jobs=jobs, redo_stale=redo_stale,
+                          slurm_options=slurm, wait=wait))
     except MidmixError as e:
         fail(e)
 

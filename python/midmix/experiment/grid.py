@@ -15,6 +15,8 @@ from midmix.mixspec import Phase
 from midmix.train.config import ARCHS, load_yaml
 
 GENERAL_LOSS_FORMS = ("packed", "documents")
+# The experiment's stages in the order they run (the jobs of each: `jobs.graph`).
+STAGES = ("data", "stats", "mixes", "base", "midtrain", "sft", "tables")
 
 
 @dataclass
@@ -73,6 +75,24 @@ class PretrainSpec:
 
 
 @dataclass
+class SlurmSpec:
+    """How `--launcher slurm` asks for resources (the command line's --partition, --account, --time and
+    --gpus-per-job override these). Training stages get `gpus_per_job` GPUs per task; data stages none."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time: str | None = None  # per task, Slurm's format ("4:00:00")
+    stage_time: dict[str, str] = field(default_factory=dict)  # per stage, e.g. {sft: "0:30:00"}
+    gpus_per_job: int = 1  # 0 on a CPU-only cluster; one run per GPU (the study's models fit one)
+    cpus_per_job: int = 1
+    mem: str | None = None  # per task ("32G")
+    runs_per_task: int = 1  # training runs one array task runs in sequence (amortizes start-up)
+    max_parallel: int | None = None  # array throttle (%N)
+    sbatch_args: list[str] = field(default_factory=list)  # passed through, e.g. ["--constraint=h100"]
+
+
+@dataclass
 class Grid:
     name: str = "experiment"
     out: str = ""  # default: experiments/NAME
@@ -100,6 +120,7 @@ class Grid:
     sft: SftSpec = field(default_factory=SftSpec)
     pretrain: PretrainSpec = field(default_factory=PretrainSpec)
     proximity: ProximitySpec = field(default_factory=ProximitySpec)
+    slurm: SlurmSpec = field(default_factory=SlurmSpec)
 
     def path(self, rel: str) -> Path:
         p = Path(rel)
@@ -217,6 +238,14 @@ def validate(g: Grid) -> None:
         raise ConfigError(f"sft.general_loss: {g.sft.general_loss!r} is not one of {', '.join(GENERAL_LOSS_FORMS)}")
     if not g.sft.seeds or not g.sft.lrs:
         raise ConfigError("sft.seeds and sft.lrs: at least one each")
+    if g.slurm.runs_per_task < 1 or g.slurm.cpus_per_job < 1:
+        raise ConfigError("slurm: runs_per_task and cpus_per_job must be at least 1")
+    if g.slurm.gpus_per_job not in (0, 1):
+        raise ConfigError(f"slurm.gpus_per_job: {g.slurm.gpus_per_job} must be 0 or 1 (the grid's models train on "
+                          "one GPU each; a node's GPUs run one run each)")
+    for stage in g.slurm.stage_time:
+        if stage not in STAGES:
+            raise ConfigError(f"slurm.stage_time.{stage}: not a stage ({', '.join(STAGES)})")
     if g.ablation is not None:
         a = g.ablation
         if a.mix not in g.mixes:

@@ -1,6 +1,6 @@
-"""`midmix experiment GRID.yaml`: the midtraining study's design, end to end, with every stage cached.
+"""`midmix experiment GRID.yaml`: the midtraining study's design, end to end, with every output cached.
 
-Stages, each skipped when its output is already complete:
+Stages (the job graph and its cache are in `jobs.py`, the launchers that run it in `launch.py`):
   1. prepare the base corpus, its held-out split, each specialty corpus and each SFT target;
   2. build the base's mix and one scheduled mix per variant (base data until the start point, then
      the midtraining mix), so every variant's prefix is the base's own stream;
@@ -9,13 +9,17 @@ Stages, each skipped when its output is already complete:
      base checkpoint at its start point;
   5. SFT every model on every target for every seed and learning rate;
   6. proximity statistics; then the tables (see `tables.py`).
-Training runs in this process, one after another; a killed run resumes from its checkpoint.
+This module says how each output is built; a killed training run resumes from its checkpoint.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +31,38 @@ from midmix.errors import ConfigError
 from midmix.experiment import tables
 from midmix.experiment.estimate import H100_BF16_PEAK
 from midmix.experiment.grid import (
+    STAGES,
     Grid,
     Variant,
     all_variants,
     branch_step,
-    load,
     max_passes,
     mix_phases,
     samples_needed,
     sft_jobs,
-    smoke,
 )
+from midmix.experiment.jobs import Job, graph, run_job, sft_key
 from midmix.manifest import MixManifest, read_manifest
+
+
+@dataclass(frozen=True)
+class PrepareSpec:
+    """One `midmix prepare` of the grid: SFT examples whose prompt alone fills seq_len are skipped (and
+    counted), as any trainer must; a pretraining corpus with a bad record is an error."""
+
+    name: str
+    src: Path
+    seq_len: int
+    mode: str
+    fields: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def on_bad_record(self) -> str:
+        return "skip" if self.mode == "sft" else "error"
+
+    def options(self) -> dict[str, Any]:
+        return {"name": self.name, "seq_len": self.seq_len, "mode": self.mode, "fields": self.fields,
+                "on_bad_record": self.on_bad_record}
 
 
 class Eta:
@@ -56,40 +80,44 @@ class Eta:
 
 
 class Experiment:
-    def __init__(self, grid: Grid) -> None:
+    def __init__(self, grid: Grid, redo_stale: bool = False) -> None:
         self.g = grid
         self.out = grid.out_dir
         self.data, self.mixes, self.runs = self.out / "data", self.out / "mixes", self.out / "runs"
+        self.redo_stale = redo_stale  # retrain runs whose inputs changed (see jobs.run_job)
+        self._checked = False
+        self.progress = ""
         self.t0 = time.perf_counter()
 
     def log(self, msg: str) -> None:
         print(f"[{time.perf_counter() - self.t0:7.1f}s] {msg}", flush=True)
 
     # -- 1. data -----------------------------------------------------------------------------------
-    def prepare(self) -> None:
+    def prepare_specs(self) -> dict[str, PrepareSpec]:
+        """Every prepared dataset of the grid, by its directory name under OUT/data."""
         g = self.g
-        tokenizer = g.path(g.tokenizer)
-        corpora = [("base", g.base), ("general_val", g.general_val)] + [(m, s.file) for m, s in g.mixes.items()]
-        for name, rel in corpora:
-            self._prepare(name, g.path(rel), tokenizer, g.seq_len, "pretrain", self.data / name)
+        specs = {name: PrepareSpec(name, g.path(rel), g.seq_len, "pretrain")
+                 for name, rel in [("base", g.base), ("general_val", g.general_val),
+                                   *((m, s.file) for m, s in g.mixes.items())]}
         for name, t in g.sft.targets.items():
-            self._prepare(name, g.path(t.file), tokenizer, g.sft.seq_len, "sft", self.data / f"sft-{name}")
+            specs[f"sft-{name}"] = PrepareSpec(name, g.path(t.file), g.sft.seq_len, "sft")
         if g.sft.general_loss == "documents":  # each held-out document an SFT example with an empty prompt
-            self._prepare("general_val-docs", g.path(g.general_val), tokenizer, g.sft.seq_len, "sft",
-                          self.data / "general_val-docs", prompt_field="", response_field="text")
+            specs["general_val-docs"] = PrepareSpec("general_val-docs", g.path(g.general_val), g.sft.seq_len, "sft",
+                                                    {"prompt_field": "", "response_field": "text"})
+        return specs
 
-    def _prepare(self, name: str, src: Path, tokenizer: Path, seq_len: int, mode: str, out: Path,
-                 **fields: str) -> None:
-        if (out / "index.json").exists():
-            return
-        if not src.exists():
-            raise ConfigError(f"{src}: not found (is data_dir right?)")
-        # SFT examples whose prompt alone fills seq_len are skipped (and counted), as any trainer must.
-        m = api.prepare(name, [src], tokenizer=tokenizer, seq_len=seq_len, out=out, mode=mode, overwrite=True,
-                        on_bad_record="skip" if mode == "sft" else "error", register=False, **fields)
+    def prepare(self) -> None:
+        """Stage 1 in this process (each output reused while its inputs are unchanged)."""
+        self.run_stage("data")
+
+    def prepare_one(self, dir_name: str) -> None:
+        spec = self.prepare_specs()[dir_name]  # its input exists: jobs.facts hashed it
+        m = api.prepare(spec.name, [spec.src], tokenizer=self.g.path(self.g.tokenizer), seq_len=spec.seq_len,
+                        out=self.data / dir_name, mode=spec.mode, overwrite=True, register=False,
+                        on_bad_record=spec.on_bad_record, **spec.fields)
         c = m.counts
         skipped = sum(c.skipped.values())
-        self.log(f"prepared {name}: {c.documents:,} documents → {c.samples:,} samples of ≤{seq_len} tokens"
+        self.log(f"prepared {spec.name}: {c.documents:,} documents → {c.samples:,} samples of ≤{spec.seq_len} tokens"
                  + (f" ({skipped} skipped: {c.skipped})" if skipped else ""))
 
     # -- 2. mixes ----------------------------------------------------------------------------------
@@ -132,9 +160,7 @@ class Experiment:
     def build_mixes(self) -> None:
         """Every variant as an index mix over the prepared data: a variant costs 5 bytes per sample, not a
         copy of its tokens (the base prefix it shares with every other variant included)."""
-        self._build(None)
-        for v in all_variants(self.g):
-            self._build(v)
+        self.run_stage("mixes")
         on_disk = sum(f.stat().st_size for f in self.mixes.rglob("*") if f.is_file())
         copied = 0
         for d in self.mixes.iterdir():
@@ -143,10 +169,20 @@ class Experiment:
                 copied += m.total_samples * (1 + m.seq_len * np.dtype(m.dtype).itemsize)
         self.log(f"mixes take {on_disk / 2**20:.1f} MiB on disk as indexes ({copied / 2**20:.1f} MiB materialized)")
 
-    def _build(self, v: Variant | None) -> None:
+    def variant(self, name: str) -> Variant | None:
+        """The variant of a mix or run name ("base": None)."""
+        if name == "base":
+            return None
+        for v in all_variants(self.g):
+            if v.name == name:
+                return v
+        raise ConfigError(f"grid {self.g.name} has no variant {name!r}")
+
+    def build_mix(self, v: Variant | None) -> None:
+        if not self._checked:  # every mix job checks the whole grid's data first: one error lists it all
+            self.check_data()
+            self._checked = True
         g, out = self.g, self.mix_dir(v)
-        if (out / "midmix.json").exists():  # written last, under a temporary name: the mix is complete
-            return
         phases = mix_phases(g, v)
         sources = {name: self.data / name for name in samples_needed(phases)}
         m = api.build_mix(phases, out, sources=sources, seed=g.seed, global_batch=g.global_batch,
@@ -221,63 +257,101 @@ class Experiment:
         summary = train(cfg, recipe)
         final = summary.get("final", {})
         shown = ", ".join(f"{k.split('/')[0]} {final[k]:.3f}" for k in ("domain/loss", "forgetting/loss") if k in final)
-        self.log(f"{label}: {summary['steps']} steps in {time.perf_counter() - t:.1f}s ({shown})")
+        where = f" [{self.progress}]" if self.progress else ""
+        self.log(f"{label}{where}: {summary['steps']} steps in {time.perf_counter() - t:.1f}s ({shown})")
         return summary
 
     def pretrain(self) -> None:
-        self.train(self.pretrain_recipe(None), "pretrain base")
-        variants = all_variants(self.g)
-        eta = Eta(len(variants))
-        for v in variants:
-            self.train(self.pretrain_recipe(v), f"midtrain {eta.next()} {v.name}")
+        self.run_stage("base")
+        self.run_stage("midtrain")
 
     def sft_runs(self) -> list[tuple[str, str, int, float]]:
         """(model, target, seed, lr) of every SFT run."""
         return [(m, t, seed, lr) for m, t in sft_jobs(self.g) for seed in self.g.sft.seeds for lr in self.g.sft.lrs]
 
     def finetune(self) -> None:
-        jobs = self.sft_runs()
-        eta = Eta(len(jobs))
-        for m, t, seed, lr in jobs:
-            self.train(self.sft_recipe(m, t, seed, lr), f"sft {eta.next()} {t} ← {m} seed {seed} lr {lr:g}")
+        self.run_stage("sft")
 
-    # -- 6. proximity --------------------------------------------------------------------------------
-    def unigram(self, name: str, src: Path, fields: list[str]) -> Any:
+    # -- 6. proximity and tables ---------------------------------------------------------------------
+    def stats_specs(self) -> dict[str, tuple[Path, list[str]]]:
+        """(corpus, fields) of the unigram statistics the proximity table reads, by name."""
+        g = self.g
+        specs = {"base": (g.path(g.base), ["text"])}
+        specs.update({m: (g.path(spec.file), ["text"]) for m, spec in g.mixes.items()})
+        specs.update({f"target-{t}": (g.path(spec.file), ["prompt", "response"]) for t, spec in g.sft.targets.items()})
+        return specs
+
+    def stats_path(self, name: str) -> Path:
+        return self.out / "stats" / f"{name}.npz"
+
+    def unigram(self, name: str) -> None:
         from midmix.proximity import UnigramStats
 
-        path = self.out / "stats" / f"{name}.npz"
-        if path.exists():
-            return UnigramStats.load(path)
+        src, fields = self.stats_specs()[name]
         p = self.g.proximity
         stats = UnigramStats.from_files([src], self.g.path(self.g.tokenizer), name, fields=fields,
                                         max_docs=p.max_docs, max_tokens_per_doc=p.max_tokens_per_doc, seed=p.seed)
+        path = self.stats_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        stats.save(path)
-        return stats
+        tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npz")
+        stats.save(tmp)
+        tmp.replace(path)
 
-    def proximity_stats(self) -> dict[str, Any]:
-        g = self.g
-        stats = {"base": self.unigram("base", g.path(g.base), ["text"])}
-        for m, spec in g.mixes.items():
-            stats[m] = self.unigram(m, g.path(spec.file), ["text"])
-        for t, spec in g.sft.targets.items():
-            stats[f"target:{t}"] = self.unigram(f"target-{t}", g.path(spec.file), ["prompt", "response"])
-        return stats
+    def write_tables(self) -> dict[str, Any]:
+        from midmix.proximity import UnigramStats
 
-    # -- all -----------------------------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.log(f"experiment {self.g.name} → {self.out}: {len(all_variants(self.g))} midtrained variants, "
-                 f"{len(self.sft_runs())} SFT runs")
-        self.prepare()
-        self.check_data()
-        self.build_mixes()
-        self.pretrain()
-        self.finetune()
-        stats = self.proximity_stats()
+        stats = {}
+        for name in self.stats_specs():
+            stats[name.replace("target-", "target:", 1)] = UnigramStats.load(self.stats_path(name))
         results = tables.write_all(self, stats)
         self.log(f"done: tables in {self.out / 'results'}")
         return results
+
+    # -- jobs ----------------------------------------------------------------------------------------
+    @cached_property
+    def jobs(self) -> list[Job]:
+        return graph(self)
+
+    def job(self, job_id: str) -> Job:
+        for j in self.jobs:
+            if j.id == job_id:
+                return j
+        raise ConfigError(f"grid {self.g.name} has no job {job_id!r}")
+
+    def build(self, job: Job) -> None:
+        """Build one job's output (the cache around it is `jobs.run_job`'s)."""
+        if job.kind == "prepare":
+            self.prepare_one(job.name)
+        elif job.kind == "stats":
+            self.unigram(job.name)
+        elif job.kind == "mix":
+            self.build_mix(self.variant(job.name))
+        elif job.kind == "train":
+            v = self.variant(job.name)
+            self.train(self.pretrain_recipe(v), "pretrain base" if v is None else f"midtrain {v.name}")
+        elif job.kind == "sft":
+            m, t, seed, lr = sft_key(job)
+            self.train(self.sft_recipe(m, t, seed, lr), f"sft {t} ← {m} seed {seed} lr {lr:g}")
+        else:
+            raise ConfigError(f"unknown job kind {job.kind!r}")
+
+    def run_stage(self, stage: str) -> None:
+        """Run one stage's jobs in this process, in order."""
+        todo = [j for j in self.jobs if j.stage == stage]
+        eta = Eta(len(todo))
+        for job in todo:
+            self.progress = eta.next()  # shown in the training runs' log lines
+            run_job(self, job, self.redo_stale)
+        self.progress = ""
+
+    def run(self) -> dict[str, Any]:
+        """The whole grid in this process, one job after another (`launch.py` spreads it over processes)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.log(f"experiment {self.g.name} → {self.out}: {len(all_variants(self.g))} midtrained variants, "
+                 f"{len(self.sft_runs())} SFT runs")
+        for stage in STAGES:
+            self.run_stage(stage)
+        return json.loads((self.out / "results" / "results.json").read_text())
 
     def dry_run(self, mfu: float, peak: float, startup_s: float) -> str:
         """Stage 1 (data, cached for the real run) and the data check, then the plan and its cost; no mix is
@@ -304,18 +378,28 @@ class Experiment:
 
 
 def main(grid_path: str, overrides: list[str] | tuple[str, ...] = (), *, smoke_run: bool = False,
-         dry_run: bool = False, mfu: float = 0.3, peak: float = H100_BF16_PEAK, startup_s: float = 20.0) -> int:
-    grid = load(grid_path, overrides)
-    if smoke_run:
-        grid = smoke(grid)
-    exp = Experiment(grid)
+         dry_run: bool = False, mfu: float = 0.3, peak: float = H100_BF16_PEAK, startup_s: float = 20.0,
+         launcher: str = "serial", jobs: int = 1, redo_stale: bool = False,
+         slurm_options: dict[str, Any] | None = None, wait: bool = False) -> int:
+    from midmix.experiment import launch
+
+    spec = launch.LaunchSpec(str(Path(grid_path).resolve()), list(overrides), smoke_run, redo_stale, os.getcwd())
+    exp = spec.experiment()
     if dry_run:
         exp.dry_run(mfu, peak, startup_s)
+        print(launch.describe(exp), flush=True)
         return 0
+    if launcher == "slurm":
+        from midmix.experiment import slurm
+
+        return slurm.submit(exp, spec, slurm_options or {}, wait=wait)
     try:
-        exp.run()
+        if launcher == "local":
+            return launch.run_local(exp, spec, jobs)
+        if launcher != "serial":
+            raise ConfigError(f"--launcher {launcher!r}: one of serial, local, slurm")
+        return launch.run_serial(exp)
     finally:
         from midmix.train.run import close_dist
 
         close_dist()
-    return 0
