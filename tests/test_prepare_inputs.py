@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import tokenizers
+import xxhash
 import zstandard
 from conftest import PYTHIA, report, token_stream
 from midmix import ConfigError, DatasetError, InputError, TokenizerError
@@ -67,6 +68,12 @@ def test_formats_give_hf_tokens(tmp_path, kind) -> None:
         kw["text_per_line"] = True
     out = run(tmp_path, [d], **kw)
     assert token_stream(out).tolist() == expected_stream(docs)
+    # Each input is read once: the fingerprint is hashed while parsing (Parquet: read again), and
+    # must be the xxh3-128 of the file's bytes.
+    inputs = report(out)["inputs"]
+    assert len(inputs) == len(list(d.iterdir()))
+    for i in inputs:
+        assert i["xxh3_128"] == xxhash.xxh3_128_hexdigest((d / Path(i["path"]).name).read_bytes()), i
     if kind == "txt-lines":
         assert report(out)["counts"]["skipped"] == {"empty_document": 1}
 

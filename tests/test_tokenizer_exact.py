@@ -42,6 +42,26 @@ def test_adversarial_text_ids_equal_hf(name: str, encoder: str) -> None:
     assert ours.encode(texts[0]) == expected[0]
 
 
+@pytest.mark.parametrize("name", ["pythia", "gpt2"])
+def test_added_tokens_in_text_keep_their_ids(name: str) -> None:
+    """Texts that cannot contain an added token skip the fast encoder's matcher; texts that do contain
+    one (special tokens, Pythia's runs of spaces) must still get its id, in a batch mixing both kinds."""
+    path = TOKENIZERS[name]
+    if not path.exists():
+        pytest.skip(f"{path} is not present")
+    texts = ["plain prose with single spaces only.", "x<|endoftext|>y", "<|endoftext|><|endoftext|>",
+             "a <|padding|> b", "<|endoftext", "<|endoftext|", "| <| |>", "def f():\n    return  1",
+             " " * 50 + "wide", "tabs\tand  two spaces", "\u037e;\u212aK`\u1fef  ", ""]
+    texts += [t + " tail" for t in texts] + ["prose " * 2000 + "<|endoftext|>" + " end"]
+    oracle = hf(path)
+    expected = [e.ids for e in oracle.encode_batch(texts, add_special_tokens=False)]
+    ours = midmix.Tokenizer(path)
+    assert ours.encode_batch(texts) == expected
+    assert [ours.encode(t) for t in texts] == expected
+    endoftext = oracle.token_to_id("<|endoftext|>")
+    assert endoftext in expected[1]  # the special token was matched, not spelled out
+
+
 def test_tokenizer_facts() -> None:
     t = midmix.Tokenizer(PYTHIA)
     assert t.encode("Hello world") == [12092, 1533]

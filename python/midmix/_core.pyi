@@ -47,9 +47,19 @@ def verify(dir: str | Path) -> str:
     """Check a dataset against its own records; returns what was checked as a JSON string."""
 
 class Tokenizer:
+    """A tokenizer.json with midmix's encoder. Loaded once per process for the same file contents.
+
+    `threads` in these methods (and in `prepare`, `unigram_*`) sizes midmix's own worker pool: record
+    parsing, packing, hashing and the HF fallback encoder. The fast encoder (fastokens) has its own
+    pool, sized once per process, at its first encode, from `FASTOKENS_BPE_THREADS` (default: all
+    cores, at most 32): `midmix prepare --threads N` and `midmix.prepare(threads=N)` set that variable
+    when it is unset and no encode has run yet; after that, only the process's first value holds."""
+
     def __init__(self, path: str | Path, encoder: Literal["auto", "fast", "hf"] = "auto") -> None: ...
     def encode(self, text: str) -> list[int]: ...
-    def encode_batch(self, texts: list[str], threads: int | None = None) -> list[list[int]]: ...
+    def encode_batch(self, texts: list[str], threads: int | None = None) -> list[list[int]]:
+        """Ids per text as Python lists: creating the int objects costs more than encoding; use
+        `encode_batch_flat` where arrays will do."""
     def encode_batch_flat(self, texts: list[str], threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(all ids as uint32, uint64 offsets of each text's ids: len(texts) + 1 of them)."""
     def decode(self, ids: list[int] | np.ndarray, skip_special_tokens: bool = False) -> str: ...

@@ -7,7 +7,9 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use xxhash_rust::xxh3::Xxh3;
 
 use crate::error::{Error, Location, Result, Unit};
 
@@ -255,16 +257,45 @@ const BATCH_BYTES: usize = 4 << 20;
 const BATCH_RECORDS: usize = 4096;
 
 /// Counts bytes read from the underlying file (compressed bytes for .gz/.zst).
+/// Counts and hashes the bytes read from disk, so each input is read once: for its records and
+/// for the xxh3-128 fingerprint the report records.
 struct CountingReader<R> {
     inner: R,
     count: Arc<AtomicU64>,
+    hash: Arc<Mutex<Xxh3>>,
 }
 
 impl<R: Read> Read for CountingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.count.fetch_add(n as u64, Ordering::Relaxed);
+        if let Ok(mut h) = self.hash.lock() {
+            h.update(&buf[..n]);
+        }
         Ok(n)
+    }
+}
+
+/// xxh3-128 of a whole file's bytes, as a hex string.
+pub fn file_fingerprint(path: &Path) -> Result<String> {
+    let mut h = Xxh3::new();
+    hash_from(path, 0, &mut h)?;
+    Ok(format!("{:032x}", h.digest128()))
+}
+
+/// Feed the bytes of `path` from `offset` to its end into `h`.
+fn hash_from(path: &Path, offset: u64, h: &mut Xxh3) -> Result<()> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|e| Error::io(path, e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            return Ok(());
+        }
+        h.update(&buf[..n]);
     }
 }
 
@@ -309,12 +340,16 @@ impl Batcher<'_> {
 
 /// Read `files` in order, handing batches to `sink`. Stops at the first input-level error or when
 /// `sink` returns false.
+/// Every file's records into `sink`, in order. Returns each file's xxh3-128 fingerprint where the
+/// reading saw all its bytes (JSONL and text; `None` for Parquet, which is read by row group, and
+/// for every file when the sink stopped early).
 pub fn read_all(
     files: &[InputFile],
     opts: &ReadOptions,
     consumed: &Arc<AtomicU64>,
     sink: &mut dyn FnMut(RawBatch) -> bool,
-) -> Result<()> {
+) -> Result<Vec<Option<String>>> {
+    let mut sums = vec![None; files.len()];
     let mut done_bytes = 0u64;
     let mut batcher = Batcher {
         file: 0,
@@ -328,19 +363,36 @@ pub fn read_all(
         let more = match f.format {
             Format::Parquet => read_parquet_records(f, &opts.fields, done_bytes, &mut batcher)?,
             Format::Jsonl(comp) | Format::Text(comp) => {
-                read_text_records(f, comp, opts.text_per_line, done_bytes, &mut batcher)?
+                let hash = Arc::new(Mutex::new(Xxh3::new()));
+                let (more, read) = read_text_records(
+                    f,
+                    comp,
+                    opts.text_per_line,
+                    done_bytes,
+                    &mut batcher,
+                    hash.clone(),
+                )?;
+                if more {
+                    let mut h = hash
+                        .lock()
+                        .map_err(|_| Error::Config("input hash lock poisoned".into()))?;
+                    // A decoder may stop before the end (after its last frame): hash the rest.
+                    hash_from(&f.path, read, &mut h)?;
+                    sums[fi] = Some(format!("{:032x}", h.digest128()));
+                }
+                more
             }
         };
         if !more {
-            return Ok(());
+            return Ok(vec![None; files.len()]);
         }
         done_bytes += f.size;
         if !batcher.records.is_empty() && !batcher.emit(done_bytes) {
-            return Ok(());
+            return Ok(vec![None; files.len()]);
         }
         consumed.store(done_bytes, Ordering::Relaxed);
     }
-    Ok(())
+    Ok(sums)
 }
 
 /// One Parquet file's rows into `batcher`, `done_bytes` being the input before it. Returns
@@ -378,9 +430,18 @@ fn read_parquet_records(
 }
 
 /// A JSONL or text file, decompressed, buffered; `count` gets the bytes read from disk.
-fn open_text(f: &InputFile, comp: Compression, count: Arc<AtomicU64>) -> Result<Box<dyn BufRead>> {
+fn open_text(
+    f: &InputFile,
+    comp: Compression,
+    count: Arc<AtomicU64>,
+    hash: Arc<Mutex<Xxh3>>,
+) -> Result<Box<dyn BufRead>> {
     let file = File::open(&f.path).map_err(|e| Error::io(&f.path, e))?;
-    let counting = CountingReader { inner: file, count };
+    let counting = CountingReader {
+        inner: file,
+        count,
+        hash,
+    };
     Ok(match comp {
         Compression::None => Box::new(BufReader::with_capacity(1 << 20, counting)),
         Compression::Gzip => Box::new(BufReader::with_capacity(
@@ -402,9 +463,11 @@ fn read_text_records(
     text_per_line: bool,
     done_bytes: u64,
     batcher: &mut Batcher<'_>,
-) -> Result<bool> {
+    hash: Arc<Mutex<Xxh3>>,
+) -> Result<(bool, u64)> {
     let file_bytes = Arc::new(AtomicU64::new(0));
-    let mut reader = open_text(f, comp, file_bytes.clone())?;
+    let mut reader = open_text(f, comp, file_bytes.clone(), hash)?;
+    let read = |b: &Arc<AtomicU64>| b.load(Ordering::Relaxed);
     let is_json = matches!(f.format, Format::Jsonl(_));
     let corrupt = |line: u64, e: std::io::Error| Error::BadInput {
         loc: Location {
@@ -424,7 +487,8 @@ fn read_text_records(
             payload: Payload::Text(text),
         };
         batcher.push(record, 0);
-        return Ok(true);
+        drop(reader);
+        return Ok((true, read(&file_bytes)));
     }
     let mut line_no = 0u64;
     loop {
@@ -455,10 +519,11 @@ fn read_text_records(
         // Progress counts bytes read from disk, capped at the file's size.
         let pos = || done_bytes + file_bytes.load(Ordering::Relaxed).min(f.size);
         if batcher.full() && !batcher.emit(pos()) {
-            return Ok(false);
+            return Ok((false, 0));
         }
     }
-    Ok(true)
+    drop(reader);
+    Ok((true, read(&file_bytes)))
 }
 
 /// Stream a Parquet file's requested columns row by row: `row(index, values, fraction_done)`.

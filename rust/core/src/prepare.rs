@@ -1,8 +1,10 @@
 //! `midmix prepare`: corpus files → tokenized, packed MDS dataset + `midmix.json`.
 //!
-//! One reader thread splits files into record batches in input order; each batch is parsed and
-//! tokenized in parallel (rayon) and then consumed in order, so the output does not depend on
-//! the thread count.
+//! Three stages overlap: a reader thread splits files into record batches in input order; the
+//! calling thread parses and tokenizes each batch in parallel; a writer thread packs and writes the
+//! batches in the order they were read. Batches stay in input order through bounded channels, so
+//! the output does not depend on the thread count, and encoding batch n+1 runs while batch n is
+//! packed and written.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -171,23 +173,15 @@ fn format_name(f: Format) -> &'static str {
     }
 }
 
-/// xxh3-128 of each file's bytes, in parallel.
-fn fingerprints(files: &[InputFile]) -> Result<Vec<String>> {
+/// xxh3-128 of each file's bytes: from the reading where it saw every byte, else (Parquet) by
+/// reading the file again, in parallel.
+fn fingerprints(files: &[InputFile], from_reading: Vec<Option<String>>) -> Result<Vec<String>> {
     files
         .par_iter()
-        .map(|f| {
-            use std::io::Read;
-            let mut h = xxhash_rust::xxh3::Xxh3::new();
-            let mut file = std::fs::File::open(&f.path).map_err(|e| Error::io(&f.path, e))?;
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = file.read(&mut buf).map_err(|e| Error::io(&f.path, e))?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-            }
-            Ok(format!("{:032x}", h.digest128()))
+        .zip(from_reading)
+        .map(|(f, sum)| match sum {
+            Some(sum) => Ok(sum),
+            None => input::file_fingerprint(&f.path),
         })
         .collect()
 }
@@ -253,7 +247,7 @@ enum Pushed {
 
 /// Everything that differs between pretraining and SFT preparation. `prepare` drives one of
 /// these through the same reading, encoding and writing steps.
-trait ModePipeline {
+trait ModePipeline: Send {
     /// `mode` in the report.
     fn name(&self) -> &'static str;
     /// Record fields to extract and tokenize, in order.
@@ -546,58 +540,75 @@ struct Source<'a> {
     files: &'a [InputFile],
 }
 
-/// Read every file on a reader thread, encode its batches in parallel and hand the records to
-/// `mode` in input order. Returns the documents used per file.
+/// Read every file on a reader thread, encode its batches in parallel here and hand the records
+/// to `mode` on a writer thread, in input order. Returns the documents used per file, and the
+/// fingerprints of the files the reading saw whole.
 fn encode_all(
     src: &Source<'_>,
     mode: &mut dyn ModePipeline,
     writer: &mut MdsWriter,
     counts: &mut Counts,
     progress: &Progress,
-) -> Result<Vec<u64>> {
+) -> Result<(Vec<u64>, Vec<Option<String>>)> {
     let fields = mode.fields();
-    let mut docs_per_file = vec![0u64; src.files.len()];
-
-    // Reader thread → bounded channel → ordered, parallel encoding here.
-    let consumed = Arc::new(AtomicU64::new(0));
-    let (tx, rx) = mpsc::sync_channel::<input::RawBatch>(2);
     let read_opts = ReadOptions {
         fields: fields.clone(),
         text_per_line: mode.text_per_line(),
     };
-    let reader_files = src.files.to_vec();
-    let reader_consumed = consumed.clone();
-    let reader = std::thread::spawn(move || {
-        input::read_all(&reader_files, &read_opts, &reader_consumed, &mut |b| {
-            tx.send(b).is_ok()
-        })
-    });
-
-    let mut failure: Option<Error> = None;
-    for batch in rx.iter() {
-        let (file, input_pos) = (batch.file, batch.input_pos);
-        let consumed_batch = check_cancel(src.opts.cancel.as_deref())
-            .and_then(|()| encode_batch(src.pool, src.enc, batch.records, &fields))
-            .and_then(|encoded| {
-                let docs = consume_batch(src, file, encoded, mode, writer, counts)?;
-                docs_per_file[file] += docs;
-                Ok(())
-            });
-        if let Err(e) = consumed_batch {
-            failure = Some(e);
-            break;
+    let consumed = Arc::new(AtomicU64::new(0));
+    // Reader → (raw batches) → encoding here → (encoded batches) → writer. Two batches in flight
+    // per channel bound the memory while keeping every stage busy.
+    let (raw_tx, raw_rx) = mpsc::sync_channel::<input::RawBatch>(2);
+    let (enc_tx, enc_rx) = mpsc::sync_channel::<(usize, u64, Vec<EncodedRecord>)>(2);
+    std::thread::scope(|scope| {
+        let reader_consumed = consumed.clone();
+        let files = src.files;
+        let reader = scope.spawn(move || {
+            input::read_all(files, &read_opts, &reader_consumed, &mut |b| {
+                raw_tx.send(b).is_ok()
+            })
+        });
+        let written = scope.spawn(move || -> Result<Vec<u64>> {
+            let mut docs_per_file = vec![0u64; src.files.len()];
+            for (file, input_pos, encoded) in enc_rx.iter() {
+                docs_per_file[file] += consume_batch(src, file, encoded, mode, writer, counts)?;
+                progress.update(input_pos, counts.documents, counts.document_tokens);
+            }
+            Ok(docs_per_file)
+        });
+        let mut failure: Option<Error> = None;
+        for batch in raw_rx.iter() {
+            let (file, input_pos) = (batch.file, batch.input_pos);
+            let encoded = check_cancel(src.opts.cancel.as_deref())
+                .and_then(|()| encode_batch(src.pool, src.enc, batch.records, &fields));
+            match encoded {
+                // A closed channel: the writer stopped on an error, which it returns below.
+                Ok(e) => {
+                    if enc_tx.send((file, input_pos, e)).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
         }
-        progress.update(input_pos, counts.documents, counts.document_tokens);
-    }
-    drop(rx);
-    let read_result = reader
-        .join()
-        .map_err(|_| Error::Config("input reader thread panicked".into()))?;
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    read_result?;
-    Ok(docs_per_file)
+        drop(raw_rx); // a reader still sending sees the channel closed and stops
+        drop(enc_tx); // the writer finishes the batches before a failure, then returns
+        let written = written
+            .join()
+            .map_err(|_| Error::Config("output writer thread panicked".into()))?;
+        let read = reader
+            .join()
+            .map_err(|_| Error::Config("input reader thread panicked".into()))?;
+        // The first error in input order: the writer's (an earlier batch), then encoding's, then reading's.
+        let docs_per_file = written?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        Ok((docs_per_file, read?))
+    })
 }
 
 /// Hand one batch's records to `mode`, in order; rejected ones become an error or a skip as
@@ -747,7 +758,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Report> {
     }
     let task = task_slice_of(opts)?;
     let pool = thread_pool(opts.threads)?;
-    let enc = Encoder::from_file(&opts.tokenizer, opts.encoder)?;
+    let enc = Encoder::shared(&opts.tokenizer, opts.encoder)?;
     let (eos, bos) = special_ids(&enc, opts)?;
     let tokens = Tokens {
         eos,
@@ -767,7 +778,6 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Report> {
         .collect();
     crate::staging::check_not_an_input(&opts.out, &in_paths)?;
     mode.check_inputs(&files)?;
-    let sums = pool.install(|| fingerprints(&files))?;
 
     let staged = StagedDir::new(&opts.out, opts.overwrite)?;
     let columns = mode.columns();
@@ -792,8 +802,10 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Report> {
         enc: &enc,
         files: &files,
     };
-    let docs_per_file = encode_all(&src, mode.as_mut(), &mut writer, &mut counts, &progress)
-        .inspect_err(|_| progress.abandon())?;
+    let (docs_per_file, read_sums) =
+        encode_all(&src, mode.as_mut(), &mut writer, &mut counts, &progress)
+            .inspect_err(|_| progress.abandon())?;
+    let sums = pool.install(|| fingerprints(&files, read_sums))?;
 
     let task = task.map(|(count, index)| TaskInfo {
         index,

@@ -89,7 +89,7 @@ fn sample_key(seed: u64, file: &str, unit: &crate::error::Unit) -> u64 {
 struct RawCounter<'a> {
     opts: &'a RawOptions,
     pool: rayon::ThreadPool,
-    enc: Encoder,
+    enc: Arc<Encoder>,
     files: Vec<InputFile>,
     vocab: usize,
     total: Unigram,
@@ -218,7 +218,7 @@ impl RawCounter<'_> {
             .join()
             .map_err(|_| Error::Config("input reader thread panicked".into()))?;
         result?;
-        read
+        read.map(|_| ())
     }
 }
 
@@ -226,7 +226,7 @@ impl RawCounter<'_> {
 /// documents are skipped and counted.
 pub fn count_raw(opts: &RawOptions) -> Result<Unigram> {
     let pool = thread_pool(opts.threads)?;
-    let enc = Encoder::from_file(&opts.tokenizer, opts.encoder)?;
+    let enc = Encoder::shared(&opts.tokenizer, opts.encoder)?;
     let files = input::discover(&opts.inputs)?;
     let read_opts = ReadOptions {
         fields: opts.fields.clone(),

@@ -24,7 +24,8 @@ impl PyTokenizer {
     #[pyo3(signature = (path, encoder=Parsed(EncoderChoice::Auto)))]
     fn new(path: PathBuf, encoder: Parsed<EncoderChoice>) -> PyResult<Self> {
         Ok(PyTokenizer {
-            inner: Arc::new(Encoder::from_file(&path, encoder.0).map_err(to_py)?),
+            // Shared with every prepare and Tokenizer of this process on the same file contents.
+            inner: Encoder::shared(&path, encoder.0).map_err(to_py)?,
         })
     }
 
