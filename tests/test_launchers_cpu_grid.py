@@ -21,7 +21,9 @@ RESULTS = ("tables.md", "sft.csv", "proximity.csv", "passes.csv", "ablation.csv"
 
 
 def experiment(out: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    env = {**(env or os.environ), "PYTHONUNBUFFERED": "1", "TMPDIR": str(out.parent)}
+    # One torch thread in every launcher: the tables are compared bit for bit (the thread count changes
+    # a reduction's last bits), and two workers on 2 cores then do not oversubscribe them.
+    env = {**(env or os.environ), "PYTHONUNBUFFERED": "1", "TMPDIR": str(out.parent), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "midmix.cli", "experiment", str(GRID), f"data_dir={SHARED}",
                            f"out={out}", "--smoke", *args], env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]

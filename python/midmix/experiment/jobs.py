@@ -186,8 +186,8 @@ def run_job(exp: Experiment, job: Job, redo_stale: bool = False) -> str:
         if changes is None and recorded is not None and recorded.get("complete") and output_complete(exp, job):
             return "up to date"
         if kind == "train":
-            stale = (recorded is not None and changes is not None) or (recorded is None and run_dir(exp, job).exists())
-            if stale:
+            # A run on disk that was started on other inputs (or before stamps existed).
+            if run_dir(exp, job).exists() and (recorded is None or changes is not None):
                 if not redo_stale:
                     raise ConfigError(f"{job.id}: {run_dir(exp, job)} was trained on other inputs; changed:\n  "
                                       + "\n  ".join(changes or []) + "\nre-run with --redo-stale to train it "
