@@ -234,7 +234,8 @@ def test_the_gpu_grids_smoke_has_every_stage_and_fits_its_data(tmp_path) -> None
     g = smoke(load(grid, [f"data_dir={SHARED}", f"out={tmp_path / 'o'}"]))
     runs = len(sft_jobs(g)) * len(g.sft.seeds) * len(g.sft.lrs)
     assert f"{len(all_variants(g))} midtrained variants, {runs} SFT runs" in proc.stdout
-    assert re.search(rf"midtrain +{len(all_variants(g))} jobs, +0 complete; after data, mixes, base$", proc.stdout, re.M)
+    midtrain = rf"midtrain +{len(all_variants(g))} jobs, +0 complete; after data, mixes, base$"
+    assert re.search(midtrain, proc.stdout, re.M)
     assert not (tmp_path / "o-smoke" / "runs").exists()
 
 
