@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from midmix.errors import ConfigError, MidmixError
 from midmix.experiment.grid import STAGES
 from midmix.experiment.jobs import Job, plan
+from midmix.experiment.stamp import write_atomic
 
 if TYPE_CHECKING:
     from midmix.experiment.run import Experiment
@@ -45,10 +46,7 @@ class LaunchSpec:
         return Experiment(smoke(grid) if self.smoke else grid, redo_stale=self.redo_stale)
 
     def write(self, path: Path) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=1) + "\n")
-        tmp.replace(path)
+        write_atomic(path, json.dumps(asdict(self), indent=1) + "\n")
         return path
 
     @classmethod

@@ -293,9 +293,7 @@ class Experiment:
                                         max_docs=p.max_docs, max_tokens_per_doc=p.max_tokens_per_doc, seed=p.seed)
         path = self.stats_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npz")
-        stats.save(tmp)
-        tmp.replace(path)
+        stats.save(path)  # written under a temporary name, then renamed
 
     def write_tables(self) -> dict[str, Any]:
         from midmix.proximity import UnigramStats
@@ -312,11 +310,15 @@ class Experiment:
     def jobs(self) -> list[Job]:
         return graph(self)
 
+    @cached_property
+    def _jobs_by_id(self) -> dict[str, Job]:
+        return {j.id: j for j in self.jobs}
+
     def job(self, job_id: str) -> Job:
-        for j in self.jobs:
-            if j.id == job_id:
-                return j
-        raise ConfigError(f"grid {self.g.name} has no job {job_id!r}")
+        try:
+            return self._jobs_by_id[job_id]
+        except KeyError:
+            raise ConfigError(f"grid {self.g.name} has no job {job_id!r}") from None
 
     def build(self, job: Job) -> None:
         """Build one job's output (the cache around it is `jobs.run_job`'s)."""

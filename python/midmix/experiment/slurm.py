@@ -27,6 +27,7 @@ from midmix.errors import ConfigError
 from midmix.experiment.grid import STAGES, SlurmSpec
 from midmix.experiment.jobs import Job, plan
 from midmix.experiment.launch import ExperimentFailed, LaunchSpec, log_path
+from midmix.experiment.stamp import write_atomic
 
 if TYPE_CHECKING:
     from midmix.experiment.run import Experiment
@@ -104,9 +105,7 @@ def submit(exp: Experiment, spec: LaunchSpec, options: dict[str, Any], wait: boo
         ids[stage] = _slurm(["sbatch", "--parsable", str(path)]).strip().split(";")[0]
         exp.log(f"  {stage:<9} job {ids[stage]}: {len(mine)} jobs in {len(tasks)} tasks"
                 + (f", after {', '.join(after)}" if after else ""))
-    tmp = record.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"submission": str(sub), "job_ids": list(ids.values())}) + "\n")
-    tmp.replace(record)
+    write_atomic(record, json.dumps({"submission": str(sub), "job_ids": list(ids.values())}) + "\n")
     exp.log(f"submitted to Slurm: scripts and logs in {sub}, each job's log in {exp.out / 'logs'}; "
             f"`squeue -j {','.join(ids.values())}` shows them")
     if not wait:

@@ -92,11 +92,8 @@ class Stamp:
 
     def write(self, kind: str, facts: dict[str, Any], complete: bool) -> str:
         fp = fingerprint(facts)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"kind": kind, "format": FORMAT[kind], "fingerprint": fp, "complete": complete,
-                                   "facts": facts}, indent=1, sort_keys=True) + "\n")
-        tmp.replace(self.path)
+        write_atomic(self.path, json.dumps({"kind": kind, "format": FORMAT[kind], "fingerprint": fp,
+                                            "complete": complete, "facts": facts}, indent=1, sort_keys=True) + "\n")
         return fp
 
     def fingerprint(self) -> str | None:
@@ -138,6 +135,14 @@ def _short(v: Any) -> str:
     if isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v):
         return f"sha256 {v[:12]}…"
     return s if len(s) <= 80 else s[:77] + "…"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` under a temporary name, then rename: a reader sees the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 @contextlib.contextmanager
