@@ -9,6 +9,8 @@ prints the median of the repetitions: wall MB/s and MB per CPU-second (MB of JSO
 seconds per wall second (how much of the machine it used), and ratios against gigatoken's file mode.
 These machines are shared and noisy: compare the ratios, not one absolute rate.
 
+  midmix.prepare, in process the same work from Python with the encoder already loaded, as the
+                             encoders below are (the CLI rows add interpreter start and loading)
   midmix prepare             end to end: JSONL → tokens + EOS → packed MDS, hashes, manifest
   midmix prepare --threads 1 the same on one thread (the pipeline's scaling is the ratio of the two)
   gigatoken encode_files     tokenize only (`JsonlFileSource`: reads and parses the JSONL itself)
@@ -122,6 +124,7 @@ def run_one(name: str, path: Path, jsonl: Path, texts: list[str], mb: float, wor
             args: argparse.Namespace) -> None:
     import fastokens
     import gigatoken
+    import midmix as midmix_api
 
     midmix = str(Path(sys.executable).parent / "midmix")
 
@@ -131,9 +134,15 @@ def run_one(name: str, path: Path, jsonl: Path, texts: list[str], mb: float, wor
                "--threads", str(threads)]
         return lambda: subprocess.run(cmd, check=True)
 
+    def prepare_in_process() -> object:
+        return midmix_api.prepare("bench", [jsonl], tokenizer=path, seq_len=args.seq_len, out=work / "in-process",
+                                  data_root=work / "root", overwrite=True, register=False)
+
     giga = gigatoken.Tokenizer.from_json(path.read_text())
     fast = fastokens.Tokenizer.from_file(str(path))
+    prepare_in_process()  # loads the encoder, as gigatoken's and fastokens' are loaded above
     contenders: dict[str, Callable[[], object]] = {
+        "midmix.prepare, in process": prepare_in_process,
         "midmix prepare (end to end)": prepare(os.cpu_count() or 1),
         "midmix prepare --threads 1": prepare(1),
         "gigatoken encode_files (tokenize only)": lambda: giga.encode_files(gigatoken.JsonlFileSource([str(jsonl)])),

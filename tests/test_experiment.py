@@ -216,7 +216,7 @@ def test_the_gpu_grids_fit_their_data_and_say_what_they_cost(grid: Path, gpu_out
 @needs_shared()
 def test_the_gpu_grids_smoke_has_every_stage_and_fits_its_data(tmp_path) -> None:
     """`--smoke --dry-run` of the GPU grids: the smoke sizes' data check and job graph, without training.
-    Every stage of a smoke grid runs end to end in test_launchers_cpu_grid.py (cpu.yaml, three launchers)."""
+    Every stage of a smoke grid runs end to end in test_launchers_cpu_grid.py (cpu.yaml, serially and on Slurm)."""
     from dataclasses import asdict
 
     from midmix.experiment.grid import all_variants, load, sft_jobs, smoke

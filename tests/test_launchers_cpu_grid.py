@@ -1,6 +1,6 @@
-"""`recipes/paper/cpu.yaml --smoke` under the three launchers: `--launcher local --jobs 2` and
-`--launcher slurm` (a real one-node Slurm, see slurm_cluster.py) give the serial run's tables, file for
-file, and a second Slurm submission submits only what is not complete."""
+"""`recipes/paper/cpu.yaml --smoke` under `--launcher slurm` (a real one-node Slurm, see slurm_cluster.py)
+gives the serial run's tables, file for file, and a second Slurm submission submits only what is not
+complete. (`--launcher local` against serial is test_launchers.py's, on its micro grid of every stage.)"""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ RESULTS = ("tables.md", "sft.csv", "proximity.csv", "passes.csv", "ablation.csv"
 
 
 def experiment(out: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    # One torch thread in every launcher: the tables are compared bit for bit (the thread count changes
-    # a reduction's last bits), and two workers on 2 cores then do not oversubscribe them.
+    # One torch thread in both launchers: the tables are compared bit for bit (the thread count changes
+    # a reduction's last bits), and two Slurm tasks on 2 cores then do not oversubscribe them.
     env = {**(env or os.environ), "PYTHONUNBUFFERED": "1", "TMPDIR": str(out.parent), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "midmix.cli", "experiment", str(GRID), f"data_dir={SHARED}",
                            f"out={out}", "--smoke", *args], env=env, capture_output=True, text=True, timeout=1800)
@@ -42,11 +42,6 @@ def serial(tmp_path_factory) -> dict[str, str]:
     want = results(out)
     assert {"tables.md", "sft.csv", "passes.csv"} <= set(want)
     return want
-
-
-def test_local_launcher_gives_the_serial_tables(serial, tmp_path) -> None:
-    experiment(tmp_path / "local", "--launcher", "local", "--jobs", "2")
-    assert results(tmp_path / "local") == serial
 
 
 def test_slurm_launcher_gives_the_serial_tables(serial, slurm_cluster: SlurmCluster, tmp_path) -> None:  # noqa: F811

@@ -256,8 +256,7 @@ pub struct RawBatch {
 const BATCH_BYTES: usize = 4 << 20;
 const BATCH_RECORDS: usize = 4096;
 
-/// Counts bytes read from the underlying file (compressed bytes for .gz/.zst).
-/// Counts and hashes the bytes read from disk, so each input is read once: for its records and
+/// Counts (compressed bytes for .gz/.zst) and hashes the bytes read from disk, so each input is read once: for its records and
 /// for the xxh3-128 fingerprint the report records.
 struct CountingReader<R> {
     inner: R,
@@ -338,11 +337,10 @@ impl Batcher<'_> {
     }
 }
 
-/// Read `files` in order, handing batches to `sink`. Stops at the first input-level error or when
-/// `sink` returns false.
 /// Every file's records into `sink`, in order. Returns each file's xxh3-128 fingerprint where the
 /// reading saw all its bytes (JSONL and text; `None` for Parquet, which is read by row group, and
-/// for every file when the sink stopped early).
+/// for every file when the sink stopped early). Stops at the first input-level error or when `sink`
+/// returns false.
 pub fn read_all(
     files: &[InputFile],
     opts: &ReadOptions,

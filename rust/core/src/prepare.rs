@@ -1,10 +1,10 @@
 //! `midmix prepare`: corpus files → tokenized, packed MDS dataset + `midmix.json`.
 //!
-//! Three stages overlap: a reader thread splits files into record batches in input order; the
-//! calling thread parses and tokenizes each batch in parallel; a writer thread packs and writes the
-//! batches in the order they were read. Batches stay in input order through bounded channels, so
-//! the output does not depend on the thread count, and encoding batch n+1 runs while batch n is
-//! packed and written.
+//! Three stages overlap: a reader thread splits files into record batches in input order; two
+//! encoder threads (one with `--threads 1`) parse and tokenize every other batch each, in
+//! parallel; a writer thread packs and writes the batches in the order they were read. Batches
+//! stay in input order through bounded channels, so the output does not depend on the thread
+//! count, and the next batches are encoded while one is packed and written.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -556,58 +556,67 @@ fn encode_all(
         text_per_line: mode.text_per_line(),
     };
     let consumed = Arc::new(AtomicU64::new(0));
-    // Reader → (raw batches) → encoding here → (encoded batches) → writer. Two batches in flight
-    // per channel bound the memory while keeping every stage busy.
-    let (raw_tx, raw_rx) = mpsc::sync_channel::<input::RawBatch>(2);
-    let (enc_tx, enc_rx) = mpsc::sync_channel::<(usize, u64, Vec<EncodedRecord>)>(2);
+    // Reader → (raw batches) → encoders → (encoded batches) → writer. With two or more threads,
+    // two encoders each take every other batch, so one batch's parse and tokenization overlap
+    // the next one's, and the cores do not idle while a batch's last long text finishes. The
+    // writer takes the batches from the encoders in the same rotation, so they are written in
+    // input order. One batch in flight per channel bounds the memory.
+    let encoders = if src.pool.current_num_threads() > 1 {
+        2
+    } else {
+        1
+    };
+    let (raw_txs, raw_rxs): (Vec<_>, Vec<_>) = (0..encoders)
+        .map(|_| mpsc::sync_channel::<input::RawBatch>(1))
+        .unzip();
+    let (enc_txs, enc_rxs): (Vec<_>, Vec<_>) = (0..encoders)
+        .map(|_| mpsc::sync_channel::<(usize, u64, Result<Vec<EncodedRecord>>)>(1))
+        .unzip();
     std::thread::scope(|scope| {
         let reader_consumed = consumed.clone();
         let files = src.files;
         let reader = scope.spawn(move || {
+            let mut batches = 0usize;
             input::read_all(files, &read_opts, &reader_consumed, &mut |b| {
-                raw_tx.send(b).is_ok()
+                batches += 1;
+                // A closed channel: an encoder or the writer stopped, on an error returned below.
+                raw_txs[(batches - 1) % raw_txs.len()].send(b).is_ok()
             })
         });
+        for (raw_rx, enc_tx) in raw_rxs.into_iter().zip(enc_txs) {
+            let fields = &fields;
+            scope.spawn(move || {
+                for batch in raw_rx.iter() {
+                    let encoded = check_cancel(src.opts.cancel.as_deref())
+                        .and_then(|()| encode_batch(src.pool, src.enc, batch.records, fields));
+                    let failed = encoded.is_err();
+                    if enc_tx.send((batch.file, batch.input_pos, encoded)).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+        }
         let written = scope.spawn(move || -> Result<Vec<u64>> {
             let mut docs_per_file = vec![0u64; src.files.len()];
-            for (file, input_pos, encoded) in enc_rx.iter() {
-                docs_per_file[file] += consume_batch(src, file, encoded, mode, writer, counts)?;
+            // A closed channel in its turn: the reader sent no more batches.
+            for (file, input_pos, encoded) in
+                (0..).map_while(|i| enc_rxs[i % enc_rxs.len()].recv().ok())
+            {
+                docs_per_file[file] += consume_batch(src, file, encoded?, mode, writer, counts)?;
                 progress.update(input_pos, counts.documents, counts.document_tokens);
             }
             Ok(docs_per_file)
         });
-        let mut failure: Option<Error> = None;
-        for batch in raw_rx.iter() {
-            let (file, input_pos) = (batch.file, batch.input_pos);
-            let encoded = check_cancel(src.opts.cancel.as_deref())
-                .and_then(|()| encode_batch(src.pool, src.enc, batch.records, &fields));
-            match encoded {
-                // A closed channel: the writer stopped on an error, which it returns below.
-                Ok(e) => {
-                    if enc_tx.send((file, input_pos, e)).is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            }
-        }
-        drop(raw_rx); // a reader still sending sees the channel closed and stops
-        drop(enc_tx); // the writer finishes the batches before a failure, then returns
         let written = written
             .join()
             .map_err(|_| Error::Config("output writer thread panicked".into()))?;
         let read = reader
             .join()
             .map_err(|_| Error::Config("input reader thread panicked".into()))?;
-        // The first error in input order: the writer's (an earlier batch), then encoding's, then reading's.
-        let docs_per_file = written?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        Ok((docs_per_file, read?))
+        // The first error in input order: the writer's or an encoder's (in batch order), then
+        // the reader's. (An encoder panic reaches here as the writer's channel closing early,
+        // then as the scope's own panic.)
+        Ok((written?, read?))
     })
 }
 

@@ -1,5 +1,6 @@
 //! Turning a raw record into the text fields a mode needs, or a reason it cannot be used.
 
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::input::{FieldValue, Payload};
@@ -62,9 +63,9 @@ pub fn extract(payload: Payload, fields: &[String]) -> Extracted {
                     format!("invalid UTF-8 at byte {}", e.valid_up_to()),
                 );
             }
-            let obj = match serde_json::from_slice::<Value>(&line) {
-                Ok(Value::Object(m)) => m,
-                Ok(_) => {
+            let wanted = match parse_fields(&line, fields) {
+                Ok(Some(w)) => w,
+                Ok(None) => {
                     return Extracted::Rejected(
                         SkipReason::NotAnObject,
                         "JSON value is not an object".into(),
@@ -78,19 +79,19 @@ pub fn extract(payload: Payload, fields: &[String]) -> Extracted {
                 }
             };
             let mut out = Vec::with_capacity(fields.len());
-            for f in fields {
-                match obj.get(f) {
+            for (f, v) in fields.iter().zip(wanted) {
+                match v {
                     None => {
                         return Extracted::Rejected(
                             SkipReason::MissingField,
                             format!("field '{f}' is missing"),
                         )
                     }
-                    Some(Value::String(s)) => out.push(s.clone()),
+                    Some(Value::String(s)) => out.push(s),
                     Some(v) => {
                         return Extracted::Rejected(
                             SkipReason::NonStringField,
-                            format!("field '{f}' is {}, not a string", json_kind(v)),
+                            format!("field '{f}' is {}, not a string", json_kind(&v)),
                         )
                     }
                 }
@@ -133,6 +134,91 @@ pub fn extract(payload: Payload, fields: &[String]) -> Extracted {
     }
 }
 
+/// The values of `fields` in one JSON document (`None`: it is not an object), parsed without
+/// building the other fields (skipped, but still validated). A repeated key keeps its last
+/// value, as `serde_json::Value` does.
+fn parse_fields(line: &[u8], fields: &[String]) -> serde_json::Result<Option<Vec<Option<Value>>>> {
+    let mut de = serde_json::Deserializer::from_slice(line);
+    let wanted = de.deserialize_any(Wanted(fields))?;
+    de.end()?;
+    Ok(wanted)
+}
+
+struct Wanted<'f>(&'f [String]);
+
+/// A key: the index of the wanted field it names, if any.
+struct Key<'f>(&'f [String]);
+
+impl<'de> DeserializeSeed<'de> for Key<'_> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key<'_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Option<usize>, E> {
+        Ok(self.0.iter().position(|f| f == key))
+    }
+}
+
+impl<'de> Visitor<'de> for Wanted<'_> {
+    type Value = Option<Vec<Option<Value>>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = vec![None; self.0.len()];
+        while let Some(key) = map.next_key_seed(Key(self.0))? {
+            match key {
+                Some(i) => out[i] = Some(map.next_value::<Value>()?),
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Some(out))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
 fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -163,11 +249,39 @@ mod tests {
         assert_eq!(reason(b"{\"text\": 3}"), SkipReason::NonStringField);
         assert_eq!(reason(b"{\"text\": \"\xff\"}"), SkipReason::InvalidUtf8);
         assert_eq!(reason(b"  "), SkipReason::BlankLine);
+        assert_eq!(reason(b"\"text\""), SkipReason::NotAnObject);
+        assert_eq!(reason(b"null"), SkipReason::NotAnObject);
+        assert_eq!(reason(b"{\"text\": \"a\"} x"), SkipReason::InvalidJson);
+        assert_eq!(
+            reason(b"{\"meta\": {\"a\": [1, }, \"text\": \"a\"}"),
+            SkipReason::InvalidJson
+        );
+        assert_eq!(
+            reason(b"{\"text\": \"a\", \"text\": null}"),
+            SkipReason::NonStringField
+        );
         match extract(
             Payload::Json(br#"{"text": "a\u00e9"}"#.to_vec()),
             &["text".into()],
         ) {
             Extracted::Fields(f) => assert_eq!(f, vec!["a\u{e9}".to_string()]),
+            Extracted::Rejected(_, m) => panic!("{m}"),
+        }
+        // Other fields are skipped whatever they hold; the last of a repeated key counts; an
+        // escaped key still names its field.
+        let line = br#"{"id": 7, "meta": {"x": [1, {"y": null}]}, "te\u0078t": "b", "text": "c"}"#;
+        match extract(Payload::Json(line.to_vec()), &["id".into(), "text".into()]) {
+            Extracted::Rejected(r, m) => assert_eq!(
+                (r, m.as_str()),
+                (
+                    SkipReason::NonStringField,
+                    "field 'id' is a number, not a string"
+                )
+            ),
+            Extracted::Fields(f) => panic!("accepted {f:?}"),
+        }
+        match extract(Payload::Json(line.to_vec()), &["text".into()]) {
+            Extracted::Fields(f) => assert_eq!(f, vec!["c".to_string()]),
             Extracted::Rejected(_, m) => panic!("{m}"),
         }
     }

@@ -57,64 +57,182 @@ pub struct Encoder {
     /// Why the fast path was not taken, when it was not.
     pub fallback_reason: Option<String>,
     added: Vec<AddedToken>,
-    /// Texts that contain none of these byte strings cannot contain an added token, and skip the
-    /// fast encoder's added-token matcher (see `AddedPrefilter`).
-    prefilter: Option<AddedPrefilter>,
+    /// The added-token split done before the fast encoder, which then skips its own matcher.
+    split: Option<AddedSplit>,
 }
 
-/// The first two bytes of every added token (the whole token when shorter), when those are few.
+/// HF's added-token split, done with `memmem` searches instead of the fast encoder's
+/// Aho-Corasick matcher, which costs a quarter of its time on text with Pythia's space-run tokens.
 ///
-/// Every match of an added token contains its first two bytes, in the raw text, as long as the
-/// normalizer cannot produce them from other bytes: true without a normalizer, and for NFC unless
-/// the bytes include one of the three ASCII characters a canonical singleton maps to (U+037E → ';',
-/// U+1FEF → '`', U+212A → 'K'). Pythia's 25 added tokens give two needles, "  " and "<|"; prose
-/// rarely contains either, and the matcher (a quarter of the encoder's time there) is skipped.
-struct AddedPrefilter {
-    needles: Vec<memchr::memmem::Finder<'static>>,
+/// HF splits in two passes: the `normalized: false` tokens on the raw text (leftmost-longest),
+/// then the `normalized: true` tokens on each normalized piece between those matches. The pieces
+/// left over are pre-tokenized and BPE'd one by one, so encoding each of them alone (no added-token
+/// matching) and splicing in the matched tokens' ids gives HF's ids. Every match starts with its
+/// token's first two bytes (the needle), so the passes look only where a needle occurs.
+///
+/// The second pass runs on the raw pieces, which is exact when normalization cannot change where
+/// its tokens match: no normalizer, or NFC and tokens made of spaces (NFC never composes with,
+/// reorders across or produces U+0020, so NFC(a + " " + b) = NFC(a) + " " + NFC(b)). Where that
+/// (or lstrip/rstrip/single_word, which this split does not do) rules the split out, the needles
+/// still prove a text free of added tokens, and a text with one goes to the fast encoder whole.
+/// Pythia's 25 added tokens give two needles, "<|" (raw) and "  " (normalized).
+struct AddedSplit {
+    raw: SplitPass,
+    normalized: SplitPass,
+    /// Whether the two passes reproduce HF's split (see above).
+    exact: bool,
 }
 
-/// More needles than this and the prescan stops paying for itself.
+/// One pass: tokens grouped by needle, each group's tokens longest first.
+struct SplitPass {
+    groups: Vec<(memchr::memmem::Finder<'static>, Vec<TokenBytes>)>,
+}
+
+/// An added token's content and id.
+type TokenBytes = (Vec<u8>, u32);
+
+/// A piece of a text after the split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Piece<'a> {
+    /// Text with no added token in it: encoded without added-token matching.
+    Plain(&'a str),
+    /// A matched added token.
+    Token(u32),
+    /// A text the split cannot do: the fast encoder matches its added tokens.
+    Whole(&'a str),
+}
+
+/// More needles than this per pass and the searches stop paying for themselves.
 const MAX_NEEDLES: usize = 4;
 
-impl AddedPrefilter {
-    fn new(json: &Value, added: &[AddedToken]) -> Option<AddedPrefilter> {
-        let nfc_safe = |n: &[u8]| !n.iter().any(|b| matches!(b, b';' | b'`' | b'K'));
-        let normalizer = &json["normalizer"];
-        let normalizer_ok = match normalizer {
-            Value::Null => true,
-            _ => normalizer["type"].as_str() == Some("NFC"),
-        };
-        if !normalizer_ok {
+impl SplitPass {
+    fn new(tokens: &[&AddedToken]) -> Option<SplitPass> {
+        let mut groups: Vec<(Vec<u8>, Vec<TokenBytes>)> = Vec::new();
+        for t in tokens {
+            let bytes = t.content.as_bytes();
+            let needle = bytes[..bytes.len().min(2)].to_vec();
+            match groups.iter_mut().find(|(n, _)| *n == needle) {
+                Some((_, g)) => g.push((bytes.to_vec(), t.id)),
+                None => groups.push((needle, vec![(bytes.to_vec(), t.id)])),
+            }
+        }
+        if groups.len() > MAX_NEEDLES {
             return None;
         }
-        let mut needles: Vec<Vec<u8>> = added
-            .iter()
-            .map(|t| t.content.as_bytes()[..t.content.len().min(2)].to_vec())
-            .collect();
-        needles.sort();
-        needles.dedup();
-        let nfc = !normalizer.is_null();
-        if needles.is_empty()
-            || needles.len() > MAX_NEEDLES
-            || needles
-                .iter()
-                .any(|n| n.is_empty() || (nfc && !nfc_safe(n)))
-        {
-            return None;
-        }
-        Some(AddedPrefilter {
-            needles: needles
-                .iter()
-                .map(|n| memchr::memmem::Finder::new(n).into_owned())
+        Some(SplitPass {
+            groups: groups
+                .into_iter()
+                .map(|(needle, mut toks)| {
+                    toks.sort_by_key(|(t, _)| std::cmp::Reverse(t.len()));
+                    (memchr::memmem::Finder::new(&needle).into_owned(), toks)
+                })
                 .collect(),
         })
     }
 
-    /// Whether `text` may contain an added token.
     fn may_match(&self, text: &str) -> bool {
-        self.needles
+        self.groups
             .iter()
-            .any(|f| f.find(text.as_bytes()).is_some())
+            .any(|(f, _)| f.find(text.as_bytes()).is_some())
+    }
+
+    /// Leftmost-longest matches of the pass's tokens in `text`, with the text between them.
+    fn split<'a>(&self, text: &'a str, emit: &mut impl FnMut(Piece<'a>)) {
+        let bytes = text.as_bytes();
+        let find = |g: usize, from: usize| self.groups[g].0.find(&bytes[from..]).map(|i| i + from);
+        // Each needle's next occurrence at or after `pos`, searched again only once passed.
+        let mut next: Vec<Option<usize>> = (0..self.groups.len()).map(|g| find(g, 0)).collect();
+        let (mut pos, mut start) = (0, 0);
+        loop {
+            for (g, hit) in next.iter_mut().enumerate() {
+                if matches!(*hit, Some(h) if h < pos) {
+                    *hit = find(g, pos);
+                }
+            }
+            let Some(p) = next.iter().flatten().copied().min() else {
+                break;
+            };
+            let longest = self
+                .groups
+                .iter()
+                .zip(&next)
+                .filter(|(_, hit)| **hit == Some(p))
+                .filter_map(|((_, toks), _)| toks.iter().find(|(t, _)| bytes[p..].starts_with(t)))
+                .max_by_key(|(t, _)| t.len());
+            match longest {
+                Some((t, id)) => {
+                    // `p` and `p + t.len()` are char boundaries: a whole token (valid UTF-8)
+                    // matched there in valid UTF-8.
+                    if start < p {
+                        emit(Piece::Plain(&text[start..p]));
+                    }
+                    emit(Piece::Token(*id));
+                    pos = p + t.len();
+                    start = pos;
+                }
+                None => pos = p + 1,
+            }
+        }
+        if start < text.len() {
+            emit(Piece::Plain(&text[start..]));
+        }
+    }
+}
+
+impl AddedSplit {
+    fn new(json: &Value, added: &[AddedToken]) -> Option<AddedSplit> {
+        let normalizer = &json["normalizer"];
+        let nfc = normalizer["type"].as_str() == Some("NFC");
+        if !(normalizer.is_null() || nfc) || added.iter().any(|t| t.content.is_empty()) {
+            return None;
+        }
+        let (raw, normalized): (Vec<&AddedToken>, Vec<&AddedToken>) =
+            added.iter().partition(|t| !t.normalized);
+        // Without the exact split the needles must still prove absence, so under NFC a needle
+        // must be bytes NFC cannot produce from others: ASCII (composition makes only non-ASCII
+        // characters, "e" + U+0301 → "é") except the three characters a canonical singleton maps
+        // to (U+037E → ';', U+1FEF → '`', U+212A → 'K').
+        let nfc_safe = |t: &&AddedToken| {
+            t.content.as_bytes()[..t.content.len().min(2)]
+                .iter()
+                .all(|b| b.is_ascii() && !matches!(b, b';' | b'`' | b'K'))
+        };
+        let mut contents: Vec<&str> = added.iter().map(|t| t.content.as_str()).collect();
+        contents.sort_unstable();
+        let unique = contents.windows(2).all(|w| w[0] != w[1]);
+        let exact = unique
+            && added
+                .iter()
+                .all(|t| !t.lstrip && !t.rstrip && !t.single_word)
+            && (!nfc
+                || normalized
+                    .iter()
+                    .all(|t| t.content.bytes().all(|b| b == b' ')));
+        if !exact && nfc && !normalized.iter().all(nfc_safe) {
+            return None;
+        }
+        Some(AddedSplit {
+            raw: SplitPass::new(&raw)?,
+            normalized: SplitPass::new(&normalized)?,
+            exact,
+        })
+    }
+
+    /// The pieces of `text`, in order.
+    fn split<'a>(&self, text: &'a str, emit: &mut impl FnMut(Piece<'a>)) {
+        if !self.exact {
+            let any = self.raw.may_match(text) || self.normalized.may_match(text);
+            emit(if any {
+                Piece::Whole(text)
+            } else {
+                Piece::Plain(text)
+            });
+            return;
+        }
+        self.raw.split(text, &mut |piece| match piece {
+            Piece::Plain(t) => self.normalized.split(t, emit),
+            other => emit(other),
+        });
     }
 }
 
@@ -123,6 +241,10 @@ struct AddedToken {
     content: String,
     id: u32,
     special: bool,
+    normalized: bool,
+    lstrip: bool,
+    rstrip: bool,
+    single_word: bool,
 }
 
 /// Special tokens that end a document, in the order they are looked for.
@@ -175,7 +297,7 @@ impl Encoder {
         let fingerprint = hex::encode(Sha256::digest(bytes));
         let (vocab_size, added) =
             vocab_facts(&json).ok_or_else(|| terr("has no model vocabulary".into()))?;
-        let prefilter = AddedPrefilter::new(&json, &added);
+        let split = AddedSplit::new(&json, &added);
 
         // Truncation and padding configured in the tokenizer.json are switched off in both
         // encoders: a data pipeline must never cut or pad documents.
@@ -217,15 +339,15 @@ impl Encoder {
             vocab_size,
             fallback_reason,
             added,
-            prefilter,
+            split,
         })
     }
 
-    /// The fast encoder's policy for `text`: no added-token matching where none can occur.
-    fn policy(&self, text: &str) -> fastokens::AddedTokenPolicy {
-        match &self.prefilter {
-            Some(p) if !p.may_match(text) => fastokens::AddedTokenPolicy::None,
-            _ => fastokens::AddedTokenPolicy::All,
+    /// The pieces of `text` for the fast encoder (one `Whole` piece without a split).
+    fn pieces<'a>(&self, text: &'a str, emit: &mut impl FnMut(Piece<'a>)) {
+        match &self.split {
+            Some(split) => split.split(text, emit),
+            None => emit(Piece::Whole(text)),
         }
     }
 
@@ -243,12 +365,7 @@ impl Encoder {
     /// Ids of `text` without post-processor special tokens (added tokens in the text still match).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         match &self.backend {
-            Backend::Fast(t) => {
-                let mut ids = t
-                    .encode_batch_unpadded::<Vec<u32>, &str>(&[text], false, self.policy(text))
-                    .map_err(|e| self.encode_error(e))?;
-                Ok(ids.pop().unwrap_or_default())
-            }
+            Backend::Fast(_) => Ok(self.encode_batch(&[text])?.pop().unwrap_or_default()),
             Backend::Hf(t) => t
                 .encode_fast(text, false)
                 .map(|enc| enc.get_ids().to_vec())
@@ -259,37 +376,84 @@ impl Encoder {
         }
     }
 
-    /// Ids of each text. The fast encoder spreads the batch (and long texts) over its own worker
-    /// threads (`FASTOKENS_BPE_THREADS`); the HF encoder over the current rayon pool.
+    /// Ids of each text. The fast encoder spreads the batch over its own worker threads
+    /// (`FASTOKENS_BPE_THREADS`); the HF encoder over the current rayon pool.
     pub fn encode_batch(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
-        match &self.backend {
-            Backend::Fast(t) => {
-                // Two calls, one per policy, then the ids back in the texts' order.
-                let (plain, matched): (Vec<usize>, Vec<usize>) = (0..texts.len())
-                    .partition(|&i| self.policy(texts[i]) == fastokens::AddedTokenPolicy::None);
-                let mut out: Vec<Vec<u32>> = vec![Vec::new(); texts.len()];
-                for (which, policy) in [
-                    (plain, fastokens::AddedTokenPolicy::None),
-                    (matched, fastokens::AddedTokenPolicy::All),
-                ] {
-                    if which.is_empty() {
-                        continue;
-                    }
-                    let batch: Vec<&str> = which.iter().map(|&i| texts[i]).collect();
-                    let ids = t
-                        .encode_batch_unpadded::<Vec<u32>, &str>(&batch, false, policy)
-                        .map_err(|e| self.encode_error(e))?;
-                    for (i, ids) in which.into_iter().zip(ids) {
-                        out[i] = ids;
-                    }
-                }
-                Ok(out)
-            }
+        let t = match &self.backend {
+            Backend::Fast(t) => t,
             Backend::Hf(_) => {
                 use rayon::prelude::*;
-                texts.par_iter().map(|t| self.encode(t)).collect()
+                return texts.par_iter().map(|t| self.encode(t)).collect();
             }
+        };
+        // Every text's pieces, in order; the plain and whole ones are encoded in one call each,
+        // then each text's ids are spliced back together.
+        enum Part {
+            Plain(usize),
+            Whole(usize),
+            Token(u32),
         }
+        let (mut plain, mut whole): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
+        let mut parts: Vec<Part> = Vec::with_capacity(texts.len());
+        let mut ends: Vec<usize> = Vec::with_capacity(texts.len());
+        for text in texts {
+            self.pieces(text, &mut |piece| {
+                parts.push(match piece {
+                    Piece::Plain(p) => {
+                        plain.push(p);
+                        Part::Plain(plain.len() - 1)
+                    }
+                    Piece::Whole(w) => {
+                        whole.push(w);
+                        Part::Whole(whole.len() - 1)
+                    }
+                    Piece::Token(id) => Part::Token(id),
+                })
+            });
+            ends.push(parts.len());
+        }
+        let run = |batch: &[&str], policy| -> Result<Vec<Vec<u32>>> {
+            if batch.is_empty() {
+                return Ok(Vec::new());
+            }
+            t.encode_batch_unpadded::<Vec<u32>, &str>(batch, false, policy)
+                .map_err(|e| self.encode_error(e))
+        };
+        let mut plain_ids = run(&plain, fastokens::AddedTokenPolicy::None)?;
+        let mut whole_ids = run(&whole, fastokens::AddedTokenPolicy::All)?;
+        let mut start = 0;
+        Ok(ends
+            .into_iter()
+            .map(|end| {
+                let text_parts = &parts[start..end];
+                start = end;
+                // The common case, one piece: its ids as they are, no copy.
+                if let [part] = text_parts {
+                    match part {
+                        Part::Plain(i) => return std::mem::take(&mut plain_ids[*i]),
+                        Part::Whole(i) => return std::mem::take(&mut whole_ids[*i]),
+                        Part::Token(id) => return vec![*id],
+                    }
+                }
+                let len = text_parts
+                    .iter()
+                    .map(|p| match p {
+                        Part::Plain(i) => plain_ids[*i].len(),
+                        Part::Whole(i) => whole_ids[*i].len(),
+                        Part::Token(_) => 1,
+                    })
+                    .sum();
+                let mut ids = Vec::with_capacity(len);
+                for p in text_parts {
+                    match p {
+                        Part::Plain(i) => ids.extend_from_slice(&plain_ids[*i]),
+                        Part::Whole(i) => ids.extend_from_slice(&whole_ids[*i]),
+                        Part::Token(id) => ids.push(*id),
+                    }
+                }
+                ids
+            })
+            .collect())
     }
 
     fn encode_error(&self, e: impl std::fmt::Display) -> Error {
@@ -380,10 +544,17 @@ fn vocab_facts(json: &Value) -> Option<(u64, Vec<AddedToken>)> {
         .map(|a| {
             a.iter()
                 .filter_map(|t| {
+                    let flag = |name: &str, default: bool| t[name].as_bool().unwrap_or(default);
+                    let special = flag("special", false);
                     Some(AddedToken {
                         content: t["content"].as_str()?.to_string(),
                         id: t["id"].as_u64()? as u32,
-                        special: t["special"].as_bool().unwrap_or(false),
+                        special,
+                        // HF's default: special tokens are matched on the raw text.
+                        normalized: flag("normalized", !special),
+                        lstrip: flag("lstrip", false),
+                        rstrip: flag("rstrip", false),
+                        single_word: flag("single_word", false),
                     })
                 })
                 .collect()
@@ -402,41 +573,169 @@ mod tests {
         Encoder::from_file(&p, EncoderChoice::Auto).unwrap()
     }
 
+    fn pythia_path() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/pythia.json")
+    }
+
+    /// Texts where an added-token split can go wrong: tokens in text, near-misses, space runs
+    /// longer than the longest token, NFC changes next to spaces.
+    const ADVERSARIAL: &[&str] = &[
+        "Plain prose, one space between words.",
+        "def f():\n    return 1  # indented code: runs of spaces are added tokens",
+        "a<|endoftext|>b<|padding|>c <|endoftext|> d",
+        "<|endoftext|>",
+        "<|endoftext|><|padding|><|endoftext|>",
+        "<|<|endoftext|>|>",
+        "<|endoftext",
+        "<| not a token |>",
+        "  <|endoftext|>  x",
+        "x                                 y (33 spaces)",
+        "48:                                                x",
+        "49:                                                 x",
+        " ",
+        "  ",
+        "   ",
+        "",
+        "<",
+        "end with <|",
+        "caf\u{e9} \u{37e} Kelvin \u{212a} na\u{ef}ve  double",
+        "combining after spaces:  \u{301}a   \u{308}\u{301}b e\u{301}  e\u{301}",
+        "\t\t  \t mixed whitespace  \n  \n",
+        "\u{4e2d}\u{6587}  \u{65e5}\u{672c}\u{8a9e}  \u{1f600}  ",
+    ];
+
     #[test]
-    fn skipping_the_added_token_matcher_keeps_the_ids() {
+    fn the_added_token_split_gives_hf_ids() {
         let fast = pythia();
-        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/pythia.json");
-        let hf = Encoder::from_file(&p, EncoderChoice::Hf).unwrap();
-        let needles = fast.prefilter.as_ref().map(|f| f.needles.len());
+        let hf = Encoder::from_file(&pythia_path(), EncoderChoice::Hf).unwrap();
+        let split = fast
+            .split
+            .as_ref()
+            .expect("Pythia's added tokens can be split");
+        assert!(split.exact);
         assert_eq!(
-            needles,
-            Some(2),
-            "Pythia's added tokens start with \"  \" or \"<|\""
+            (split.raw.groups.len(), split.normalized.groups.len()),
+            (1, 1),
+            "Pythia's added tokens start with \"<|\" (raw) or \"  \" (normalized)"
         );
-        let texts = [
-            "Plain prose, one space between words.",
-            "def f():\n    return 1  # indented code: runs of spaces are added tokens",
-            "a<|endoftext|>b<|padding|>c <|endoftext|> d",
-            "<|endoftext|>",
-            "<|endoftext",
-            "<| not a token |>",
-            "x                                 y (33 spaces)",
-            " ",
-            "  ",
-            "",
-            "caf\u{e9} \u{37e} Kelvin \u{212a} na\u{ef}ve  double",
-        ];
-        for t in texts {
+        for t in ADVERSARIAL {
             assert_eq!(fast.encode(t).unwrap(), hf.encode(t).unwrap(), "{t:?}");
         }
-        let plain = fast.policy(texts[0]);
-        assert_eq!(plain, fastokens::AddedTokenPolicy::None);
-        assert_eq!(fast.policy(texts[1]), fastokens::AddedTokenPolicy::All);
-        assert_eq!(fast.policy(texts[2]), fastokens::AddedTokenPolicy::All);
-        // A batch mixing both kinds comes back in its own order.
-        let batch: Vec<&str> = texts.to_vec();
-        let want: Vec<Vec<u32>> = texts.iter().map(|t| hf.encode(t).unwrap()).collect();
-        assert_eq!(fast.encode_batch(&batch).unwrap(), want);
+        let mut pieces = Vec::new();
+        fast.pieces("a  <|endoftext|>b", &mut |p| pieces.push(p));
+        assert_eq!(
+            pieces,
+            [
+                Piece::Plain("a"),
+                Piece::Token(50276),
+                Piece::Token(0),
+                Piece::Plain("b")
+            ]
+        );
+        // A batch comes back in its own order.
+        let want: Vec<Vec<u32>> = ADVERSARIAL.iter().map(|t| hf.encode(t).unwrap()).collect();
+        assert_eq!(fast.encode_batch(ADVERSARIAL).unwrap(), want);
+    }
+
+    /// A tokenizer.json: Pythia's with `normalizer` and extra added tokens replaced.
+    fn variant(dir: &Path, name: &str, normalizer: Value, extra: Value) -> PathBuf {
+        let mut json: Value =
+            serde_json::from_slice(&std::fs::read(pythia_path()).unwrap()).unwrap();
+        json["normalizer"] = normalizer;
+        json["added_tokens"]
+            .as_array_mut()
+            .unwrap()
+            .extend(extra.as_array().unwrap().iter().cloned());
+        let path = dir.join(name);
+        std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+        path
+    }
+
+    fn token(id: u32, content: &str, normalized: bool, lstrip: bool) -> Value {
+        serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": lstrip,
+                           "rstrip": false, "normalized": normalized, "special": false})
+    }
+
+    #[test]
+    fn the_split_follows_hf_across_its_two_passes_and_falls_back_when_it_cannot() {
+        let dir = tempfile::tempdir().unwrap();
+        let texts = [
+            "xqbqzj",
+            "xxqbqzj bqzj xqbq",
+            "bqzjxqbq",
+            "a  b",
+            "xqbq  bqzj",
+            " bqzj  bqzj",
+            "plain",
+        ];
+        // Raw "bqzj" is matched before normalized "xqbq", although "xqbq" starts further left.
+        let two_pass = variant(
+            dir.path(),
+            "two-pass.json",
+            Value::Null,
+            serde_json::json!([
+                token(50277, "bqzj", false, false),
+                token(50278, "xqbq", true, false),
+            ]),
+        );
+        // lstrip is not done by the split: texts with a needle go to the fast encoder whole.
+        let lstrip = variant(
+            dir.path(),
+            "lstrip.json",
+            Value::Null,
+            serde_json::json!([token(50277, "bqzj", false, true)]),
+        );
+        // Under NFC a normalized token other than spaces may match only after normalization:
+        // no split, but an ASCII needle still proves a text free of it...
+        let nfc = serde_json::json!({"type": "NFC"});
+        let nfc_ascii = variant(
+            dir.path(),
+            "nfc-ascii.json",
+            nfc.clone(),
+            serde_json::json!([token(50277, "bq\u{e9}", true, false)]),
+        );
+        // ...and a needle NFC can compose ("e" + U+0301 → "é") proves nothing.
+        let nfc_composed = variant(
+            dir.path(),
+            "nfc-composed.json",
+            nfc,
+            serde_json::json!([token(50277, "\u{e9}t\u{e9}", true, false)]),
+        );
+        let extra = [
+            "e\u{301}te\u{301}",
+            "\u{e9}t\u{e9}  \u{e9}te\u{301}",
+            "bqe\u{301} bq\u{e9}",
+        ];
+        let cases = [
+            (&two_pass, Some(true)),
+            (&lstrip, Some(false)),
+            (&nfc_ascii, Some(false)),
+            (&nfc_composed, None),
+        ];
+        for (path, exact) in cases {
+            let fast = Encoder::from_file(path, EncoderChoice::Auto).unwrap();
+            let hf = Encoder::from_file(path, EncoderChoice::Hf).unwrap();
+            let Backend::Fast(whole) = &fast.backend else {
+                panic!("{path:?} is not on the fast encoder")
+            };
+            assert_eq!(fast.split.as_ref().map(|s| s.exact), exact, "{path:?}");
+            for t in texts.iter().chain(ADVERSARIAL).chain(&extra) {
+                let ids = fast.encode(t).unwrap();
+                // The fallback is the fast encoder's own matcher, unchanged. (With the split,
+                // "xqbqzj" differs from it: fastokens 0.3.5 matches both passes' tokens at once.)
+                if exact != Some(true) {
+                    let unsplit = whole
+                        .encode_with_policy(t, false, fastokens::AddedTokenPolicy::All)
+                        .unwrap();
+                    assert_eq!(ids, unsplit, "{path:?} {t:?}");
+                }
+                // fastokens 0.3.5 matches a normalized "  " before a raw lstrip token that would
+                // absorb it, where HF's raw pass comes first: not this split's to mend.
+                if !(path == &lstrip && t.contains("  bqzj")) {
+                    assert_eq!(ids, hf.encode(t).unwrap(), "{path:?} {t:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -11,6 +11,12 @@ mod tokenizer;
 
 use pyo3::prelude::*;
 
+/// The encoders allocate a vector per text piece and per batch, from several threads at once:
+/// mimalloc's thread-local heaps make that several percent of prepare's CPU cheaper than glibc's
+/// malloc. It serves only the Rust allocations of this module; Python keeps its own allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", midmix_core::VERSION)?;
