@@ -83,13 +83,55 @@ struct AddedSplit {
     exact: bool,
 }
 
-/// One pass: tokens grouped by needle, each group's tokens longest first.
+/// One pass: tokens grouped by needle.
 struct SplitPass {
-    groups: Vec<(memchr::memmem::Finder<'static>, Vec<TokenBytes>)>,
+    groups: Vec<(memchr::memmem::Finder<'static>, Group)>,
 }
 
 /// An added token's content and id.
-type TokenBytes = (Vec<u8>, u32);
+type Token = (Vec<u8>, u32);
+
+/// The tokens that start with one needle.
+enum Group {
+    /// Contents and ids, longest first.
+    Tokens(Vec<Token>),
+    /// Runs of one byte (Pythia's spaces): `ids[n]` is the token of n bytes, if there is one. The
+    /// longest match is found from the run's length, not by comparing every token.
+    Run { byte: u8, ids: Vec<Option<u32>> },
+}
+
+impl Group {
+    fn new(mut toks: Vec<Token>) -> Group {
+        let byte = toks[0].0[0];
+        if toks.iter().all(|(t, _)| t.iter().all(|&b| b == byte)) {
+            let mut ids = vec![None; toks.iter().map(|(t, _)| t.len()).max().unwrap_or(0) + 1];
+            for (t, id) in toks {
+                ids[t.len()] = Some(id);
+            }
+            return Group::Run { byte, ids };
+        }
+        toks.sort_by_key(|(t, _)| std::cmp::Reverse(t.len()));
+        Group::Tokens(toks)
+    }
+
+    /// The longest token of the group at the start of `text`: (length, id).
+    fn longest(&self, text: &[u8]) -> Option<(usize, u32)> {
+        match self {
+            Group::Tokens(toks) => toks
+                .iter()
+                .find(|(t, _)| text.starts_with(t))
+                .map(|(t, id)| (t.len(), *id)),
+            Group::Run { byte, ids } => {
+                let run = text
+                    .iter()
+                    .take(ids.len() - 1)
+                    .take_while(|&&b| b == *byte)
+                    .count();
+                (1..=run).rev().find_map(|n| ids[n].map(|id| (n, id)))
+            }
+        }
+    }
+}
 
 /// A piece of a text after the split.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,13 +149,13 @@ const MAX_NEEDLES: usize = 4;
 
 impl SplitPass {
     fn new(tokens: &[&AddedToken]) -> Option<SplitPass> {
-        let mut groups: Vec<(Vec<u8>, Vec<TokenBytes>)> = Vec::new();
+        let mut groups: Vec<(Vec<u8>, Vec<Token>)> = Vec::new();
         for t in tokens {
             let bytes = t.content.as_bytes();
             let needle = bytes[..bytes.len().min(2)].to_vec();
             match groups.iter_mut().find(|(n, _)| *n == needle) {
-                Some((_, g)) => g.push((bytes.to_vec(), t.id)),
-                None => groups.push((needle, vec![(bytes.to_vec(), t.id)])),
+                Some((_, g)) => g.push((bytes.to_vec(), t.matched_id)),
+                None => groups.push((needle, vec![(bytes.to_vec(), t.matched_id)])),
             }
         }
         if groups.len() > MAX_NEEDLES {
@@ -122,9 +164,11 @@ impl SplitPass {
         Some(SplitPass {
             groups: groups
                 .into_iter()
-                .map(|(needle, mut toks)| {
-                    toks.sort_by_key(|(t, _)| std::cmp::Reverse(t.len()));
-                    (memchr::memmem::Finder::new(&needle).into_owned(), toks)
+                .map(|(needle, toks)| {
+                    (
+                        memchr::memmem::Finder::new(&needle).into_owned(),
+                        Group::new(toks),
+                    )
                 })
                 .collect(),
         })
@@ -157,17 +201,17 @@ impl SplitPass {
                 .iter()
                 .zip(&next)
                 .filter(|(_, hit)| **hit == Some(p))
-                .filter_map(|((_, toks), _)| toks.iter().find(|(t, _)| bytes[p..].starts_with(t)))
-                .max_by_key(|(t, _)| t.len());
+                .filter_map(|((_, group), _)| group.longest(&bytes[p..]))
+                .max_by_key(|&(len, _)| len);
             match longest {
-                Some((t, id)) => {
-                    // `p` and `p + t.len()` are char boundaries: a whole token (valid UTF-8)
-                    // matched there in valid UTF-8.
+                Some((len, id)) => {
+                    // `p` and `p + len` are char boundaries: a whole token (valid UTF-8) matched
+                    // there in valid UTF-8.
                     if start < p {
                         emit(Piece::Plain(&text[start..p]));
                     }
-                    emit(Piece::Token(*id));
-                    pos = p + t.len();
+                    emit(Piece::Token(id));
+                    pos = p + len;
                     start = pos;
                 }
                 None => pos = p + 1,
@@ -240,6 +284,8 @@ impl AddedSplit {
 struct AddedToken {
     content: String,
     id: u32,
+    /// The id a match of it gives (see `vocab_facts`).
+    matched_id: u32,
     special: bool,
     normalized: bool,
     lstrip: bool,
@@ -365,7 +411,7 @@ impl Encoder {
     /// Ids of `text` without post-processor special tokens (added tokens in the text still match).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         match &self.backend {
-            Backend::Fast(_) => Ok(self.encode_batch(&[text])?.pop().unwrap_or_default()),
+            Backend::Fast(t) => self.encode_fast(t, text),
             Backend::Hf(t) => t
                 .encode_fast(text, false)
                 .map(|enc| enc.get_ids().to_vec())
@@ -377,83 +423,43 @@ impl Encoder {
     }
 
     /// Ids of each text. The fast encoder spreads the batch over its own worker threads
-    /// (`FASTOKENS_BPE_THREADS`); the HF encoder over the current rayon pool.
+    /// (`FASTOKENS_BPE_THREADS`), a text per task; the HF encoder over the current rayon pool.
     pub fn encode_batch(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
-        let t = match &self.backend {
-            Backend::Fast(t) => t,
+        match &self.backend {
+            Backend::Fast(t) => {
+                fastokens::fanout::map(texts.len(), |i| self.encode_fast(t, texts[i]))
+                    .into_iter()
+                    .collect()
+            }
             Backend::Hf(_) => {
                 use rayon::prelude::*;
-                return texts.par_iter().map(|t| self.encode(t)).collect();
+                texts.par_iter().map(|t| self.encode(t)).collect()
             }
-        };
-        // Every text's pieces, in order; the plain and whole ones are encoded in one call each,
-        // then each text's ids are spliced back together.
-        enum Part {
-            Plain(usize),
-            Whole(usize),
-            Token(u32),
         }
-        let (mut plain, mut whole): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
-        let mut parts: Vec<Part> = Vec::with_capacity(texts.len());
-        let mut ends: Vec<usize> = Vec::with_capacity(texts.len());
-        for text in texts {
-            self.pieces(text, &mut |piece| {
-                parts.push(match piece {
-                    Piece::Plain(p) => {
-                        plain.push(p);
-                        Part::Plain(plain.len() - 1)
-                    }
-                    Piece::Whole(w) => {
-                        whole.push(w);
-                        Part::Whole(whole.len() - 1)
-                    }
-                    Piece::Token(id) => Part::Token(id),
-                })
-            });
-            ends.push(parts.len());
-        }
-        let run = |batch: &[&str], policy| -> Result<Vec<Vec<u32>>> {
-            if batch.is_empty() {
-                return Ok(Vec::new());
+    }
+
+    /// One text on the fast encoder: its pieces encoded in order on this thread, the matched
+    /// added tokens' ids spliced in between.
+    fn encode_fast(&self, t: &fastokens::Tokenizer, text: &str) -> Result<Vec<u32>> {
+        let mut ids: Vec<u32> = Vec::new();
+        let mut failure = None;
+        self.pieces(text, &mut |piece| {
+            let (piece, policy) = match piece {
+                _ if failure.is_some() => return,
+                Piece::Token(id) => return ids.push(id),
+                Piece::Plain(p) => (p, fastokens::AddedTokenPolicy::None),
+                Piece::Whole(w) => (w, fastokens::AddedTokenPolicy::All),
+            };
+            match t.encode_unpadded::<Vec<u32>>(piece, false, policy) {
+                Ok(piece_ids) if ids.is_empty() => ids = piece_ids,
+                Ok(piece_ids) => ids.extend_from_slice(&piece_ids),
+                Err(e) => failure = Some(self.encode_error(e)),
             }
-            t.encode_batch_unpadded::<Vec<u32>, &str>(batch, false, policy)
-                .map_err(|e| self.encode_error(e))
-        };
-        let mut plain_ids = run(&plain, fastokens::AddedTokenPolicy::None)?;
-        let mut whole_ids = run(&whole, fastokens::AddedTokenPolicy::All)?;
-        let mut start = 0;
-        Ok(ends
-            .into_iter()
-            .map(|end| {
-                let text_parts = &parts[start..end];
-                start = end;
-                // The common case, one piece: its ids as they are, no copy.
-                if let [part] = text_parts {
-                    match part {
-                        Part::Plain(i) => return std::mem::take(&mut plain_ids[*i]),
-                        Part::Whole(i) => return std::mem::take(&mut whole_ids[*i]),
-                        Part::Token(id) => return vec![*id],
-                    }
-                }
-                let len = text_parts
-                    .iter()
-                    .map(|p| match p {
-                        Part::Plain(i) => plain_ids[*i].len(),
-                        Part::Whole(i) => whole_ids[*i].len(),
-                        Part::Token(_) => 1,
-                    })
-                    .sum();
-                let mut ids = Vec::with_capacity(len);
-                for p in text_parts {
-                    match p {
-                        Part::Plain(i) => ids.extend_from_slice(&plain_ids[*i]),
-                        Part::Whole(i) => ids.extend_from_slice(&whole_ids[*i]),
-                        Part::Token(id) => ids.push(*id),
-                    }
-                }
-                ids
-            })
-            .collect())
+        });
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(ids),
+        }
     }
 
     fn encode_error(&self, e: impl std::fmt::Display) -> Error {
@@ -491,7 +497,7 @@ impl Encoder {
             self.added
                 .iter()
                 .find(|t| t.special && t.content == *name)
-                .map(|t| (t.content.clone(), t.id))
+                .map(|t| (t.content.clone(), t.matched_id))
         })
     }
 
@@ -532,7 +538,7 @@ fn read_tokenizer(path: &Path) -> Result<Vec<u8>> {
     })
 }
 
-/// (largest id + 1, added tokens as (content, id, special)) from a tokenizer.json.
+/// (largest id + 1, the added tokens) from a tokenizer.json.
 fn vocab_facts(json: &Value) -> Option<(u64, Vec<AddedToken>)> {
     let model_max = match &json["model"]["vocab"] {
         Value::Object(m) => m.values().filter_map(Value::as_u64).max().map(|m| m + 1),
@@ -546,9 +552,13 @@ fn vocab_facts(json: &Value) -> Option<(u64, Vec<AddedToken>)> {
                 .filter_map(|t| {
                     let flag = |name: &str, default: bool| t[name].as_bool().unwrap_or(default);
                     let special = flag("special", false);
+                    let content = t["content"].as_str()?;
+                    let id = t["id"].as_u64()? as u32;
                     Some(AddedToken {
-                        content: t["content"].as_str()?.to_string(),
-                        id: t["id"].as_u64()? as u32,
+                        content: content.to_string(),
+                        id,
+                        // HF gives an added token that is also a vocabulary entry the entry's id.
+                        matched_id: model_id(&json["model"]["vocab"], content).unwrap_or(id),
                         special,
                         // HF's default: special tokens are matched on the raw text.
                         normalized: flag("normalized", !special),
@@ -562,6 +572,19 @@ fn vocab_facts(json: &Value) -> Option<(u64, Vec<AddedToken>)> {
         .unwrap_or_default();
     let added_max = added.iter().map(|t| t.id as u64 + 1).max().unwrap_or(0);
     Some((model_max.max(added_max), added))
+}
+
+/// The id of `content` in a model vocabulary: an object of token → id, or a Unigram list of
+/// [token, score] whose index is the id.
+fn model_id(vocab: &Value, content: &str) -> Option<u32> {
+    match vocab {
+        Value::Object(m) => m.get(content)?.as_u64().map(|id| id as u32),
+        Value::Array(a) => a
+            .iter()
+            .position(|e| e[0].as_str() == Some(content))
+            .map(|i| i as u32),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -666,6 +689,7 @@ mod tests {
             "a  b",
             "xqbq  bqzj",
             " bqzj  bqzj",
+            "- -- --- ---- ----- ------- --------x",
             "plain",
         ];
         // Raw "bqzj" is matched before normalized "xqbq", although "xqbq" starts further left.
@@ -676,6 +700,9 @@ mod tests {
             serde_json::json!([
                 token(50277, "bqzj", false, false),
                 token(50278, "xqbq", true, false),
+                // A run group with a gap: no token of three dashes.
+                token(50279, "--", true, false),
+                token(50280, "----", true, false),
             ]),
         );
         // lstrip is not done by the split: texts with a needle go to the fast encoder whole.

@@ -154,10 +154,11 @@ impl ShardFormat {
     }
 
     /// A shard file: `u32 N | u32 offsets[N+1] | config JSON | samples`, given where each sample ends.
-    pub fn assemble(&self, ends: &[u32], data: &[u8]) -> Vec<u8> {
+    pub fn assemble_into(&self, ends: &[u32], data: &[u8], bytes: &mut Vec<u8>) {
         let n = ends.len();
         let header = 4 + 4 * (n + 1) + self.config_json.len();
-        let mut bytes = Vec::with_capacity(header + data.len());
+        bytes.clear();
+        bytes.reserve(header + data.len());
         bytes.extend_from_slice(&(n as u32).to_le_bytes());
         bytes.extend_from_slice(&(header as u32).to_le_bytes());
         for &end in ends {
@@ -165,7 +166,6 @@ impl ShardFormat {
         }
         bytes.extend_from_slice(self.config_json.as_bytes());
         bytes.extend_from_slice(data);
-        bytes
     }
 
     /// Hash, compress and write shard `index`; returns its `index.json` entry.

@@ -30,6 +30,8 @@ pub struct MdsWriter {
     samples_written: u64,
     tx: Option<mpsc::SyncSender<FlushJob>>,
     flusher: Option<thread::JoinHandle<Result<Vec<Value>>>>,
+    /// Shard buffers the flusher is done with.
+    spare: mpsc::Receiver<Vec<u8>>,
     scratch: Vec<u8>,
 }
 
@@ -38,23 +40,34 @@ impl MdsWriter {
         let format = ShardFormat::new(columns, opts)?;
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let (tx, rx) = mpsc::sync_channel::<FlushJob>(2);
+        let (spare_tx, spare) = mpsc::sync_channel::<Vec<u8>>(2);
         let flush_dir = dir.to_path_buf();
         let flush_format = format.clone();
         let flusher = thread::spawn(move || -> Result<Vec<Value>> {
             rx.into_iter()
-                .map(|job| flush_format.write_shard(&flush_dir, job.index, job.samples, &job.bytes))
+                .map(|job| {
+                    let entry =
+                        flush_format.write_shard(&flush_dir, job.index, job.samples, &job.bytes);
+                    // The buffer goes back for a later shard: refilling memory already mapped
+                    // costs less than a fresh shard-sized allocation the kernel must zero.
+                    let _ = spare_tx.try_send(job.bytes);
+                    entry
+                })
                 .collect()
         });
         let mut w = MdsWriter {
             dir: dir.to_path_buf(),
+            // A shard's worth up front (address space only until it is written), so the buffer
+            // is not copied as it grows.
+            data: Vec::with_capacity(format.size_limit.map_or(0, |l| l.min(1 << 28) as usize)),
             format,
-            data: Vec::new(),
             ends: Vec::new(),
             shard_size: 0,
             shards_started: 0,
             samples_written: 0,
             tx: Some(tx),
             flusher: Some(flusher),
+            spare,
             scratch: Vec::new(),
         };
         w.reset_shard();
@@ -107,7 +120,9 @@ impl MdsWriter {
 
     fn flush(&mut self) -> Result<()> {
         let n = self.ends.len();
-        let bytes = self.format.assemble(&self.ends, &self.data);
+        let mut bytes = self.spare.try_recv().unwrap_or_default();
+        self.format
+            .assemble_into(&self.ends, &self.data, &mut bytes);
         let job = FlushJob {
             index: self.shards_started,
             samples: n as u64,
