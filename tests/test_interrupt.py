@@ -60,8 +60,11 @@ def test_build_mix_interrupted_commits_nothing(tiny_source, tmp_path, sig) -> No
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_prepare_interrupted_commits_nothing(tmp_path, sig) -> None:
     big = tmp_path / "big.jsonl"
-    line = json.dumps({"text": (DEMO / "prose.jsonl").read_text()[:4000]}) + "\n"
-    big.write_text(line * 20000)  # ~80 MB of text: several seconds of tokenizing
+    text = (DEMO / "prose.jsonl").read_text()[:4000]
+    # ~200 MB of text, no two documents alike (a repeated one is served from the encoder's caches):
+    # a few seconds of tokenizing even at full speed, so the signal comes while it works.
+    with big.open("w") as f:
+        f.writelines(json.dumps({"text": f"{i} {text[i % 997:]}{text[:i % 997]}"}) + "\n" for i in range(50000))
     out = tmp_path / "out"
     cmd = [*MIDMIX, "prepare", "big", str(big), "--tokenizer", str(PYTHIA), "--out", str(out), "--quiet",
            "--data-root", str(tmp_path)]

@@ -234,6 +234,7 @@ pub fn merge(opts: &MergeOptions) -> Result<Report> {
         ..first
     };
     report.write(staged.path())?;
+    check_cancel(opts.cancel.as_deref())?; // nothing is committed once stopped
     staged.commit()?;
     Ok(report)
 }

@@ -872,6 +872,7 @@ pub fn export(opts: &ExportOptions) -> Result<MixReport> {
     report.index = None;
     report.elapsed_s = started.elapsed().as_secs_f64();
     write_report(staged.path(), &report)?;
+    check_cancel(opts.cancel.as_deref())?; // nothing is committed once stopped
     staged.commit()?;
     Ok(report)
 }
