@@ -234,7 +234,6 @@ pub fn merge(opts: &MergeOptions) -> Result<Report> {
         ..first
     };
     report.write(staged.path())?;
-    check_cancel(opts.cancel.as_deref())?; // nothing is committed once stopped
-    staged.commit()?;
+    staged.commit(opts.cancel.as_deref())?;
     Ok(report)
 }

@@ -777,8 +777,7 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
         elapsed_s: started.elapsed().as_secs_f64(),
     };
     write_report(staged.path(), &report)?;
-    check_cancel(opts.cancel.as_deref())?; // nothing is committed once stopped
-    staged.commit()?;
+    staged.commit(opts.cancel.as_deref())?;
     Ok(report)
 }
 
@@ -872,8 +871,7 @@ pub fn export(opts: &ExportOptions) -> Result<MixReport> {
     report.index = None;
     report.elapsed_s = started.elapsed().as_secs_f64();
     write_report(staged.path(), &report)?;
-    check_cancel(opts.cancel.as_deref())?; // nothing is committed once stopped
-    staged.commit()?;
+    staged.commit(opts.cancel.as_deref())?;
     Ok(report)
 }
 

@@ -841,8 +841,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Report> {
     };
     let report = report(opts, &enc, mode.as_ref(), tokens, out, run);
     report.write(staged.path())?;
-    check_cancel(opts.cancel.as_deref())?; // nothing is committed once stopped
-    staged.commit()?;
+    staged.commit(opts.cancel.as_deref())?;
     Ok(report)
 }
 

@@ -156,7 +156,10 @@ impl StagedDir {
         &self.final_path
     }
 
-    pub fn commit(mut self) -> Result<()> {
+    /// Rename the finished output into place, unless a stop was asked for (`cancel`): a run
+    /// stopped after its last write commits nothing either.
+    pub fn commit(mut self, cancel: Option<&std::sync::atomic::AtomicBool>) -> Result<()> {
+        crate::pool::check_cancel(cancel)?;
         let mut old = None;
         if self.final_path.exists() {
             if !self.overwrite {
@@ -226,13 +229,27 @@ mod tests {
         dataset(&ds, "old");
         let staged = StagedDir::new(&ds, true).unwrap();
         dataset(staged.path(), "new");
-        staged.commit().unwrap();
+        staged.commit(None).unwrap();
         assert_eq!(std::fs::read(ds.join("midmix.json")).unwrap(), b"new");
+        // A stop asked for after the last write: nothing replaced, the staging directory gone.
+        let staged = StagedDir::new(&ds, true).unwrap();
+        dataset(staged.path(), "stopped");
+        let stop = std::sync::atomic::AtomicBool::new(true);
+        assert!(matches!(
+            staged.commit(Some(&stop)),
+            Err(Error::Interrupted)
+        ));
+        assert_eq!(std::fs::read(ds.join("midmix.json")).unwrap(), b"new");
+        assert_eq!(
+            std::fs::read_dir(tmp.path()).unwrap().count(),
+            3,
+            "a staging directory was left"
+        );
         // Swapped for something else while building: commit refuses and keeps it.
         let staged = StagedDir::new(&ds, true).unwrap();
         std::fs::remove_dir_all(&ds).unwrap();
         std::fs::write(&ds, "a file now").unwrap();
-        assert!(staged.commit().is_err());
+        assert!(staged.commit(None).is_err());
         assert_eq!(std::fs::read(&ds).unwrap(), b"a file now");
     }
 

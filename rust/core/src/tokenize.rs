@@ -540,11 +540,26 @@ fn read_tokenizer(path: &Path) -> Result<Vec<u8>> {
 
 /// (largest id + 1, the added tokens) from a tokenizer.json.
 fn vocab_facts(json: &Value) -> Option<(u64, Vec<AddedToken>)> {
-    let model_max = match &json["model"]["vocab"] {
+    let vocab = &json["model"]["vocab"];
+    let model_max = match vocab {
         Value::Object(m) => m.values().filter_map(Value::as_u64).max().map(|m| m + 1),
         Value::Array(a) => Some(a.len() as u64),
         _ => None,
     }?;
+    // A Unigram vocabulary is a list of [token, score] whose index is the id: indexed once (first
+    // occurrence), not scanned once per added token.
+    let mut listed: HashMap<&str, u32> = HashMap::new();
+    if let Value::Array(a) = vocab {
+        for (i, e) in a.iter().enumerate() {
+            if let Some(token) = e[0].as_str() {
+                listed.entry(token).or_insert(i as u32);
+            }
+        }
+    }
+    let model_id = |content: &str| match vocab {
+        Value::Object(m) => m.get(content)?.as_u64().map(|id| id as u32),
+        _ => listed.get(content).copied(),
+    };
     let added: Vec<AddedToken> = json["added_tokens"]
         .as_array()
         .map(|a| {
@@ -558,7 +573,7 @@ fn vocab_facts(json: &Value) -> Option<(u64, Vec<AddedToken>)> {
                         content: content.to_string(),
                         id,
                         // HF gives an added token that is also a vocabulary entry the entry's id.
-                        matched_id: model_id(&json["model"]["vocab"], content).unwrap_or(id),
+                        matched_id: model_id(content).unwrap_or(id),
                         special,
                         // HF's default: special tokens are matched on the raw text.
                         normalized: flag("normalized", !special),
@@ -572,19 +587,6 @@ fn vocab_facts(json: &Value) -> Option<(u64, Vec<AddedToken>)> {
         .unwrap_or_default();
     let added_max = added.iter().map(|t| t.id as u64 + 1).max().unwrap_or(0);
     Some((model_max.max(added_max), added))
-}
-
-/// The id of `content` in a model vocabulary: an object of token → id, or a Unigram list of
-/// [token, score] whose index is the id.
-fn model_id(vocab: &Value, content: &str) -> Option<u32> {
-    match vocab {
-        Value::Object(m) => m.get(content)?.as_u64().map(|id| id as u32),
-        Value::Array(a) => a
-            .iter()
-            .position(|e| e[0].as_str() == Some(content))
-            .map(|i| i as u32),
-        _ => None,
-    }
 }
 
 #[cfg(test)]
