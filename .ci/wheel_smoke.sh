@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The release wheel as a user gets it: built by maturin, installed into a clean venv with nothing
-# else, then `midmix prepare`, `build-mix` and `inspect` on the bundled demo data from it.
+# The release wheel as a user gets it: `make wheel` (maturin, from the same build the tests ran on: nothing is
+# compiled again), installed into a clean venv with nothing else, then `midmix prepare`, `build-mix` and
+# `inspect` on the bundled demo data from it.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
-(cd "$REPO" && .venv/bin/maturin build --release -q -o "$TMP/wheels")
+make -C "$REPO" -s wheel
 python3 -m venv "$TMP/venv"
-"$TMP/venv/bin/pip" install -q "$TMP"/wheels/midmix-*.whl
+"$TMP/venv/bin/pip" install -q "$REPO"/target/wheels/midmix-*.whl
 cd "$TMP"
 M="$TMP/venv/bin/midmix"
 $M prepare prose "$REPO/demo/data/prose.jsonl" --tokenizer "$REPO/tests/fixtures/pythia.json" --seq-len 512 --quiet

@@ -1,7 +1,7 @@
-"""A real one-node Slurm cluster for tests, as a module-scoped pytest fixture.
+"""A real one-node Slurm cluster for tests, as a session-scoped pytest fixture (conftest.py offers it).
 
-Usage in a test module: `from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401`, then take
-`slurm_cluster: SlurmCluster` as a test's argument (ruff calls that F811; see test_slurm_cluster.py).
+Usage in a test module: take `slurm_cluster: SlurmCluster` as a test's argument. One cluster serves the
+session's Slurm tests (their modules run in one pytest-xdist worker: munged is machine-wide).
 It follows ../shared/docs/slurm-one-node.md (Debian 12, slurm-wlm 22.05, munge, as root). Everything the
 cluster writes lives in one scratch directory; the daemons listen on ports picked free at start, so two
 test runs (or a user's own Slurm) do not clash. Teardown stops only the daemons this fixture started, by
@@ -315,9 +315,9 @@ def scratch_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
-    """Starts munged (unless one runs), slurmctld and slurmd for this test module; stops what it started."""
+    """Starts munged (unless one runs), slurmctld and slurmd for the session; stops what it started."""
     if os.geteuid() != 0:
         pytest.skip("the Slurm test cluster needs root (it runs munged and slurmd)")
     ensure_binaries()

@@ -195,6 +195,7 @@ def gpu_out(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("gpu-grids") / "o"
 
 
+@pytest.mark.slow  # the slow tier (`make test-all`; the README says what each slow test protects)
 @needs_shared()
 @pytest.mark.parametrize("grid", GPU_GRIDS, ids=lambda p: p.stem)
 def test_the_gpu_grids_fit_their_data_and_say_what_they_cost(grid: Path, gpu_out: Path, tmp_path) -> None:
@@ -213,6 +214,7 @@ def test_the_gpu_grids_fit_their_data_and_say_what_they_cost(grid: Path, gpu_out
     assert not (gpu_out / "runs").exists()  # nothing trained
 
 
+@pytest.mark.slow  # the slow tier (`make test-all`; the README says what each slow test protects)
 @needs_shared()
 def test_the_gpu_grids_smoke_has_every_stage_and_fits_its_data(tmp_path) -> None:
     """`--smoke --dry-run` of the GPU grids: the smoke sizes' data check and job graph, without training.

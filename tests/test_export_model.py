@@ -14,14 +14,14 @@ from pathlib import Path
 import midmix
 import pytest
 import yaml
-from conftest import PYTHIA, ROOT, mix_of
+from conftest import PYTHIA, mix_of
+from trainutil import DEMO, SEQ, STEPS, G, copy_run
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("composer")
 transformers = pytest.importorskip("transformers")
 
-DEMO = ROOT / "demo" / "data"
-G, SEQ, STEPS = 4, 64, 6
+EARLY = 4  # the first checkpoint of the shared `scheduled` run (one every 4 steps)
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -31,28 +31,12 @@ def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> dict[str, Path]:
-    """A tiny run of STEPS steps over prose (checkpoints at steps 3 and 6), prepared with a copy of the
-    Pythia tokenizer, and the held-out prose as a prepared set for real batches."""
+def run(tiny_runs, train_data, tmp_path_factory) -> dict[str, Path]:
+    """A copy of the session's tiny `scheduled` run (over an index mix of prose and code prepared with the
+    Pythia tokenizer), and the held-out prose as a prepared set for real batches."""
     d = tmp_path_factory.mktemp("export")
-    tok = d / "tokenizer.json"
-    shutil.copyfile(PYTHIA, tok)
-    midmix.prepare("prose", [str(DEMO / "prose.jsonl")], tokenizer=tok, seq_len=SEQ, out=d / "prose", register=False)
-    midmix.prepare("prose_val", [str(DEMO / "prose_val.jsonl")], tokenizer=tok, seq_len=SEQ, out=d / "prose_val",
-                   register=False)
-    run_dir = d / "run"
-    recipe = {"run_name": "tiny-export", "run_dir": str(run_dir), "seed": 3, "duration": f"{STEPS}ba",
-              "device": "cpu", "model": {"arch": "tiny"},
-              "data": {"train": {"path": str(d / "prose")}, "global_batch_size": G},
-              "optimizer": {"lr": 3e-3}, "schedule": {"name": "constant", "warmup": 0.0},
-              "loggers": {"progress_bar": False, "console": False}, "checkpoint": {"interval": "3ba"}}
-    (d / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    tmp = d / "tmp"  # streaming leaves lock files in TMPDIR
-    tmp.mkdir()
-    proc = subprocess.run([sys.executable, "-m", "midmix.cli", "train", str(d / "recipe.yaml")], capture_output=True,
-                          text=True, env={**os.environ, "TMPDIR": str(tmp)}, timeout=900)
-    assert proc.returncode == 0 and (run_dir / "summary.json").exists(), (proc.stdout + proc.stderr)[-4000:]
-    return {"dir": d, "run": run_dir, "tokenizer": tok, "val": d / "prose_val"}
+    return {"dir": d, "run": copy_run(tiny_runs["scheduled"], d / "run"), "tokenizer": PYTHIA, "data": train_data,
+            "val": train_data / "prose_val"}
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +82,8 @@ def test_export_loads_with_auto_classes_and_gives_midmix_logits(run, exported) -
     with torch.no_grad():
         diff = float((hf(ids).logits - ours({"input_ids": ids})).abs().max())
     assert diff <= 1e-5, diff
-    # Trained weights, not a fresh init: the step-3 checkpoint gives other logits.
-    early = midmix_model(run["run"], run["run"] / "checkpoints" / "ep0-ba3-rank0.pt")
+    # Trained weights, not a fresh init: an early checkpoint gives other logits.
+    early = midmix_model(run["run"], run["run"] / "checkpoints" / f"ep0-ba{EARLY}-rank0.pt")
     with torch.no_grad():
         assert float((early({"input_ids": ids}) - hf(ids).logits).abs().max()) > 1e-2
 
@@ -108,15 +92,15 @@ def test_a_checkpoint_file_exports_that_step_and_records_where_it_came_from(run,
     from midmix.train.export import EXPORT_FILE, export_model
 
     record = json.loads((exported / EXPORT_FILE).read_text())
-    assert record["run"] == str(run["run"].resolve()) and record["run_name"] == "tiny-export"
+    assert record["run"] == str(run["run"].resolve()) and record["run_name"] == "run"
     assert record["completed"] and record["step"] == STEPS
     assert record["samples"] == STEPS * G and record["tokens"] == STEPS * G * SEQ
     assert record["checkpoint"] == str((run["run"] / "checkpoints" / f"ep0-ba{STEPS}-rank0.pt").resolve())
     assert record["vocab_size"] == 50304 and record["tokenizer_vocab_size"] == 50277
-    ckpt = run["run"] / "checkpoints" / "ep0-ba3-rank0.pt"
-    r = export_model(ckpt, tmp_path / "step3")
-    assert r.step == 3 and json.loads((tmp_path / "step3" / EXPORT_FILE).read_text())["step"] == 3
-    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "step3")
+    ckpt = run["run"] / "checkpoints" / f"ep0-ba{EARLY}-rank0.pt"
+    r = export_model(ckpt, tmp_path / "early")
+    assert r.step == EARLY and json.loads((tmp_path / "early" / EXPORT_FILE).read_text())["step"] == EARLY
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "early")
     ids = real_batch(run["val"])
     with torch.no_grad():
         diff = float((hf(ids).logits - midmix_model(run["run"], ckpt)({"input_ids": ids})).abs().max())
@@ -154,7 +138,7 @@ def test_auto_tokenizer_encodes_like_the_tokenizers_library(run, exported) -> No
     assert tok.eos_token == "<|endoftext|>" and tok.eos_token_id == 0
     # The very bytes the data was prepared with: the directory is a tokenizer midmix accepts as recorded.
     sha = hashlib.sha256((exported / "tokenizer.json").read_bytes()).hexdigest()
-    assert sha == midmix.read_manifest(run["dir"] / "prose").tokenizer.sha256 == midmix.Tokenizer(exported /
+    assert sha == midmix.read_manifest(run["data"] / "prose").tokenizer.sha256 == midmix.Tokenizer(exported /
                                                                                                   "tokenizer.json").sha256
 
 
@@ -229,7 +213,7 @@ def test_broken_inputs_are_refused_with_the_file_named(run, tmp_path) -> None:
     recipe = yaml.safe_load((wrong / "config.yaml").read_text())
     recipe["model"]["arch"] = "pythia-14m"
     (wrong / "config.yaml").write_text(yaml.safe_dump(recipe))
-    with pytest.raises(midmix.ConfigError, match=r"checkpoint: .*ep0-ba6-rank0\.pt does not match model\.arch"):
+    with pytest.raises(midmix.ConfigError, match=rf"checkpoint: .*ep0-ba{STEPS}-rank0\.pt does not match model\.arch"):
         export_model(wrong, tmp_path / "out4")
     # The training data itself gone: the error names the recipe and the key.
     missing = _run_on(run, tmp_path / "m", tmp_path / "no-data")

@@ -15,6 +15,7 @@ from conftest import ROOT
 pytest.importorskip("composer")
 
 
+@pytest.mark.slow  # the slow tier (`make test-all`; the README says what each slow test protects)
 def test_the_device_check_runs_its_loader_and_synthetic_runs_on_cpu(tmp_path) -> None:
     out = tmp_path / "gpu_check.json"
     env = {**os.environ, "TMPDIR": str(tmp_path)}

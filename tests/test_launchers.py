@@ -1,7 +1,9 @@
 """The grid's job graph under every launcher, and its caches keyed on inputs, on a micro grid of the
-bundled demo data: `--launcher local` gives the serial run's tables, a killed launcher resumes without
-redoing finished jobs, two launchers on one directory build each output once, and a changed corpus or
-`seq_len` is never served from the old cache."""
+bundled demo data that has every stage: `--launcher local` and `--launcher slurm` (a real one-node
+Slurm, see slurm_cluster.py) give the serial run's tables, a killed launcher resumes without redoing
+finished jobs, two launchers on one directory build each output once, and a changed corpus or `seq_len`
+is never served from the old cache. (Launcher equality is a property of the job graph and the caches,
+not of the grid's size: the full `cpu.yaml --smoke` runs once, in test_launchers_cpu_grid.py.)"""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import PYTHIA, ROOT
-from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401  (fixtures are found by name)
+from slurm_cluster import SlurmCluster
 
 pytest.importorskip("composer")
 
@@ -26,8 +28,13 @@ DEMO = ROOT / "demo" / "data"
 RESULTS = ("tables.md", "sft.csv", "proximity.csv", "passes.csv")
 
 
+# The micro grid's jobs: prepare 4 (base, general_val, code, sft-gsm8k), stats 3, mix 2, train 2,
+# sft 4 (2 models × 1 target × 2 learning rates), tables 1.
+JOBS = 16
+
+
 def micro_grid(d: Path) -> Path:
-    """1 mix at 1 start, 2 SFT targets × 2 learning rates: 22 jobs, about 40 s serially on 2 cores."""
+    """1 mix at 1 start, 1 SFT target × 2 learning rates: every stage in 16 jobs, ~25 s serially on 2 cores."""
     data = d / "data"
     shutil.copytree(DEMO, data)  # a copy: one test edits a corpus
     grid = {
@@ -35,19 +42,10 @@ def micro_grid(d: Path) -> Path:
         "arch": "tiny", "device": "cpu", "seq_len": 32, "global_batch": 4, "steps": 12, "eval_samples": 8,
         "base": "prose.jsonl", "general_val": "prose_val.jsonl",
         "mixes": {"code": {"file": "code.jsonl.zst", "weight": 0.3}}, "starts": [0.5],
-        "sft": {"targets": {"gsm8k": {"file": "gsm8k.jsonl", "train_examples": 8, "val_examples": 4},
-                            "code": {"file": "code_val.jsonl", "train_examples": 8, "val_examples": 4,
-                                     "mask_prompt": False}},
+        "sft": {"targets": {"gsm8k": {"file": "gsm8k.jsonl", "train_examples": 8, "val_examples": 4}},
                 "seeds": [1], "lrs": [1.0e-3, 3.0e-3], "epochs": 1, "seq_len": 64, "global_batch": 4},
         "proximity": {"max_docs": 50, "max_tokens_per_doc": 128},
     }
-    # code_val.jsonl has one field; as an SFT target its first lines are the prompt.
-    with open(data / "code_val.jsonl") as f, open(data / "code_sft.jsonl", "w") as out:
-        for line in f.read().splitlines()[:40]:
-            lines = json.loads(line)["text"].splitlines()
-            out.write(json.dumps({"prompt": "\n".join(lines[:4]) + "\n",
-                                  "response": "\n".join(lines[4:12]) or "pass"}) + "\n")
-    grid["sft"]["targets"]["code"]["file"] = "code_sft.jsonl"
     path = d / "micro.yaml"
     path.write_text(yaml.safe_dump(grid))
     return path
@@ -88,6 +86,7 @@ def test_the_local_launcher_gives_the_serial_tables(serial) -> None:
     from midmix.experiment.run import Experiment
 
     jobs = Experiment(load(grid, [f"out={out}"])).jobs
+    assert len(jobs) == JOBS
     assert sorted(built(proc.stdout)) == sorted(j.id for j in jobs)  # every job, each once
     assert (out / "logs" / "train" / "base.log").read_text().count("== ") == 1
     # A re-run finds every job current and builds nothing but the tables.
@@ -115,11 +114,11 @@ def test_a_killed_launcher_resumes_without_redoing_finished_jobs(serial) -> None
     proc.wait()
     log.close()
     first = built((grid.parent / "killed.log").read_text())
-    assert "train/base" in first and len(first) < 21
+    assert "train/base" in first and len(first) < JOBS - 1
     second = launch(grid, f"out={out}", "--launcher", "local", "--jobs", "2")
     again = built(second.stdout)
     assert not set(again) & set(first)  # nothing finished before the kill was built again
-    assert len(set(first) | set(again)) == 22
+    assert len(set(first) | set(again)) == JOBS
     assert results(out) == want
 
 
@@ -134,7 +133,7 @@ def test_two_launchers_on_one_directory_build_each_output_once(serial) -> None:
     logs = [p.communicate(timeout=900)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], logs
     builds = [j for log in logs for j in built(log) if j != "tables"]
-    assert len(builds) == len(set(builds)) == 21  # each output built by one of them; the other waited
+    assert len(builds) == len(set(builds)) == JOBS - 1  # each output built by one of them; the other waited
     assert all(built(log)[-1] == "tables" for log in logs)
     assert results(out) == want
 
@@ -178,6 +177,7 @@ def test_a_changed_corpus_or_seq_len_is_not_served_from_the_cache(serial, tmp_pa
     assert {p.name.split("-2")[0] for p in (out / "stale").iterdir()} >= {"train~base", "train~code-w0.3-from0.5"}
 
 
+@pytest.mark.slow  # the slow tier (`make test-all`; the README says what each slow test protects)
 def test_a_failed_job_stops_the_local_launcher_naming_it_and_its_log(serial, tmp_path) -> None:
     grid, _ = serial
     out = tmp_path / "failed"
@@ -185,13 +185,43 @@ def test_a_failed_job_stops_the_local_launcher_naming_it_and_its_log(serial, tmp
                   check=False)
     assert proc.returncode == 1
     assert "prepare/code: ConfigError" in proc.stderr and "missing.jsonl: not found" in proc.stderr
-    assert re.search(r"1 job\(s\) failed, 1\d not started", proc.stderr)  # no job starts after a failure
+    # No job starts after a failure: at most the other data and stats jobs (6) ran beside it.
+    not_started = re.search(r"1 job\(s\) failed, (\d+) not started", proc.stderr)
+    assert not_started and JOBS - 1 - 6 <= int(not_started[1]) <= JOBS - 1, proc.stderr
     assert str(out / "logs" / "prepare" / "code.log") in proc.stderr
     assert "Traceback" in (out / "logs" / "prepare" / "code.log").read_text()
     assert not (out / "stamps" / "mix").exists()  # nothing after the failed stage started
 
 
-def test_a_failed_slurm_stage_cancels_what_depends_on_it(serial, slurm_cluster: SlurmCluster, tmp_path) -> None:  # noqa: F811
+def test_the_slurm_launcher_gives_the_serial_tables(serial, slurm_cluster: SlurmCluster, tmp_path) -> None:
+    grid, want = serial
+    out = tmp_path / "slurm"
+    # CPU tasks (no GPU on this cluster); 3 SFT runs per array task, so the 4 runs take 2 tasks.
+    args = [f"out={out}", "--launcher", "slurm", "--wait", "--gpus-per-job", "0", "slurm.runs_per_task=3"]
+    env = {**slurm_cluster.env, "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp_path)}
+
+    def submit() -> str:
+        proc = subprocess.run([sys.executable, "-m", "midmix.cli", "experiment", str(grid), *args], env=env,
+                              capture_output=True, text=True, timeout=900, cwd=grid.parent)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+        return proc.stdout
+
+    log = submit()
+    assert results(out) == want
+    sub = next((out / "slurm").glob("2*"))
+    scripts = {p.stem: p.read_text() for p in sub.glob("*.sbatch")}
+    assert set(scripts) == {"data", "stats", "mixes", "base", "midtrain", "sft", "tables"}
+    assert "--dependency" not in scripts["data"] and "afterok:" in scripts["sft"]
+    assert "#SBATCH --array=0-1" in scripts["sft"]  # 4 runs in tasks of 3
+    assert "jobs complete" in log
+    # Submitting again submits only what is not complete: the tables, which are always recomputed.
+    again = submit()
+    assert f"{JOBS - 1} of {JOBS} jobs complete, 1 to submit" in again and "tables    job" in again
+    assert results(out) == want
+
+
+@pytest.mark.slow  # the slow tier (`make test-all`; the README says what each slow test protects)
+def test_a_failed_slurm_stage_cancels_what_depends_on_it(serial, slurm_cluster: SlurmCluster, tmp_path) -> None:
     grid, _ = serial
     out = tmp_path / "slurm-failed"
     args = [f"out={out}", "mixes.code.file=missing.jsonl", "--launcher", "slurm", "--wait", "--gpus-per-job", "0"]
@@ -199,13 +229,14 @@ def test_a_failed_slurm_stage_cancels_what_depends_on_it(serial, slurm_cluster: 
     proc = subprocess.run([sys.executable, "-m", "midmix.cli", "experiment", str(grid), *args], env=env,
                           capture_output=True, text=True, timeout=600, cwd=grid.parent)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "the Slurm jobs ended with 14 job(s) incomplete" in proc.stderr and "prepare/code (log:" in proc.stderr
+    # prepare/code and all that waits for it (mixes, runs, SFT, tables); the other data and stats jobs ran.
+    assert "the Slurm jobs ended with 10 job(s) incomplete" in proc.stderr and "prepare/code (log:" in proc.stderr
     assert "missing.jsonl: not found" in (out / "logs" / "prepare" / "code.log").read_text()
     assert not (out / "stamps" / "mix").exists()  # the mixes' array was cancelled, never run
     assert (out / "stamps" / "prepare" / "base.json").exists()  # the data stage's other tasks ran
 
 
-def test_a_second_slurm_submission_while_the_first_is_queued_is_refused(serial, slurm_cluster: SlurmCluster,  # noqa: F811
+def test_a_second_slurm_submission_while_the_first_is_queued_is_refused(serial, slurm_cluster: SlurmCluster,
                                                                         tmp_path) -> None:
     grid, _ = serial
     out = tmp_path / "queued"

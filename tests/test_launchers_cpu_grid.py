@@ -1,9 +1,11 @@
-"""`recipes/paper/cpu.yaml --smoke` under `--launcher slurm` (a real one-node Slurm, see slurm_cluster.py)
-gives the serial run's tables, file for file, and a second Slurm submission submits only what is not
-complete. (`--launcher local` against serial is test_launchers.py's, on its micro grid of every stage.)"""
+"""`recipes/paper/cpu.yaml --smoke`, the shipped grid at toy sizes, runs end to end on the shared corpora
+(under `--launcher local --jobs 2`) and its tables cover every model × target, the proximity pairs, the
+passes and the ablation. That every launcher gives the serial run's tables file for file is a property of
+the job graph and the caches, proved in test_launchers.py on a micro grid with every stage."""
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -11,52 +13,37 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, SHARED, needs_shared
-from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401  (fixtures are found by name)
 
 pytest.importorskip("composer")
 pytestmark = needs_shared()
 
 GRID = ROOT / "recipes" / "paper" / "cpu.yaml"
-RESULTS = ("tables.md", "sft.csv", "proximity.csv", "passes.csv", "ablation.csv")
 
 
-def experiment(out: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    # One torch thread in both launchers: the tables are compared bit for bit (the thread count changes
-    # a reduction's last bits), and two Slurm tasks on 2 cores then do not oversubscribe them.
-    env = {**(env or os.environ), "PYTHONUNBUFFERED": "1", "TMPDIR": str(out.parent), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "midmix.cli", "experiment", str(GRID), f"data_dir={SHARED}",
-                           f"out={out}", "--smoke", *args], env=env, capture_output=True, text=True, timeout=1800)
+def test_the_cpu_grid_smoke_runs_every_stage_and_fills_every_table(tmp_path) -> None:
+    from midmix.experiment.grid import all_variants, load, sft_jobs, smoke, table_models
+
+    out = tmp_path / "cpu"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp_path)}
+    args = [f"data_dir={SHARED}", f"out={out}"]
+    proc = subprocess.run([sys.executable, "-m", "midmix.cli", "experiment", str(GRID), *args, "--smoke",
+                           "--launcher", "local", "--jobs", "2"], env=env, capture_output=True, text=True,
+                          timeout=1800)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
-    return proc.stdout
-
-
-def results(out: Path) -> dict[str, str]:
+    g = smoke(load(GRID, args))
     res = Path(f"{out}-smoke") / "results"
-    return {name: (res / name).read_text() for name in RESULTS if (res / name).exists()}
+    from midmix.experiment.run import Experiment
 
-
-@pytest.fixture(scope="module")
-def serial(tmp_path_factory) -> dict[str, str]:
-    out = tmp_path_factory.mktemp("cpu-grid") / "serial"
-    experiment(out)
-    want = results(out)
-    assert {"tables.md", "sft.csv", "passes.csv"} <= set(want)
-    return want
-
-
-def test_slurm_launcher_gives_the_serial_tables(serial, slurm_cluster: SlurmCluster, tmp_path) -> None:  # noqa: F811
-    out = tmp_path / "slurm"
-    # CPU tasks (no GPU on this cluster); 12 SFT runs per array task, so torch starts 3 times, not 35.
-    args = ["--launcher", "slurm", "--wait", "--gpus-per-job", "0", "slurm.runs_per_task=12"]
-    log = experiment(out, *args, env=slurm_cluster.env)
-    assert results(out) == serial
-    sub = next((Path(f"{out}-smoke") / "slurm").glob("2*"))
-    scripts = {p.stem: p.read_text() for p in sub.glob("*.sbatch")}
-    assert set(scripts) == {"data", "stats", "mixes", "base", "midtrain", "sft", "tables"}
-    assert "--dependency" not in scripts["data"] and "afterok:" in scripts["sft"]
-    assert "#SBATCH --array=0-2" in scripts["sft"]  # 35 runs in tasks of 12
-    assert "jobs complete" in log
-    # Submitting again submits only what is not complete: the tables, which are always recomputed.
-    again = experiment(out, *args, env=slurm_cluster.env)
-    assert "78 of 79 jobs complete, 1 to submit" in again and "tables    job" in again
-    assert results(out) == serial
+    jobs = len(Experiment(g).jobs)
+    assert f"0 of {jobs} jobs complete, {jobs} to run on 2 workers" in proc.stdout
+    assert f"done: {jobs} jobs in" in proc.stdout
+    # One row per (model, target) the grid trains, each with finite losses.
+    rows = list(csv.DictReader(open(res / "sft.csv")))
+    assert sorted((r["model"], r["target"]) for r in rows) == sorted(sft_jobs(g))
+    assert all(float(r["val_loss"]) > 0 and float(r["general_loss"]) > 0 for r in rows)
+    tables = (res / "tables.md").read_text()
+    for model in table_models(g):
+        assert f"| {model} |" in tables
+    assert len(list(csv.DictReader(open(res / "proximity.csv")))) == len(g.mixes) * len(g.sft.targets)
+    assert {r["mix"] for r in csv.DictReader(open(res / "passes.csv"))} == {"base", *(v.name for v in all_variants(g))}
+    assert (res / "ablation.csv").exists() and (res / "ablation.png").stat().st_size > 5000

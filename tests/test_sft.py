@@ -17,7 +17,8 @@ GSM8K = SHARED / "sft" / "gsm8k.parquet"
 
 def samples(directory) -> list[dict]:
     n = sum(s["samples"] for s in json.loads((directory / "index.json").read_text())["shards"])
-    return [midmix.Dataset.open(directory).sample(i) for i in range(n)]
+    ds = midmix.Dataset.open(directory)
+    return [ds.sample(i) for i in range(n)]
 
 
 @needs_shared()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401  (fixtures are found by name)
+from slurm_cluster import SlurmCluster
 
 # Each array task leaves a done-file when it finishes; the dependent job copies whatever done-files
 # exist when it starts, so its output shows what had finished before it ran.
@@ -32,7 +32,7 @@ def submit_pair(cluster: SlurmCluster, d: Path, fail_task: int) -> tuple[str, st
     return array, after
 
 
-def test_dependent_job_runs_after_the_array(slurm_cluster: SlurmCluster) -> None:  # noqa: F811
+def test_dependent_job_runs_after_the_array(slurm_cluster: SlurmCluster) -> None:
     d = slurm_cluster.dir / "ok"
     array, after = submit_pair(slurm_cluster, d, fail_task=-1)
     states = slurm_cluster.wait([array, after], timeout=60)
@@ -40,7 +40,7 @@ def test_dependent_job_runs_after_the_array(slurm_cluster: SlurmCluster) -> None
     assert states == {f"{array}_0": "COMPLETED", f"{array}_1": "COMPLETED", after: "COMPLETED"}
 
 
-def test_dependent_job_is_cancelled_when_a_task_fails(slurm_cluster: SlurmCluster) -> None:  # noqa: F811
+def test_dependent_job_is_cancelled_when_a_task_fails(slurm_cluster: SlurmCluster) -> None:
     d = slurm_cluster.dir / "fail"
     array, after = submit_pair(slurm_cluster, d, fail_task=1)
     states = slurm_cluster.wait([array, after], timeout=60)

@@ -5,138 +5,44 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import midmix
 import numpy as np
 import pytest
-import yaml
-from conftest import PYTHIA, ROOT, mix_of
+from conftest import PYTHIA, TinyRuns
 from mixutil import scheduled_targets
+from trainutil import (
+    BRANCH,
+    DEMO,
+    SEQ,
+    STEPS,
+    G,
+    audit,
+    copy_run,
+    kill_after_first_checkpoint,
+    metrics,
+    recipe,
+    recipe_of,
+    start,
+    train,
+)
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("composer")
 
-DEMO = ROOT / "demo" / "data"
-G, SEQ, STEPS, BRANCH = 4, 64, 16, 8
+@pytest.fixture(scope="module")
+def data(train_data: Path) -> Path:
+    return train_data
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("train-data")
-    for name, src in [("prose", "prose.jsonl"), ("code", "code.jsonl.zst"), ("prose_val", "prose_val.jsonl"),
-                      ("code_val", "code_val.jsonl")]:
-        midmix.prepare(name, [str(DEMO / src)], tokenizer=PYTHIA, seq_len=SEQ, out=d / name)
-    midmix.prepare("gsm8k", [str(DEMO / "gsm8k.jsonl")], tokenizer=PYTHIA, seq_len=256, out=d / "gsm8k",
-                   mode="sft")
-    sources = [("prose", str(d / "prose")), ("code", str(d / "code"))]
-    half = STEPS * G // 2
-    mix_of(sources[:1], [("samples", STEPS * G, [("prose", 1.0)], False)], d / "base-mix", global_batch=G)
-    mix_of(sources,
-           [("samples", half, [("prose", 1.0)], False),
-                              ("samples", half, [("prose", 0.5), ("code", 0.5)], True)],
-           d / "code-mix", global_batch=G)
-    return d
-
-
-def recipe(datadir: Path, run_dir: Path, **changes) -> dict:
-    r = {
-        "run_name": run_dir.name, "run_dir": str(run_dir), "seed": 5, "duration": f"{STEPS}ba",
-        "model": {"arch": "tiny"},
-        "data": {"train": {"path": str(datadir / "code-mix")},
-                 "eval": {"general": {"path": str(datadir / "prose_val"), "max_samples": 16},
-                          "code": {"path": str(datadir / "code_val"), "max_samples": 16}},
-                 "global_batch_size": G, "eval_batch_size": 8},
-        "optimizer": {"lr": 3e-3},
-        "schedule": {"name": "cosine", "warmup": 0.25},
-        "callbacks": {"forgetting": {"eval": "general", "interval": "4ba"},
-                      "domain": {"eval": "code", "interval": "4ba"},
-                      "mixture": {"interval": "4ba"}, "audit": True},
-        "loggers": {"progress_bar": False, "console_interval": "100ba", "speed_window": 4},
-        "checkpoint": {"interval": "4ba"},
-    }
-    for key, value in changes.items():
-        node = r
-        *path, last = key.split("__")
-        for part in path:
-            node = node.setdefault(part, {})
-        node[last] = value
-    return r
-
-
-def command(recipe_path: Path, ranks: int) -> list[str]:
-    if ranks == 1:  # `midmix train`, the one-process entry point
-        return [sys.executable, "-m", "midmix.cli", "train", str(recipe_path)]
-    launcher = Path(sys.executable).parent / "composer"
-    return [str(launcher), "-n", str(ranks), "--master_port", str(29400 + os.getpid() % 500),
-            "-m", "midmix.train", str(recipe_path)]
-
-
-def start(r: dict, ranks: int = 1) -> subprocess.Popen:
-    run_dir = Path(r["run_dir"])
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    path = run_dir.parent / f"{run_dir.name}.yaml"
-    path.write_text(yaml.safe_dump(r))
-    tmp = run_dir.parent / f"{run_dir.name}.tmp"  # streaming leaves lock files in TMPDIR: one per run
-    tmp.mkdir(exist_ok=True)
-    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(command(path, ranks), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def train(r: dict, ranks: int = 1) -> dict:
-    proc = start(r, ranks)
-    out, _ = proc.communicate(timeout=900)
-    summary = Path(r["run_dir"]) / "summary.json"
-    # The composer launcher can exit 0 when a rank fails: the run's own completion record decides.
-    assert proc.returncode == 0 and summary.exists(), out[-4000:]
-    return json.loads(summary.read_text())
-
-
-def kill_after_first_checkpoint(r: dict) -> None:
-    """Start the run and SIGKILL it as soon as its first checkpoint is on disk."""
-    run_dir = Path(r["run_dir"])
-    proc = start(r)
-    latest = run_dir / "checkpoints" / "latest-rank0.pt"
-    deadline = time.time() + 600
-    while not latest.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (run_dir / "summary.json").exists(), "the run finished before it could be killed"
-
-
-def audit(run_dir: Path, rank: int = 0) -> dict[int, dict]:
-    steps = {}
-    for line in (run_dir / f"audit-rank{rank}.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        steps[record["step"]] = record  # after a resume, the later line wins
-    return steps
-
-
-def metrics(run_dir: Path) -> dict[str, list[tuple[int, int, float]]]:
-    from midmix.report import read_metrics
-
-    return read_metrics(run_dir / "metrics.jsonl")
-
-
-@pytest.fixture(scope="module")
-def runs(data, tmp_path_factory) -> dict[str, Path]:
-    """The base (prose only), one run over the scheduled mix, and the branch from the base at BRANCH."""
-    root = tmp_path_factory.mktemp("runs")
-    base = recipe(data, root / "base", data__train__path=str(data / "base-mix"),
-                  checkpoint={"interval": "5ba", "steps": [BRANCH]},
-                  callbacks={"forgetting": {"eval": "general", "interval": "4ba"}, "audit": True})
-    train(base)
-    train(recipe(data, root / "scheduled"))
-    branch = recipe(data, root / "branch", branch={"run": str(root / "base"), "step": BRANCH})
-    branch["callbacks"]["gradient_alignment"] = {"probe": "general", "interval": "3ba"}
-    train(branch)
-    return {"base": root / "base", "scheduled": root / "scheduled", "branch": root / "branch"}
+def runs(tiny_runs: TinyRuns) -> TinyRuns:
+    """The base (prose only), one run over the scheduled mix, and the branch from the base at BRANCH (built
+    once per session: conftest.TinyRuns)."""
+    return tiny_runs
 
 
 def test_tiny_runs_log_finite_metrics(runs) -> None:
@@ -190,8 +96,8 @@ def test_mixture_monitor_matches_the_plan_and_the_schedule_oracle(runs, data) ->
         np.testing.assert_allclose(planned_counts(report, n), oracle[n], atol=1e-9)
 
 
-def test_kill_and_resume_continues_like_an_uninterrupted_run(runs, data) -> None:
-    run_dir = runs["scheduled"].parent / "killed"
+def test_kill_and_resume_continues_like_an_uninterrupted_run(runs, data, tmp_path) -> None:
+    run_dir = tmp_path / "killed"
     r = recipe(data, run_dir)
     kill_after_first_checkpoint(r)
     train(r)
@@ -203,26 +109,29 @@ def test_kill_and_resume_continues_like_an_uninterrupted_run(runs, data) -> None
         np.testing.assert_allclose([v for *_, v in mk[key]], [v for *_, v in mr[key]], rtol=1e-5, atol=1e-7)
 
 
-def test_rerun_of_a_completed_run_is_a_no_op_and_a_changed_recipe_is_refused(runs, data) -> None:
-    r = yaml.safe_load((runs["scheduled"].parent / "scheduled.yaml").read_text())
-    before = (runs["scheduled"] / "metrics.jsonl").read_bytes()
+def test_rerun_of_a_completed_run_is_a_no_op_and_a_changed_recipe_is_refused(runs, data, tmp_path) -> None:
+    run = copy_run(runs["scheduled"], tmp_path / "scheduled")
+    r = recipe_of(run)
+    before = (run / "metrics.jsonl").read_bytes()
     train(r)
-    assert (runs["scheduled"] / "metrics.jsonl").read_bytes() == before
+    assert (run / "metrics.jsonl").read_bytes() == before
     r["optimizer"]["lr"] = 1e-3
     proc = start(r)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 2 and "different recipe" in out
 
 
-def test_two_gloo_ranks_with_fsdp2_match_one_process(runs, data) -> None:
-    r = recipe(data, runs["scheduled"].parent / "fsdp2", fsdp={"state_dict_type": "full"})
-    summary = train(r, ranks=2)
+def test_two_gloo_ranks_with_fsdp2_match_one_process(runs) -> None:
+    """`sharded`: the scheduled recipe on 2 ranks with FSDP2 (its sharded checkpoints are
+    test_train_checkpoints.py's)."""
+    two_ranks = runs["sharded"]
+    summary = json.loads((two_ranks / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == STEPS
     # Each rank read its strided half of every global batch.
     for rank in range(2):
-        assert sorted(audit(Path(r["run_dir"]), rank)) == list(range(STEPS))
-        assert all(rec["samples"] == G // 2 for rec in audit(Path(r["run_dir"]), rank).values())
-    one, two = metrics(runs["scheduled"]), metrics(Path(r["run_dir"]))
+        assert sorted(audit(two_ranks, rank)) == list(range(STEPS))
+        assert all(rec["samples"] == G // 2 for rec in audit(two_ranks, rank).values())
+    one, two = metrics(runs["scheduled"]), metrics(two_ranks)
     for key in ["loss/train/total", "forgetting/loss", "domain/loss"]:
         np.testing.assert_allclose([v for *_, v in two[key]], [v for *_, v in one[key]], rtol=2e-4)
 
@@ -236,11 +145,11 @@ def test_streaming_loader_refuses_an_index_mix(data) -> None:
         train_loader(cfg, dataset_info(cfg.path, "data.train"), G, 0)
 
 
-def test_streaming_loader_feeds_the_same_batches(runs, data) -> None:
-    exported = midmix.export(data / "code-mix", data / "code-mix-mds", overwrite=True)
+def test_streaming_loader_feeds_the_same_batches(runs, data, tmp_path) -> None:
+    exported = midmix.export(data / "code-mix", tmp_path / "code-mix-mds")
     assert exported.form == "mds"
-    r = recipe(data, runs["scheduled"].parent / "streaming", duration="6ba", data__train__loader="streaming",
-               data__train__path=str(data / "code-mix-mds"))
+    r = recipe(data, tmp_path / "streaming", duration="6ba", data__train__loader="streaming",
+               data__train__path=str(tmp_path / "code-mix-mds"))
     train(r)
     got, reference = audit(Path(r["run_dir"])), audit(runs["scheduled"])
     assert sorted(got) == list(range(6))

@@ -17,19 +17,21 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("composer")
 
-import test_train  # noqa: E402
-from test_train import G, audit, metrics, recipe, train  # noqa: E402
-from trainutil import rewind  # noqa: E402
+from conftest import TinyRuns  # noqa: E402
+from trainutil import STEPS, G, audit, copy_run, metrics, recipe, recipe_of, rewind, train  # noqa: E402
 
-data = test_train.data  # its prepared sources and mixes, as a fixture of this module too
+CHECKPOINT = 4
+# The form: (the shared run that saved it, ranks that saved, ranks that resume).
+RESUMES = {"full": ("scheduled", 1, 2), "sharded": ("sharded", 2, 1)}
 
-STEPS, CHECKPOINT = 8, 4
-RESUMES = {"full": (1, 2), "sharded": (2, 1)}  # the form: (ranks that saved, ranks that resume)
+
+@pytest.fixture(scope="module")
+def data(train_data: Path) -> Path:
+    return train_data
 
 
 def form_recipe(data: Path, run_dir: Path, form: str, **changes) -> dict:
-    return recipe(data, run_dir, duration=f"{STEPS}ba", checkpoint={"interval": f"{CHECKPOINT}ba"},
-                  fsdp={"state_dict_type": form}, **changes)
+    return recipe(data, run_dir, fsdp={"state_dict_type": form}, **changes)
 
 
 def loss_lines(run_dir: Path) -> list[int]:
@@ -39,17 +41,17 @@ def loss_lines(run_dir: Path) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def resumed(data, tmp_path_factory) -> dict[str, dict]:
-    """Per form: the run trained to the end on one world size (its metrics), then rewound to its
-    checkpoint at CHECKPOINT and resumed on the other."""
+def resumed(tiny_runs: TinyRuns, tmp_path_factory) -> dict[str, dict]:
+    """Per form: a copy of the session's run of that form (trained to the end on one world size), rewound
+    to its checkpoint at CHECKPOINT and resumed on the other world size."""
     root = tmp_path_factory.mktemp("forms")
     out = {}
-    for form, (first, then) in RESUMES.items():
-        r = form_recipe(data, root / form, form)
-        assert train(r, ranks=first)["world_size"] == first
-        reference = metrics(root / form)
-        rewind(root / form, CHECKPOINT)
-        out[form] = {"run_dir": root / form, "reference": reference, "summary": train(r, ranks=then)}
+    for form, (name, _, then) in RESUMES.items():
+        run_dir = copy_run(tiny_runs[name], root / form)
+        rewind(run_dir, CHECKPOINT)
+        r = recipe_of(run_dir)
+        r["fsdp"] = {"state_dict_type": form}  # (the one-process run saved full checkpoints without FSDP)
+        out[form] = {"run_dir": run_dir, "reference": metrics(tiny_runs[name]), "summary": train(r, ranks=then)}
     return out
 
 
@@ -63,7 +65,7 @@ def batch_sha(mix: Path, step: int, rank: int, world: int) -> str:
 
 @pytest.mark.parametrize("form", sorted(RESUMES))
 def test_a_checkpoint_resumes_on_another_world_size(resumed, data, form) -> None:
-    first, then = RESUMES[form]
+    _, first, then = RESUMES[form]
     run = resumed[form]
     assert run["summary"]["world_size"] == then and run["summary"]["steps"] == STEPS
     # It resumed at the checkpoint: the steps after it were logged twice, nothing before it again.
@@ -85,7 +87,7 @@ def test_a_checkpoint_resumes_on_another_world_size(resumed, data, form) -> None
 
 
 def test_a_branch_starts_from_a_sharded_base_on_another_world_size(resumed, data, tmp_path) -> None:
-    base = resumed["sharded"]["run_dir"]  # saved by 2 ranks up to CHECKPOINT
+    base = resumed["sharded"]["run_dir"]  # saved by 2 ranks (up to CHECKPOINT, then by 1)
     r = form_recipe(data, tmp_path / "branch", "sharded", branch={"run": str(base), "step": CHECKPOINT})
     summary = train(r, ranks=1)
     assert summary["steps"] == STEPS
@@ -103,8 +105,8 @@ def test_a_branch_starts_from_a_sharded_base_on_another_world_size(resumed, data
     assert first_delta[0] == CHECKPOINT and first_delta[2] == 0.0  # the branch's callbacks start afresh
 
 
-def test_init_from_a_sharded_run_reads_its_last_weights(resumed, data, tmp_path) -> None:
-    base = resumed["sharded"]["run_dir"]
+def test_init_from_a_sharded_run_reads_its_last_weights(tiny_runs, data, tmp_path) -> None:
+    base = tiny_runs["sharded"]
     r = recipe(data, tmp_path / "init", duration="1ba", model={"arch": "tiny", "init_from": str(base)},
                checkpoint={"enabled": False}, callbacks={"forgetting": {"eval": "general", "interval": "4ba"}})
     train(r, ranks=1)  # one process, no FSDP: the DCP weights load into a plain model
@@ -134,7 +136,7 @@ def test_a_checkpoint_of_the_other_form_is_refused_with_the_setting_to_change(re
         branch_checkpoint(cfg(full, {"state_dict_type": "sharded"}))
     assert branch_checkpoint(cfg(sharded, {"state_dict_type": "sharded"})).name == "ep0-ba4"
     assert branch_checkpoint(cfg(full, {"state_dict_type": "full"})).name == "ep0-ba4-rank0.pt"
-    with pytest.raises(midmix.ConfigError, match=r"no checkpoint at step 3 .*saved steps: 4, 8"):
+    with pytest.raises(midmix.ConfigError, match=r"no checkpoint at step 3 .*saved steps: 4, 8, 12, 16"):
         c = cfg(sharded, {"state_dict_type": "sharded"})
         c.branch.step = 3
         branch_checkpoint(c)

@@ -14,10 +14,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("composer")
 
-import test_train  # noqa: E402
-from test_train import G, recipe  # noqa: E402
+from trainutil import G, recipe  # noqa: E402
 
-data = test_train.data  # its prepared sources and mixes, as a fixture of this module too
+
+@pytest.fixture(scope="module")
+def data(train_data: Path) -> Path:
+    return train_data  # the session's prepared sources and mixes (conftest.train_data)
 
 
 @pytest.fixture

@@ -12,18 +12,20 @@ from pathlib import Path
 import pytest
 import yaml
 
+pytestmark = pytest.mark.slow  # the slow tier (`make test-all`; the README says what each slow test protects)
 pytest.importorskip("composer")
 wandb = pytest.importorskip("wandb")
 mlflow = pytest.importorskip("mlflow")
 
-import test_train  # noqa: E402
-from test_train import metrics, recipe, train  # noqa: E402
-from trainutil import rewind, wandb_offline_run  # noqa: E402
-
-data = test_train.data  # its prepared sources and mixes, as a fixture of this module too
+from trainutil import metrics, recipe, rewind, train, wandb_offline_run  # noqa: E402
 
 STEPS, CHECKPOINT = 8, 4
 MLFLOW_EXPERIMENT = "midmix-tests"
+
+
+@pytest.fixture(scope="module")
+def data(train_data: Path) -> Path:
+    return train_data  # the session's prepared sources and mixes (conftest.train_data)
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -52,18 +54,24 @@ def run_ranks(kind: str, directory: Path, per_device: int, ranks: int, workers: 
     (SIGKILL); `resume`: each rank starts from the state its killed run saved."""
     port = free_port()
     tmp.mkdir(parents=True, exist_ok=True)
+    # A short TMPDIR of their own: the DataLoader's workers and streaming put unix sockets there (108 bytes at
+    # most), and pytest-xdist's temporary paths are long.
+    short = Path(tempfile.mkdtemp(prefix="mm-order-"))
     procs, outs = [], []
     for r in range(ranks):
         out = tmp / f"{kind}-{ranks}-{workers}-{r}.json"
         env = dict(os.environ, RANK=str(r), WORLD_SIZE=str(ranks), LOCAL_RANK=str(r), LOCAL_WORLD_SIZE=str(ranks),
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), TMPDIR=str(tmp), KILL_AFTER=str(kill_after),
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), TMPDIR=str(short), KILL_AFTER=str(kill_after),
                    STATE=str(tmp.parent / f"state-{r}.json") if kill_after or resume else "",
                    PYTHONPATH=os.pathsep.join([str(HERE.parent / "python"), os.environ.get("PYTHONPATH", "")]))
         procs.append(subprocess.Popen([sys.executable, str(HERE / "read_order.py"), kind, str(directory),
                                        str(per_device), str(workers), str(out)], env=env))
         outs.append(out)
-    for p in procs:
-        assert p.wait(timeout=300) == (-signal.SIGKILL if kill_after else 0)
+    try:
+        for p in procs:
+            assert p.wait(timeout=300) == (-signal.SIGKILL if kill_after else 0)
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
     return [] if kill_after else [json.loads(o.read_text()) for o in outs]
 
 

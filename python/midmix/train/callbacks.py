@@ -107,7 +107,11 @@ class DomainEval(LossEval):
 
 class MixtureMonitor(Callback):
     """Per-source shares of the samples consumed since this run started (from the batches' `source`
-    column, summed over ranks) against the plan in the mix's midmix.json over the same samples."""
+    column, summed over ranks) against the plan in the mix's midmix.json over the same samples.
+
+    The counts are summed over ranks at every step (a few integers), so a checkpoint holds the whole
+    run's counts and a resume on another world size continues them: rank 0 takes them over, the other
+    ranks count from zero."""
 
     def __init__(self, plan: Manifest, every: int) -> None:
         if not isinstance(plan, MixManifest):
@@ -115,7 +119,10 @@ class MixtureMonitor(Callback):
                               "(no plan to compare with)")
         self.plan, self.every = plan, every
         self.names: list[str] = list(plan.sources)
-        self.counts = np.zeros(len(self.names), dtype=np.int64)
+        zeros = np.zeros(len(self.names), dtype=np.int64)
+        self.counts = zeros.copy()  # this rank's, since this process started or resumed the run
+        self.restored = zeros.copy()  # the whole run's at the resume (rank 0 only)
+        self.total = zeros.copy()  # the whole run's, all ranks: what is logged and checkpointed
         self.start_sample: int | None = None
 
     def fit_start(self, state: State, logger: Logger) -> None:
@@ -128,15 +135,17 @@ class MixtureMonitor(Callback):
             self.counts += np.bincount(source.cpu().numpy(), minlength=len(self.names))[:len(self.names)]
 
     def batch_end(self, state: State, logger: Logger) -> None:
+        summed = _sum_over_ranks([float(c) for c in self.restored + self.counts])
+        self.total = np.array(summed, dtype=np.int64)
         if _due(state, self.every):
-            self._log(state, logger)
+            self._log(logger)
 
     def fit_end(self, state: State, logger: Logger) -> None:
         if not _due(state, self.every):
-            self._log(state, logger)
+            self._log(logger)
 
-    def _log(self, state: State, logger: Logger) -> None:
-        counts = np.array(_sum_over_ranks([float(c) for c in self.counts]))
+    def _log(self, logger: Logger) -> None:
+        counts = self.total
         seen = counts.sum()
         if seen == 0:
             return
@@ -149,10 +158,13 @@ class MixtureMonitor(Callback):
         logger.log_metrics(metrics)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"counts": self.counts.tolist(), "start_sample": self.start_sample}
+        return {"counts": self.total.tolist(), "start_sample": self.start_sample}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.counts = np.array(state["counts"], dtype=np.int64)
+        saved = np.array(state["counts"], dtype=np.int64)
+        self.restored = saved if dist.get_global_rank() == 0 else np.zeros_like(saved)
+        self.counts = np.zeros_like(saved)
+        self.total = saved
         self.start_sample = state["start_sample"]
 
 
