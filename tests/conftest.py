@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import fcntl
+import importlib.metadata
 import json
 import os
 import shutil
@@ -115,6 +116,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(pytest.mark.xdist_group("slurm" if name in SLURM_MODULES else name))
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(module(item), len(rank)))  # stable: file order otherwise
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse to run when xdist's groups cannot take: pytest-xdist 3.8 groups a test by rewriting its
+    `item._nodeid`, which pytest 9.2 no longer reads. Every test would be scheduled alone, and two workers
+    would start two Slurm clusters sharing, and stopping, one machine-wide munged."""
+    if config.getoption("dist", "no") != "loadgroup" or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    class Probe(pytest.Item):
+        def runtest(self) -> None:
+            pass
+
+    probe = object.__new__(Probe)
+    probe._nodeid = "probe@group"  # what xdist's worker does to every grouped test
+    try:
+        grouped = probe.nodeid == "probe@group"
+    except AttributeError:
+        grouped = False
+    if not grouped:
+        raise pytest.UsageError(
+            f"pytest-xdist {importlib.metadata.version('pytest-xdist')} cannot group tests under pytest "
+            f"{pytest.__version__} (--dist loadgroup): install the versions pyproject.toml pins"
+        )
 
 
 def session_dir(factory: pytest.TempPathFactory) -> Path:

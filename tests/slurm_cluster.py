@@ -59,7 +59,11 @@ class SlurmCluster:
         return self.dir / "log" / "slurmctld.log"
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(args, env=self.env, capture_output=True, text=True, check=check, timeout=60)
+        r = subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=60)
+        if check and r.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)}: exit {r.returncode}: {r.stderr.strip()}\n"
+                               f"node: {node_state(self)}\nslurmctld.log:\n{log_tail(self.ctld_log)}")
+        return r
 
     def sbatch(self, *args: str) -> str:
         """Submits a job and returns its id (for an array, the array's id)."""
