@@ -92,6 +92,7 @@ bench: $(DEV)
 	$(BIN)/python benchmarks/mix_bench.py
 	$(BIN)/python benchmarks/stats_bench.py
 	$(BIN)/python benchmarks/sft_loader_bench.py
+	$(BIN)/python benchmarks/verify_bench.py
 
 clean:
 	rm -rf $(VENV) target demo-out bench-out tiny-out

@@ -11,7 +11,7 @@ import os
 import shutil
 import struct
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +139,28 @@ def pytest_configure(config: pytest.Config) -> None:
             f"pytest-xdist {importlib.metadata.version('pytest-xdist')} cannot group tests under pytest "
             f"{pytest.__version__} (--dist loadgroup): install the versions pyproject.toml pins"
         )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def data_root_of_the_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A name means one directory for good, and test modules reuse names: each module's fixtures register
+    theirs in a data root of the module's own."""
+    own = tmp_path_factory.mktemp("module-data-root")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MIDMIX_DATA_ROOT", str(own))
+        yield own
+
+
+@pytest.fixture(autouse=True)
+def data_root_of_the_test(data_root_of_the_module: Path, tmp_path_factory: pytest.TempPathFactory,
+                          monkeypatch: pytest.MonkeyPatch) -> Path:
+    """... and each test in one of its own, which starts with what its module's fixtures registered."""
+    shared = data_root_of_the_module
+    own = tmp_path_factory.mktemp("data-root")
+    if (shared / "registry.json").exists():
+        shutil.copyfile(shared / "registry.json", own / "registry.json")
+    monkeypatch.setenv("MIDMIX_DATA_ROOT", str(own))
+    return own
 
 
 def session_dir(factory: pytest.TempPathFactory) -> Path:

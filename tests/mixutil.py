@@ -20,7 +20,7 @@ def prepare_sources(root: Path, seq_len: int = 64, compression: str | None = Non
         out[name] = root / name
         if not out[name].exists():
             midmix.prepare(name, [str(DEMO / f)], tokenizer=PYTHIA, seq_len=seq_len, out=out[name],
-                           compression=compression if name == "prose" else None, size_limit=1 << 16)
+                           compression=compression if name == "prose" else None, size_limit=1 << 16, register=False)
     return out
 
 

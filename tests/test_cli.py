@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import midmix
 import pytest
 from click.testing import CliRunner
 from conftest import PYTHIA, token_stream
@@ -24,7 +25,9 @@ def test_prepare_registers_and_inspect_decodes(tmp_path) -> None:
     assert r.exit_code == 0, r.output
     assert "samples" in r.output and "dropped tail" in r.output
     reg = json.loads((root / "registry.json").read_text())
-    assert Path(reg["prose"]) == (root / "prose").resolve()
+    assert Path(reg["prose"]["path"]) == (root / "prose").resolve()
+    assert reg["prose"]["kind"] == "prepared"
+    assert reg["prose"]["fingerprint"] == midmix.read_manifest(root / "prose").fingerprint
     r = invoke("inspect", "prose", "--data-root", root, "--show", 0)
     assert r.exit_code == 0, r.output
     assert "tokens:ndarray:uint16:256" in r.output and "--- sample 0" in r.output

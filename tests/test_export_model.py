@@ -155,8 +155,21 @@ def test_cli_refuses_to_overwrite_unless_asked_and_leaves_no_temporary(run, tmp_
     export_model(run["run"], out, overwrite=True)
     assert not (out / "stale.txt").exists() and (out / "model.safetensors").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no staging directory left behind
-    with pytest.raises(midmix.ConfigError, match="holds the run"):
-        export_model(run["run"], run["dir"], overwrite=True)
+    # --overwrite replaces only an earlier export-model output: never the run's directory, its checkpoints
+    # or any other directory, which are left as they were.
+    checkpoints = run["run"] / "checkpoints"
+    before = sorted(p.name for p in checkpoints.iterdir())
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "thesis.tex").write_text("precious")
+    for target in (run["dir"], run["run"], checkpoints, other):
+        with pytest.raises(midmix.ConfigError, match="is not an export-model output"):
+            export_model(run["run"], target, overwrite=True)
+    assert sorted(p.name for p in checkpoints.iterdir()) == before and before
+    assert (other / "thesis.tex").read_text() == "precious"
+    # The same from the command line (the case that deleted every checkpoint).
+    inside = cli("export-model", str(run["run"]), "--out", str(checkpoints), "--overwrite")
+    assert inside.returncode != 0 and "is not an export-model output" in inside.stderr
 
 
 def _run_on(run: dict[str, Path], tmp_path: Path, data: Path) -> Path:

@@ -28,6 +28,11 @@ def _own_tmpdir(tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(d))
 
 
+def recorded(hashes: list[str]) -> list[str]:
+    """The hashes midmix records: those asked for and its content hash, xxh3_64 (sorted, as it writes them)."""
+    return sorted({*hashes, "xxh3_64"})
+
+
 def files(directory: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.name != "midmix.json"}
 
@@ -45,7 +50,7 @@ def test_pretrain_output_is_byte_identical_to_mdswriter(tmp_path, hashes) -> Non
     assert len(json.loads((ours / "index.json").read_text())["shards"]) > 3  # several shards
 
     theirs = tmp_path / "theirs"
-    with MDSWriter(out=str(theirs), columns={"tokens": "ndarray:uint16:128"}, hashes=hashes,
+    with MDSWriter(out=str(theirs), columns={"tokens": "ndarray:uint16:128"}, hashes=recorded(hashes),
                    size_limit=50_000) as w:
         for row in tokens:
             w.write({"tokens": row})
@@ -57,7 +62,8 @@ def test_no_size_limit_gives_one_shard_like_mdswriter(tmp_path) -> None:
     prepare_demo(ours, size_limit=None)
     tokens = read_tokens(ours)
     theirs = tmp_path / "theirs"
-    with MDSWriter(out=str(theirs), columns={"tokens": "ndarray:uint16:128"}, size_limit=None) as w:
+    with MDSWriter(out=str(theirs), columns={"tokens": "ndarray:uint16:128"}, size_limit=None,
+                   hashes=recorded([])) as w:
         for row in tokens:
             w.write({"tokens": row})
     assert files(ours) == files(theirs)
@@ -82,7 +88,7 @@ def test_zstd_shards_decode_to_mdswriter_bytes(tmp_path) -> None:
 
     theirs = tmp_path / "theirs"
     with MDSWriter(out=str(theirs), columns={"tokens": "ndarray:uint16:128"}, compression="zstd:7",
-                   hashes=["sha1"], size_limit=50_000) as w:
+                   hashes=recorded(["sha1"]), size_limit=50_000) as w:
         for row in tokens:
             w.write({"tokens": row})
     their_index = json.loads((theirs / "index.json").read_text())
@@ -121,7 +127,7 @@ def test_sft_output_is_byte_identical_to_mdswriter(tmp_path) -> None:
     theirs = tmp_path / "theirs"
     index = json.loads((ours / "index.json").read_text())
     with MDSWriter(out=str(theirs), columns={"input_ids": "ndarray:uint16", "labels": "ndarray:int32"},
-                   size_limit=4000) as w:
+                   size_limit=4000, hashes=recorded([])) as w:
         for s in index["shards"]:
             reader = MDSReader.from_json(str(ours), None, s)
             for i in range(reader.samples):

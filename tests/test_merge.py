@@ -34,7 +34,7 @@ def test_merged_parts_equal_single_run(tmp_path, tasks, mode) -> None:
     if mode == "sft":  # prompt = the id, response = the text
         kw.update(mode="sft", prompt_field="id", response_field="text")
     single = tmp_path / "single"
-    midmix.prepare("p", inputs, tokenizer=PYTHIA, seq_len=1000, out=single, **kw)
+    midmix.prepare("p", inputs, tokenizer=PYTHIA, seq_len=1000, out=single, register=False, **kw)
     parts = []
     for i in range(tasks):
         part = tmp_path / f"part{i}"
@@ -64,7 +64,7 @@ def test_merge_rejects_incomplete_or_foreign_parts(tmp_path) -> None:
     with pytest.raises(DatasetError, match="seq_len"):
         midmix.merge(parts[:2] + [other], tmp_path / "m")
     single = tmp_path / "single"
-    midmix.prepare("p", inputs, tokenizer=PYTHIA, seq_len=64, out=single)
+    midmix.prepare("p", inputs, tokenizer=PYTHIA, seq_len=64, out=single, register=False)
     with pytest.raises(DatasetError, match="--num-tasks"):
         midmix.merge([single], tmp_path / "m")
     shutil.copytree(parts[1], tmp_path / "dup")

@@ -1,4 +1,5 @@
-"""Type stubs for the native module `midmix._core` (Rust, PyO3). Private: use `midmix`'s API.
+"""Type stubs for the native module `midmix._core` (Rust, PyO3). Private: use `midmix`'s API. It raises
+the classes of `midmix.errors`.
 
 The options objects are `midmix.api`'s dataclasses; the binding reads their attributes by name."""
 
@@ -11,16 +12,8 @@ from midmix.api import ExportOptions, MergeOptions, MixOptions, PrepareOptions, 
 
 __version__: str
 
-class MidmixError(Exception): ...
-
-class InputError(MidmixError):
-    path: str
-    line: int | None
-    row: int | None
-
-class TokenizerError(MidmixError): ...
-class ConfigError(MidmixError): ...
-class DatasetError(MidmixError): ...
+def open_dataset(dir: str | Path) -> tuple[str | None, str | None]:
+    """The one validated open: returns (`midmix.json`, `index.json`) as JSON text, each None where absent."""
 
 def prepare(options: PrepareOptions) -> str:
     """Prepare a dataset; returns its `midmix.json` manifest as a JSON string."""

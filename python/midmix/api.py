@@ -19,7 +19,7 @@ import numpy as np
 from midmix import _core, dataset
 from midmix.dataset import PathLike
 from midmix.errors import ConfigError
-from midmix.manifest import MixManifest, PreparedManifest, manifest_from_json
+from midmix.manifest import MixManifest, PreparedManifest, manifest_from_json, read_manifest
 from midmix.mixspec import Phase, source_order
 from midmix.tokenizer import resolve_tokenizer
 
@@ -145,6 +145,8 @@ def prepare(name: str, inputs: Sequence[PathLike] = (), *, tokenizer: PathLike, 
         compression=compression, hashes=list(hashes), size_limit=size_limit, on_bad_record=on_bad_record,
         num_tasks=num_tasks, task_index=task_index, threads=threads, progress=progress)
     _set_encoder_threads(threads)
+    if register and num_tasks is None:
+        dataset.check_name(name, out_path, root)  # before any work: a name never re-points
     if hf:
         from midmix.hf import export_to_parquet
 
@@ -163,9 +165,13 @@ def merge(parts: Sequence[PathLike], out: PathLike, *, data_root: PathLike | Non
           overwrite: bool = False, progress: bool = False, register: bool = True) -> PreparedManifest:
     """Combine the parts of a `prepare(num_tasks=…)` run into the dataset one run gives."""
     opts = MergeOptions(parts=[Path(p) for p in parts], out=Path(out), overwrite=overwrite, progress=progress)
+    root = dataset.data_root(data_root)
+    first = read_manifest(opts.parts[0]) if register and opts.parts else None
+    if first is not None and first.kind == "prepared":
+        dataset.check_name(first.name, opts.out, root)
     manifest = _manifest(_core.merge(opts), opts.out, PreparedManifest)
     if register:
-        dataset.register(manifest.name, opts.out, dataset.data_root(data_root))
+        dataset.register(manifest.name, opts.out, root)
     return manifest
 
 
@@ -189,6 +195,8 @@ def build_mix(phases: Sequence[Phase], out: PathLike, *, sources: Mapping[str, P
                       exact_per_batch=exact_per_batch, on_exhaust=on_exhaust, max_repeat=max_repeat,
                       blend_rule=blend_rule, materialize=materialize, overwrite=overwrite, size_limit=size_limit,
                       threads=threads, progress=progress)
+    if register:
+        dataset.check_name(name or opts.out.resolve().name, opts.out, root)
     manifest = _manifest(_core.build_mix(opts), opts.out, MixManifest)
     if register:
         dataset.register(name or opts.out.resolve().name, opts.out, root)
@@ -203,6 +211,8 @@ def export(mix: PathLike, out: PathLike, *, data_root: PathLike | None = None, o
     root = dataset.data_root(data_root)
     opts = ExportOptions(mix=dataset.resolve(mix, root), out=Path(out), overwrite=overwrite, size_limit=size_limit,
                          threads=threads, progress=progress)
+    if register:
+        dataset.check_name(name or opts.out.resolve().name, opts.out, root)
     manifest = _manifest(_core.export(opts), opts.out, MixManifest)
     if register:
         dataset.register(name or opts.out.resolve().name, opts.out, root)

@@ -65,7 +65,7 @@ def main() -> None:
 @click.argument("name")
 @click.argument("inputs", nargs=-1)
 @click.option("--tokenizer", required=True, help="tokenizer.json path (or a hub id when online)")
-@click.option("--seq-len", default=2048, show_default=True, type=click.IntRange(min=1))
+@click.option("--seq-len", default=2048, show_default=True, type=click.IntRange(min=1, max=1 << 24))
 @click.option("--out", type=click.Path(path_type=Path), help="output directory [default: DATA_ROOT/NAME]")
 @click.option("--data-root", type=click.Path(path_type=Path), help="[default: $MIDMIX_DATA_ROOT or ./data]")
 @click.option("--text-field", default="text", show_default=True)
@@ -179,6 +179,9 @@ def build_mix(weights: str | None, schedule: Path | None, tokens: str | None, sa
         raise click.UsageError("give --weights or --schedule")
     if schedule and (tokens or samples):
         raise click.UsageError("a schedule sets its own lengths: drop --tokens/--samples")
+    if schedule and schedule.resolve().is_relative_to(out.resolve()):
+        # --overwrite would delete the schedule the mix is built from.
+        raise click.UsageError(f"the schedule {schedule} lies inside the output {out}: write the mix elsewhere")
     try:
         phases = mixspec.load_schedule(schedule) if schedule else \
             mixspec.phases_from_weights(weights or "", tokens, samples)

@@ -127,10 +127,12 @@ class MixDataset(_MappedShards[TokenReader], IterableDataset):
 
     @cached_property
     def fingerprint(self) -> str:
-        """The identity of the data read. A mix: sha256 of its manifest without timings, form and paths
-        (seed, sources' fingerprints, plan), so an index mix and its export are the same data. Other
-        datasets: of their index.json (every shard's size, and hashes when written) and manifest."""
+        """The identity of the data read: the fingerprint `midmix.json` records (from every shard's content
+        hash, and for a mix its sources' fingerprints and plan, so an index mix and its export are the same
+        data). Outputs written before fingerprints: sha256 of their index.json and manifest."""
         manifest = read_manifest(self.path)
+        if manifest is not None and manifest.fingerprint is not None:
+            return manifest.fingerprint
         h = hashlib.sha256()
         if not isinstance(manifest, MixManifest):
             h.update((self.path / "index.json").read_bytes())

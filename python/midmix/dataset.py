@@ -7,24 +7,27 @@ commands (and recipes) can say `c4` instead of a path. `Dataset.open` takes eith
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from midmix import _core
 from midmix._core import SampleReader, TokenReader
 from midmix.errors import ConfigError, DatasetError
-from midmix.manifest import MANIFEST_FILE, Manifest, MixManifest, read_manifest
+from midmix.manifest import MANIFEST_FILE, Manifest, MixManifest, manifest_from_json, read_manifest
 
 REGISTRY_FILE = "registry.json"
 INDEX_FILE = "index.json"
 
 PathLike = str | os.PathLike[str]
 
-__all__ = ["Dataset", "SampleReader", "TokenReader", "data_root", "is_dataset", "lookup", "register",
-           "registered", "resolve"]
+__all__ = ["Dataset", "Registered", "SampleReader", "TokenReader", "check_name", "data_root", "is_dataset", "lookup",
+           "register", "registered", "resolve"]
 
 
 # -- the data root --------------------------------------------------------------------------------------
@@ -33,25 +36,63 @@ def data_root(explicit: PathLike | None = None) -> Path:
     return Path(explicit or os.environ.get("MIDMIX_DATA_ROOT") or "data")
 
 
-def registered(root: Path) -> dict[str, str]:
-    """Every name in the root's registry and the directory it points to."""
+@dataclass(frozen=True)
+class Registered:
+    """What a registry entry records: the directory, and what it held when registered (its kind and
+    fingerprint; None in registries written before fingerprints)."""
+
+    path: str
+    kind: str | None = None
+    fingerprint: str | None = None
+
+
+def registered(root: Path) -> dict[str, Registered]:
+    """Every name in the root's registry and what it points to."""
     path = root / REGISTRY_FILE
     try:
         entries = json.loads(path.read_text())
     except FileNotFoundError:
         return {}
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ConfigError(f"{path}: not a readable registry ({e})") from e
-    if not isinstance(entries, dict) or not all(isinstance(v, str) for v in entries.values()):
+    if not isinstance(entries, dict):
         raise ConfigError(f"{path}: expected an object mapping names to directories")
-    return entries
+    out: dict[str, Registered] = {}
+    for name, entry in entries.items():
+        if isinstance(entry, str):  # a registry from before fingerprints
+            out[name] = Registered(entry)
+        elif isinstance(entry, dict) and isinstance(entry.get("path"), str) and all(
+                isinstance(entry.get(k), (str, type(None))) for k in ("kind", "fingerprint")):
+            out[name] = Registered(entry["path"], entry.get("kind"), entry.get("fingerprint"))
+        else:
+            raise ConfigError(f"{path}: entry '{name}' is not a directory or a {{path, kind, fingerprint}} object")
+    return out
+
+
+def check_name(name: str, directory: PathLike, root: Path) -> None:
+    """Refuse, before any work, to give `name` to `directory` when it already names another one: a name
+    means one directory, and re-pointing it would silently change what every later command reads."""
+    entry = registered(root).get(name)
+    target = Path(directory).resolve()
+    if entry is not None and Path(entry.path) != target:
+        raise ConfigError(
+            f"'{name}' already names {entry.path} (a {entry.kind or 'dataset'}) under data root {root}; give this "
+            f"output another name (--name), or remove '{name}' from {root / REGISTRY_FILE} first"
+        )
 
 
 def register(name: str, directory: Path, root: Path) -> None:
-    """Record `name` → `directory` (written to a temporary file, then renamed into place)."""
+    """Record `name` → `directory` with its kind and fingerprint (written to a temporary file, then
+    renamed into place). A name already given to another directory is refused (`check_name`)."""
+    check_name(name, directory, root)
+    manifest = read_manifest(directory)
     root.mkdir(parents=True, exist_ok=True)
-    entries = registered(root)
-    entries[name] = str(Path(directory).resolve())
+    entries = {n: dataclasses.asdict(e) for n, e in registered(root).items()}
+    entries[name] = dataclasses.asdict(Registered(
+        str(Path(directory).resolve()),
+        manifest.kind if manifest is not None else None,
+        manifest.fingerprint if manifest is not None else None,
+    ))
     tmp = root / f".{REGISTRY_FILE}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
     tmp.replace(root / REGISTRY_FILE)
@@ -63,13 +104,24 @@ def is_dataset(directory: Path) -> bool:
 
 
 def lookup(name: str, root: Path) -> Path:
-    """The directory registered as `name`, or `root/name` when that is a dataset."""
+    """The directory registered as `name`, or `root/name` when that is a dataset. A name whose directory
+    now holds another dataset than the one registered (another fingerprint) is refused."""
     entries = registered(root)
     if name in entries:
-        path = Path(entries[name])
+        entry = entries[name]
+        path = Path(entry.path)
         if not is_dataset(path):
-            raise DatasetError(f"'{name}' is registered under data root {root} as {path}, "
+            raise DatasetError(f"'{name}' is registered in {root / REGISTRY_FILE} as {path}, "
                                f"which no longer holds a dataset ({INDEX_FILE} and {MANIFEST_FILE} missing)")
+        if entry.fingerprint is not None:
+            manifest = read_manifest(path)
+            now = manifest.fingerprint if manifest is not None else None
+            if now != entry.fingerprint:
+                raise DatasetError(
+                    f"'{name}' is registered in {root / REGISTRY_FILE} for the dataset then at {path}, which now holds "
+                    f"another one (fingerprint {now} vs {entry.fingerprint}): it was replaced under another name. "
+                    f"Use the path, or remove '{name}' from {root / REGISTRY_FILE}"
+                )
         return path
     if is_dataset(root / name):
         return root / name
@@ -84,6 +136,7 @@ def resolve(spec: PathLike, root: PathLike | None = None) -> Path:
         return path
     text = str(spec)
     if os.sep in text or path.suffix:
+        _core.open_dataset(path)  # raises what is wrong: a remote URI, nothing there, not a dataset
         raise DatasetError(f"no dataset at {text} ({INDEX_FILE} and {MANIFEST_FILE} missing); run `midmix prepare` or "
                            "`midmix build-mix` first")
     return lookup(text, data_root(root))
@@ -103,16 +156,13 @@ class Dataset:
     def open(cls, spec: PathLike, data_root: PathLike | None = None) -> Dataset:
         """A dataset by path, or by the name it is registered under."""
         path = resolve(spec, data_root)
-        manifest = read_manifest(path)
-        if isinstance(manifest, MixManifest) and manifest.is_index:
-            return cls(path, manifest, None)  # no shards of its own: it reads its sources'
-        index_path = path / INDEX_FILE
-        try:
-            index = json.loads(index_path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise DatasetError(f"{index_path}: not a readable MDS index ({e})") from e
-        if not isinstance(index, dict) or not isinstance(index.get("shards"), list):
-            raise DatasetError(f"{index_path}: not an MDS index (no 'shards' list)")
+        # The one validated open (the core's): midmix.json's checksum, index.json against its recorded
+        # hash, counts, columns and shard sizes; an index mix's index files and its sources' identities.
+        manifest_text, index_text = _core.open_dataset(path)
+        manifest = None if manifest_text is None else manifest_from_json(manifest_text, str(path / MANIFEST_FILE))
+        if index_text is None:
+            return cls(path, manifest, None)  # an index mix: no shards of its own, it reads its sources'
+        index = json.loads(index_text)  # the core has parsed and checked it
         return cls(path, manifest, index)
 
     @property

@@ -3,7 +3,11 @@
 The Rust core writes it (`rust/core/src/report.rs` for prepared datasets, `mix.rs` for mixes);
 these classes mirror those structs field for field and in the same order, so `to_dict()` gives
 back the file's content. A file that lacks a field, or holds one of the wrong type, is a
-`DatasetError` naming the file and the field.
+`DatasetError` naming the file and the field. `read_manifest` reads it through the core's one
+validated open (its checksum, `index.json` against its recorded hash, counts, columns, shard sizes).
+
+`fingerprint` is a dataset's identity: a hash over its shards' content hashes and what its samples
+mean (for a mix, its sources' fingerprints and its plan). Outputs written before it have None.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
+from midmix import _core
 from midmix.errors import DatasetError
 
 MANIFEST_FILE = "midmix.json"
@@ -107,9 +112,12 @@ class PreparedManifest:
     writer: WriterInfo
     task: TaskInfo | None
     run: RunInfo
+    index_xxh3_128: str | None = None
+    fingerprint: str | None = None
+    checksum: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return _without_absent(dataclasses.asdict(self))
 
 
 @dataclass(frozen=True)
@@ -120,6 +128,7 @@ class SourceInfo:
     tokens: int
     index_xxh3_128: str
     tokenizer_sha256: str
+    fingerprint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -175,6 +184,9 @@ class MixManifest:
     form: Literal["index", "mds"] = "mds"  # mixes written before index mixes are MDS
     index: IndexFiles | None = None
     blend_rule: Literal["midmix", "megatron"] = "midmix"
+    index_xxh3_128: str | None = None
+    fingerprint: str | None = None
+    checksum: str | None = None
 
     @property
     def is_index(self) -> bool:
@@ -185,10 +197,22 @@ class MixManifest:
         return "pretrain"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = _without_absent(dataclasses.asdict(self))
+        for info in d["source_info"]:
+            if info.get("fingerprint") is None:
+                info.pop("fingerprint", None)
+        return d
 
 
 Manifest = PreparedManifest | MixManifest
+
+
+def _without_absent(d: dict[str, Any]) -> dict[str, Any]:
+    """The core leaves these keys out when it has none (outputs written before they existed)."""
+    for key in ("index_xxh3_128", "fingerprint", "checksum"):
+        if d.get(key) is None:
+            d.pop(key, None)
+    return d
 
 
 def parse_manifest(data: Any, where: str) -> Manifest:
@@ -211,16 +235,11 @@ def manifest_from_json(text: str, where: str) -> Manifest:
     return parse_manifest(data, where)
 
 
-def read_manifest(directory: Path) -> Manifest | None:
-    """The dataset's manifest, or None when it has no `midmix.json` (an MDS dataset from elsewhere)."""
-    path = Path(directory) / MANIFEST_FILE
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise DatasetError(f"{path}: cannot read ({e})") from e
-    return manifest_from_json(text, str(path))
+def read_manifest(directory: Path | str) -> Manifest | None:
+    """The dataset's manifest, or None when it has no `midmix.json` (an MDS dataset from elsewhere),
+    read through the core's validated open: a DatasetError names what does not match its records."""
+    text, _ = _core.open_dataset(Path(directory))
+    return None if text is None else manifest_from_json(text, str(Path(directory) / MANIFEST_FILE))
 
 
 # -- JSON → dataclasses ------------------------------------------------------------------------------

@@ -29,6 +29,8 @@ def parse_count(text: str | int | float, what: str = "count") -> int:
         value = float(m.group(1)) * _SUFFIX[m.group(2).upper()]
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"bad {what} {text!r}: must be positive")
+    if value >= 2**63:
+        raise ConfigError(f"bad {what} {text!r}: too large (at most 9.2e18)")
     return int(round(value))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,9 +84,23 @@ def _tokens_batch(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
 def worker_options(cfg: DataSetConfig, on_gpu: bool) -> dict[str, Any]:
     """The DataLoader's process and memory options: pin_memory defaults to on GPU, persistent_workers
     to on whenever there are workers (a new epoch then keeps its workers and their mapped shards)."""
+    if cfg.num_workers > 0:
+        check_worker_tmpdir()
     persistent = cfg.num_workers > 0 if cfg.persistent_workers is None else cfg.persistent_workers
     return {"num_workers": cfg.num_workers, "pin_memory": on_gpu if cfg.pin_memory is None else cfg.pin_memory,
             "persistent_workers": persistent}
+
+
+def check_worker_tmpdir() -> None:
+    """DataLoader workers hand batches over through a socket under $TMPDIR (`pymp-…/listener-…`, 33 more
+    characters), and a socket path longer than 107 bytes fails inside the worker's queue thread, where
+    torch drops it: the training loop then waits forever. Refuse such a TMPDIR up front instead."""
+    import tempfile
+
+    tmp = tempfile.gettempdir()
+    if len(os.fsencode(tmp)) + 33 > 107:
+        raise ConfigError(f"data.train.num_workers > 0 needs a shorter TMPDIR: {tmp} is {len(tmp)} characters, and the "
+                          "sockets DataLoader workers pass batches through must fit in 107 (set TMPDIR to e.g. /tmp)")
 
 
 def train_loader(cfg: DataSetConfig, info: DatasetInfo, global_batch: int, seed: int,

@@ -199,8 +199,10 @@ def export_model(run: str | os.PathLike[str], out: str | os.PathLike[str], *,
     if out.exists():
         if not overwrite:
             raise ConfigError(f"{out} exists: pass --overwrite to replace it")
-        if not out.is_dir():
-            raise ConfigError(f"{out} exists and is not a directory")
+        if not out.is_dir() or out.is_symlink() or not (out / EXPORT_FILE).is_file():
+            # Only a previous export-model output is replaced: never a run, its checkpoints or any other directory.
+            raise ConfigError(f"{out} exists and is not an export-model output (it has no {EXPORT_FILE}): --overwrite "
+                              "only replaces one; choose another output directory")
         for what, p in (("run", run_dir), ("tokenizer", tok_path), ("training data", info.path)):
             if _contains(out, p):
                 raise ConfigError(f"--out {out} holds the {what} ({p}): choose another output directory")

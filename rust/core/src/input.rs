@@ -68,9 +68,10 @@ pub fn discover(specs: &[String]) -> Result<Vec<InputFile>> {
     let mut seen = std::collections::HashSet::new();
     for spec in specs {
         let path = PathBuf::from(spec);
+        crate::dataset::check_local(&path)?;
         let mut found: Vec<PathBuf> = Vec::new();
         if path.is_dir() {
-            walk(&path, &mut found)?;
+            walk(&path, &mut found, &mut Vec::new())?;
             found.retain(|p| format_of(p).is_some());
             found.sort();
             if found.is_empty() {
@@ -109,7 +110,9 @@ pub fn discover(specs: &[String]) -> Result<Vec<InputFile>> {
             return Err(Error::Config(format!("{spec}: no such file or directory")));
         }
         for p in found {
-            if seen.insert(p.clone()) {
+            // One file reached by two paths (a symlink, `a/../a`) is read once.
+            let key = p.canonicalize().map_err(|e| Error::io(&p, e))?;
+            if seen.insert(key) {
                 let size = std::fs::metadata(&p).map_err(|e| Error::io(&p, e))?.len();
                 let format = format_of(&p).unwrap_or(Format::Jsonl(Compression::None));
                 out.push(InputFile {
@@ -124,16 +127,28 @@ pub fn discover(specs: &[String]) -> Result<Vec<InputFile>> {
     Ok(out)
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+/// Every file under `dir`, following symlinks; `ancestors` holds the canonical directories above, so
+/// a link back to one of them (a loop) is an error instead of the same files listed again and again.
+fn walk(dir: &Path, out: &mut Vec<PathBuf>, ancestors: &mut Vec<PathBuf>) -> Result<()> {
+    let canonical = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
+    if ancestors.contains(&canonical) {
+        return Err(Error::Config(format!(
+            "{}: a symlink loop (it leads back to {}); remove the link or name the files to read",
+            dir.display(),
+            canonical.display()
+        )));
+    }
+    ancestors.push(canonical);
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let p = entry.map_err(|e| Error::io(dir, e))?.path();
         if p.is_dir() {
-            walk(&p, out)?;
+            walk(&p, out, ancestors)?;
         } else {
             check_utf8_name(dir, &p)?;
             out.push(p);
         }
     }
+    ancestors.pop();
     Ok(())
 }
 
@@ -608,6 +623,34 @@ mod tests {
             format: Format::Parquet,
             size,
         }
+    }
+
+    #[test]
+    fn a_symlink_loop_is_an_error_and_a_linked_file_is_read_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("corpus");
+        std::fs::create_dir_all(d.join("sub")).unwrap();
+        std::fs::write(d.join("sub/a.jsonl"), "{\"text\": \"a\"}\n").unwrap();
+        // A second name for the same file, and for the same directory: read once.
+        std::os::unix::fs::symlink(d.join("sub/a.jsonl"), d.join("alias.jsonl")).unwrap();
+        std::os::unix::fs::symlink(d.join("sub"), tmp.path().join("sub-link")).unwrap();
+        let specs = [
+            d.display().to_string(),
+            tmp.path().join("sub-link").display().to_string(),
+        ];
+        let files = discover(&specs).unwrap();
+        assert_eq!(
+            files.len(),
+            1,
+            "{:?}",
+            files.iter().map(|f| &f.label).collect::<Vec<_>>()
+        );
+        // A link back to an ancestor: refused, naming it.
+        std::os::unix::fs::symlink(&d, d.join("sub/loop")).unwrap();
+        let err = discover(&[d.display().to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sub/loop: a symlink loop"), "{err}");
     }
 
     #[test]

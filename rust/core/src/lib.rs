@@ -1,6 +1,7 @@
 //! midmix-core: the Python-free engine of midmix. Reads corpora, tokenizes exactly as Hugging
 //! Face `tokenizers` does, packs, and writes MosaicML Streaming MDS datasets.
 
+pub mod dataset;
 pub mod error;
 pub mod input;
 pub mod mds;

@@ -88,13 +88,52 @@ fn read_parts(opts: &MergeOptions) -> Result<Vec<(PathBuf, Report)>> {
         let run = |r: &Report| r.task.as_ref().map(|t| t.run_id.clone());
         same("prepare run (inputs or options)", p, &run(r), &run(first))?;
     }
-    // A part whose shards do not match its own records would merge into a wrong stream.
-    for (i, (p, r)) in parts.iter().enumerate() {
-        let ds = MdsDataset::open(p)?;
-        crate::verify::check_counts_and_sizes(&format!("part {i}"), p, &ds, r.counts.samples)?;
-        crate::verify::check_hashes(&format!("part {i}"), p, &ds)?;
+    // A part that does not match its own records would merge into a wrong stream: each is opened
+    // checked, and each shard is checked against its content hash as it is copied.
+    for (p, r) in &parts {
+        crate::dataset::open(p)?;
+        check_tail(p, r)?;
     }
     Ok(parts)
+}
+
+/// A pretraining part's tail (the tokens after its last full sample, which the merge re-cuts into
+/// the stream) against what its shards imply: every document token is either in a sample (its
+/// sample count, checked against index.json, × seq_len) or in the tail, and every id is below the
+/// vocabulary. An edited tail would shift or wrap the merged stream.
+fn check_tail(p: &Path, r: &Report) -> Result<()> {
+    let Some(task) = &r.task else { return Ok(()) };
+    if r.mode != "pretrain" {
+        return Ok(());
+    }
+    let in_samples = r.counts.samples.saturating_mul(r.seq_len as u64);
+    let expected = r.counts.document_tokens.checked_sub(in_samples);
+    if expected != Some(task.tail.len() as u64) {
+        return Err(Error::dataset(
+            p.join(crate::report::REPORT_FILE),
+            format!(
+                "task.tail holds {} tokens, but counts.document_tokens ({}) less {} samples × seq_len {} leaves {}: the part is damaged",
+                task.tail.len(),
+                r.counts.document_tokens,
+                r.counts.samples,
+                r.seq_len,
+                expected.map_or("a negative count".to_string(), |n| n.to_string())
+            ),
+        ));
+    }
+    let vocab = r.tokenizer.vocab_size;
+    if let Some((i, id)) = task
+        .tail
+        .iter()
+        .enumerate()
+        .find(|(_, &id)| u64::from(id) >= vocab)
+    {
+        return Err(Error::dataset(
+            p.join(crate::report::REPORT_FILE),
+            format!("task.tail[{i}] is id {id} ≥ vocab size {vocab}: the part is damaged"),
+        ));
+    }
+    Ok(())
 }
 
 /// Copies the parts' samples, in order, into one writer: pretraining tokens are re-cut through
@@ -170,7 +209,7 @@ pub fn merge(opts: &MergeOptions) -> Result<Report> {
     let parts = read_parts(opts)?;
     let first = parts[0].1.clone();
 
-    let staged = StagedDir::new(&opts.out, opts.overwrite)?;
+    let staged = StagedDir::new(&opts.out, opts.overwrite, crate::report::KIND_PREPARED)?;
     let columns: Vec<(&str, &str)> = first
         .columns
         .iter()
@@ -178,7 +217,7 @@ pub fn merge(opts: &MergeOptions) -> Result<Report> {
         .collect();
     let writer_opts = WriterOptions {
         compression: first.writer.compression.clone(),
-        hashes: first.writer.hashes.clone(),
+        hashes: crate::mds::with_content_hash(&first.writer.hashes),
         size_limit: first.writer.size_limit,
     };
     let writer = MdsWriter::create(staged.path(), &columns, &writer_opts)?;
@@ -221,10 +260,17 @@ pub fn merge(opts: &MergeOptions) -> Result<Report> {
     progress.finish();
 
     let elapsed = started.elapsed().as_secs_f64();
-    let report = Report {
+    let mut report = Report {
         counts,
         inputs,
         task: None,
+        writer: crate::report::WriterInfo {
+            hashes: writer_opts.hashes.clone(),
+            ..first.writer.clone()
+        },
+        index_xxh3_128: None,
+        fingerprint: None,
+        checksum: None,
         run: RunInfo {
             elapsed_s: elapsed,
             threads: 1,
@@ -236,4 +282,48 @@ pub fn merge(opts: &MergeOptions) -> Result<Report> {
     report.write(staged.path())?;
     staged.commit(opts.cancel.as_deref())?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A part's tail is checked against what its counts imply and against the vocabulary (the
+    /// manifest's checksum also catches an edit; this holds for a part sealed after one).
+    #[test]
+    fn a_tail_that_does_not_match_its_counts_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let input = tmp.path().join("a.jsonl");
+        std::fs::write(
+            &input,
+            "{\"text\": \"one two three four five six seven eight\"}\n",
+        )
+        .unwrap();
+        let tok = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/pythia.json");
+        let mut o = crate::prepare::PrepareOptions::new(
+            "p",
+            vec![input.display().to_string()],
+            tok,
+            4,
+            tmp.path().join("part"),
+        );
+        (o.num_tasks, o.task_index) = (Some(1), Some(0));
+        crate::prepare::prepare(&o).unwrap();
+        let part = tmp.path().join("part");
+        let r = Report::read(&part).unwrap();
+        assert!(!r.task.as_ref().unwrap().tail.is_empty());
+        check_tail(&part, &r).unwrap();
+        let mut shorter = r.clone();
+        shorter.task.as_mut().unwrap().tail.pop();
+        let err = check_tail(&part, &shorter).unwrap_err().to_string();
+        assert!(err.contains("task.tail holds"), "{err}");
+        let mut wrapped = r.clone();
+        wrapped.task.as_mut().unwrap().tail[0] = 60_000;
+        let err = check_tail(&part, &wrapped).unwrap_err().to_string();
+        assert!(
+            err.contains("task.tail[0] is id 60000 ≥ vocab size 50277"),
+            "{err}"
+        );
+    }
 }

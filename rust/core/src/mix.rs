@@ -110,6 +110,10 @@ pub struct SourceInfo {
     /// xxh3-128 over the source's `index.json` (which holds its shards' sizes and hashes).
     pub index_xxh3_128: String,
     pub tokenizer_sha256: String,
+    /// The source's fingerprint (`report::fingerprint`), which opening the mix compares; None in
+    /// mixes from before it (they compare `index_xxh3_128`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -157,6 +161,13 @@ pub struct MixReport {
     pub max_deviation: f64,
     pub columns: BTreeMap<String, String>,
     pub elapsed_s: f64,
+    /// The seal (`report::write_json`); None in manifests from before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_xxh3_128: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
 }
 
 fn mds_form() -> String {
@@ -280,16 +291,10 @@ fn read_sources(opts: &MixOptions) -> Result<(Vec<Report>, String)> {
             ));
         }
     }
-    // A source whose shards do not match its own records is damaged; refuse it before planning.
-    for ((name, dir), r) in opts.sources.iter().zip(&reports) {
-        let ds = crate::mds::MdsDataset::open(dir)?;
-        crate::verify::check_counts_and_sizes(
-            &format!("source '{name}'"),
-            dir,
-            &ds,
-            r.counts.samples,
-        )?;
-        crate::verify::check_hashes(&format!("source '{name}'"), dir, &ds)?;
+    // A source that does not match its own records is damaged: refused before planning (its
+    // shards' contents are checked as they are read, by `open_sources`' readers).
+    for (_, dir) in &opts.sources {
+        crate::dataset::open(dir)?;
     }
     let tokens_spec = first
         .columns
@@ -377,6 +382,39 @@ fn phases(opts: &MixOptions, names: &[&str], seq_len: usize) -> Result<Vec<Phase
 }
 
 /// Refuse a plan that takes more passes over a source than `--on-exhaust` allows.
+/// The plan holds one byte per sample: refuse, by arithmetic and before allocating it, a large length
+/// the sources cannot fill (each source at most its samples × the passes allowed) or memory cannot
+/// hold. `check_exhaustion` then checks each source against the plan itself.
+fn check_budget(opts: &MixOptions, planned_len: u64, avail: &[u64], seq_len: usize) -> Result<()> {
+    let passes = match opts.on_exhaust {
+        OnExhaust::Repeat(m) => m.unwrap_or(u64::MAX),
+        _ => 1,
+    };
+    let fillable = avail
+        .iter()
+        .fold(0u64, |sum, &a| sum.saturating_add(a.saturating_mul(passes)));
+    // A plan under 2^26 samples (64 MB; 128B tokens at seq_len 2048 is 62.5M) is made first, so that a
+    // source that runs out is named with its own count (`check_exhaustion`); past that, arithmetic.
+    const PLANNED_FIRST: u64 = 1 << 26;
+    if opts.on_exhaust != OnExhaust::Stop && planned_len > fillable && planned_len > PLANNED_FIRST {
+        return Err(Error::Config(format!(
+            "the mix needs {planned_len} samples ({} tokens) but its sources hold {} samples{}: use a smaller budget{}",
+            (planned_len as u128) * seq_len as u128,
+            avail.iter().sum::<u64>(),
+            if passes > 1 { format!(" × {passes} passes") } else { String::new() },
+            if passes == 1 { ", or --on-exhaust repeat or stop" } else { "" },
+        )));
+    }
+    // 2^38 samples (over 500T tokens at seq_len 2048) is a 256 GiB plan: far past any real budget.
+    const MAX_SAMPLES: u64 = 1 << 38;
+    if planned_len > MAX_SAMPLES {
+        return Err(Error::Config(format!(
+            "the mix would hold {planned_len} samples, more than midmix plans ({MAX_SAMPLES}); use a smaller budget"
+        )));
+    }
+    Ok(())
+}
+
 fn check_exhaustion(
     opts: &MixOptions,
     names: &[&str],
@@ -467,7 +505,7 @@ fn write_shards(
         &[("source", "uint8"), ("tokens", tokens_spec)],
         &WriterOptions {
             compression: None,
-            hashes: Vec::new(),
+            hashes: vec![crate::mds::CONTENT_HASH.to_string()],
             size_limit: opts.size_limit,
         },
     )?;
@@ -491,7 +529,7 @@ fn write_shards(
                 let mut fill = |w: &mut dyn std::io::Write| -> Result<()> {
                     for &(s, idx) in &picks[lo as usize..hi as usize] {
                         let bytes = sources[s as usize]
-                            .sample(idx as u64)
+                            .sample(idx as u64)?
                             .filter(|b| b.len() + 1 == sample_size)
                             .ok_or_else(|| {
                                 let src = &source_dirs[s as usize];
@@ -582,6 +620,7 @@ fn source_infos(
                 tokens: a * tok,
                 index_xxh3_128: crate::mixindex::file_xxh3(&dir.join(crate::mds::INDEX_FILE))?,
                 tokenizer_sha256: r.tokenizer.sha256.clone(),
+                fingerprint: r.fingerprint.clone(),
             })
         })
         .collect()
@@ -599,11 +638,14 @@ fn on_exhaust_name(on_exhaust: OnExhaust) -> String {
     }
 }
 
-fn write_report(dir: &Path, report: &MixReport) -> Result<()> {
+/// Seal and write `dir/midmix.json` (`report::write_json`); fills in the report's hashes.
+fn write_report(dir: &Path, report: &mut MixReport) -> Result<()> {
     let path = dir.join(crate::report::REPORT_FILE);
-    let text =
-        serde_json::to_string_pretty(report).map_err(|e| Error::dataset(&path, e.to_string()))?;
-    std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))
+    let value = serde_json::to_value(&*report).map_err(|e| Error::dataset(&path, e.to_string()))?;
+    let sealed = crate::report::write_json(dir, value)?;
+    *report = serde_json::from_value(sealed)
+        .map_err(|e| Error::dataset(&path, format!("not a mix manifest: {e}")))?;
+    Ok(())
 }
 
 /// Map the sources for reading (compressed shards into `cache`); refuses one whose index lists
@@ -653,6 +695,7 @@ fn plan_sources(
         Some(g) if opts.exact_per_batch => g,
         _ => 0,
     };
+    check_budget(opts, planned_len, avail, seq_len)?;
     let limit = |i: usize, c: u64| !stop_at_limit || c < avail[i];
     let mut plan = plan::build(
         schedule,
@@ -705,7 +748,7 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
     let phases = phases(opts, &names, seq_len)?;
     let schedule = Schedule::new(&phases)?;
 
-    let staged = StagedDir::new(&opts.out, opts.overwrite)?;
+    let staged = StagedDir::new(&opts.out, opts.overwrite, crate::report::KIND_MIX)?;
     let cache = staged.path().join(".source-cache");
     let sources = open_sources(opts, &cache)?;
     let avail: Vec<u64> = sources.iter().map(|s| s.num_samples()).collect();
@@ -739,9 +782,9 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
 
     let tok = seq_len as u64;
     let total = plan.sources.len() as u64;
-    let report = MixReport {
+    let mut report = MixReport {
         midmix_version: crate::VERSION.into(),
-        kind: "mix".into(),
+        kind: crate::report::KIND_MIX.into(),
         form: if index.is_some() { "index" } else { "mds" }.into(),
         index,
         sources: names.iter().map(|s| s.to_string()).collect(),
@@ -775,8 +818,11 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
         .into_iter()
         .collect(),
         elapsed_s: started.elapsed().as_secs_f64(),
+        index_xxh3_128: None,
+        fingerprint: None,
+        checksum: None,
     };
-    write_report(staged.path(), &report)?;
+    write_report(staged.path(), &mut report)?;
     staged.commit(opts.cancel.as_deref())?;
     Ok(report)
 }
@@ -850,7 +896,7 @@ pub fn export(opts: &ExportOptions) -> Result<MixReport> {
         .chain([opts.mix.clone()])
         .collect();
     crate::staging::check_not_an_input(&opts.out, &inputs)?;
-    let staged = StagedDir::new(&opts.out, opts.overwrite)?;
+    let staged = StagedDir::new(&opts.out, opts.overwrite, crate::report::KIND_MIX)?;
     let cache = staged.path().join(".source-cache");
     let mix = IndexedMix::open_manifest(&opts.mix, manifest, &cache)?;
     let picks = mix.picks()?;
@@ -870,7 +916,10 @@ pub fn export(opts: &ExportOptions) -> Result<MixReport> {
     report.form = "mds".into();
     report.index = None;
     report.elapsed_s = started.elapsed().as_secs_f64();
-    write_report(staged.path(), &report)?;
+    // The export's fingerprint is its index mix's (the same samples in the same order): it is
+    // computed from the same facts; its shards are pinned by its own index.json.
+    report.index_xxh3_128 = None;
+    write_report(staged.path(), &mut report)?;
     staged.commit(opts.cancel.as_deref())?;
     Ok(report)
 }

@@ -691,12 +691,9 @@ fn report(
     out: Output,
     run: RunInfo,
 ) -> Report {
-    let mut hashes = opts.writer.hashes.clone();
-    hashes.sort();
-    hashes.dedup();
     Report {
         midmix_version: crate::VERSION.to_string(),
-        kind: "prepared".into(),
+        kind: crate::report::KIND_PREPARED.into(),
         name: opts.name.clone(),
         mode: mode.name().into(),
         tokenizer: TokenizerInfo {
@@ -717,11 +714,14 @@ fn report(
         inputs: out.inputs,
         writer: WriterInfo {
             compression: opts.writer.compression.clone(),
-            hashes,
+            hashes: crate::mds::with_content_hash(&opts.writer.hashes),
             size_limit: opts.writer.size_limit,
         },
         task: out.task,
         run,
+        index_xxh3_128: None,
+        fingerprint: None,
+        checksum: None,
     }
 }
 
@@ -777,24 +777,30 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Report> {
     check_seq_len(opts.seq_len, tokens.dtype, sft)?;
     let mut mode = pipeline(opts, tokens);
     let (files, run_id) = input_files(opts, task)?;
-    // The named files and directories and every file found in them.
+    // The named files and directories, every file found in them, and the tokenizer.
     let in_paths: Vec<PathBuf> = opts
         .inputs
         .iter()
         .map(PathBuf::from)
+        .chain(std::iter::once(opts.tokenizer.clone()))
         .filter(|p| p.exists())
         .chain(files.iter().map(|f| f.path.clone()))
         .collect();
     crate::staging::check_not_an_input(&opts.out, &in_paths)?;
     mode.check_inputs(&files)?;
 
-    let staged = StagedDir::new(&opts.out, opts.overwrite)?;
+    let staged = StagedDir::new(&opts.out, opts.overwrite, crate::report::KIND_PREPARED)?;
     let columns = mode.columns();
     let col_refs: Vec<(&str, &str)> = columns
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_str()))
         .collect();
-    let mut writer = MdsWriter::create(staged.path(), &col_refs, &opts.writer)?;
+    // Every shard midmix writes records its content hash (`mds::CONTENT_HASH`) besides `--hashes`.
+    let writer_opts = WriterOptions {
+        hashes: crate::mds::with_content_hash(&opts.writer.hashes),
+        ..opts.writer.clone()
+    };
+    let mut writer = MdsWriter::create(staged.path(), &col_refs, &writer_opts)?;
     let total_bytes: u64 = files.iter().map(|f| f.size).sum();
     let progress = Progress::new(
         opts.progress,
@@ -839,7 +845,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Report> {
         inputs,
         task,
     };
-    let report = report(opts, &enc, mode.as_ref(), tokens, out, run);
+    let mut report = report(opts, &enc, mode.as_ref(), tokens, out, run);
     report.write(staged.path())?;
     staged.commit(opts.cancel.as_deref())?;
     Ok(report)

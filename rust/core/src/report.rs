@@ -2,13 +2,17 @@
 //! `inspect` and later stages (`build-mix` checks tokenizer fingerprints and seq_len).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
 
 pub const REPORT_FILE: &str = "midmix.json";
+/// `midmix.json`'s `kind` of a `prepare` or `merge` output, and of a `build-mix` or `export` output.
+pub const KIND_PREPARED: &str = "prepared";
+pub const KIND_MIX: &str = "mix";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TokenizerInfo {
@@ -110,35 +114,206 @@ pub struct Report {
     pub writer: WriterInfo,
     pub task: Option<TaskInfo>,
     pub run: RunInfo,
+    /// The seal (see `write_json`); None in manifests from before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_xxh3_128: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
 }
 
-/// A dataset's `midmix.json` as JSON (prepared datasets and mixes alike), or None when it has none:
-/// for the checks that need a few recorded facts, whatever the kind. Returns the file's path too, for
-/// errors about its content.
-pub fn read_json(dir: &Path) -> Result<Option<(std::path::PathBuf, serde_json::Value)>> {
+// -- Identity and integrity ----------------------------------------------------------------------
+//
+// Every `midmix.json` midmix writes is sealed with three hashes (xxh3-128, hex):
+// - `index_xxh3_128`: of the dataset's `index.json`, whose shard entries hold each shard's size and
+//   content hash (`mds::CONTENT_HASH`) — so the manifest pins every byte of the shards;
+// - `fingerprint`: what the dataset *is*, its samples in their order, wherever and however it was
+//   made (no paths, timings or storage form): what an index mix records of each source, what a
+//   training run's resume compares and what the experiment's caches key on;
+// - `checksum`: of the manifest itself (its timings aside), so an edited or damaged field is an
+//   error where the manifest is read, not a wrong count or id downstream.
+// Manifests written before these existed have none of them and are read as they are.
+
+/// Manifest fields outside the checksum: timings that differ between identical runs, and the
+/// checksum itself.
+const UNCHECKED: &[&str] = &["run", "elapsed_s", "checksum"];
+
+fn hash_json(value: &Value) -> String {
+    // serde_json's objects are sorted maps: the text is canonical.
+    format!(
+        "{:032x}",
+        xxhash_rust::xxh3::xxh3_128(value.to_string().as_bytes())
+    )
+}
+
+fn checksum_of(manifest: &Value) -> String {
+    let mut v = manifest.clone();
+    if let Value::Object(m) = &mut v {
+        for k in UNCHECKED {
+            m.remove(*k);
+        }
+    }
+    hash_json(&v)
+}
+
+/// The fingerprint of a sealed-to-be manifest (see above): for a prepared dataset its shards (through
+/// `index_xxh3_128`) and what they mean (mode, length, columns, tokenizer, special ids); for a mix of
+/// either form its sources' fingerprints, seed, rule and plan.
+pub fn fingerprint(m: &Value) -> String {
+    let facts = if m["kind"] == "mix" {
+        let sources: Vec<Value> = m["source_info"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| {
+                        if s["fingerprint"].is_string() {
+                            s["fingerprint"].clone()
+                        } else {
+                            s["index_xxh3_128"].clone()
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let phases: Vec<Value> = m["phases"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|p| json!([p["start_sample"], p["end_sample"], p["ramp"], p["weights"]]))
+                    .collect()
+            })
+            .unwrap_or_default();
+        json!({
+            "kind": "mix", "sources": m["sources"], "source_fingerprints": sources, "seed": m["seed"],
+            "seq_len": m["seq_len"], "dtype": m["dtype"], "columns": m["columns"],
+            "tokenizer": m["tokenizer"]["sha256"], "global_batch": m["global_batch"],
+            "exact_per_batch": m["exact_per_batch"], "on_exhaust": m["on_exhaust"],
+            "blend_rule": m["blend_rule"], "total_samples": m["total_samples"], "phases": phases,
+        })
+    } else {
+        json!({
+            "kind": m["kind"], "mode": m["mode"], "seq_len": m["seq_len"], "dtype": m["dtype"],
+            "columns": m["columns"], "eos_id": m["eos_id"], "bos_id": m["bos_id"], "sft": m["sft"],
+            "tokenizer": [m["tokenizer"]["sha256"], m["tokenizer"]["vocab_size"]],
+            "index": m["index_xxh3_128"],
+        })
+    };
+    hash_json(&facts)
+}
+
+/// xxh3-128 of a file's bytes, as the manifests record them.
+pub fn file_xxh3_128(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes)))
+}
+
+/// Seal `manifest` (its hashes, see above) and write it as `dir/midmix.json`, after the dataset's
+/// `index.json` (if it has one). Returns the sealed manifest.
+pub fn write_json(dir: &Path, manifest: Value) -> Result<Value> {
+    let path = dir.join(REPORT_FILE);
+    let Value::Object(mut m) = manifest else {
+        return Err(Error::dataset(&path, "a manifest must be a JSON object"));
+    };
+    let index = dir.join(crate::mds::INDEX_FILE);
+    if index.exists() {
+        m.insert("index_xxh3_128".into(), json!(file_xxh3_128(&index)?));
+    }
+    let mut v = Value::Object(m);
+    v["fingerprint"] = json!(fingerprint(&v));
+    v["checksum"] = json!(checksum_of(&v));
+    let text =
+        serde_json::to_string_pretty(&v).map_err(|e| Error::dataset(&path, e.to_string()))?;
+    std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))?;
+    Ok(v)
+}
+
+/// A dataset's `midmix.json` as JSON (prepared datasets and mixes alike), or None when it has none,
+/// with its checksum checked (when it has one). Returns the file's path too, for errors about its
+/// content.
+pub fn read_json(dir: &Path) -> Result<Option<(PathBuf, Value)>> {
     let path = dir.join(REPORT_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(&path, e)),
     };
-    let json = serde_json::from_str(&text)
+    let json: Value = serde_json::from_str(&text)
         .map_err(|e| Error::dataset(&path, format!("not valid JSON: {e}")))?;
+    if !json.is_object() {
+        return Err(Error::dataset(
+            &path,
+            "not a midmix manifest (not a JSON object)",
+        ));
+    }
+    if json.get("fingerprint").is_some() && json.get("checksum").is_none() {
+        // Sealed manifests carry both: a checksum removed would otherwise pass any edit.
+        return Err(Error::dataset(
+            &path,
+            "records a fingerprint but no checksum: edited since midmix wrote it (re-create the dataset, or restore the file)",
+        ));
+    }
+    if let Some(recorded) = json.get("checksum") {
+        if recorded.as_str() != Some(checksum_of(&json).as_str()) {
+            return Err(Error::dataset(
+                &path,
+                "does not match its checksum: edited or damaged since midmix wrote it (re-create the dataset, or restore the file)",
+            ));
+        }
+    }
     Ok(Some((path, json)))
 }
 
 impl Report {
-    pub fn write(&self, dir: &Path) -> Result<()> {
+    /// Seal and write `dir/midmix.json` (after the shards and `index.json`); fills in the hashes.
+    pub fn write(&mut self, dir: &Path) -> Result<()> {
         let path = dir.join(REPORT_FILE);
-        let text =
-            serde_json::to_string_pretty(self).map_err(|e| Error::dataset(&path, e.to_string()))?;
-        std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))
+        let value =
+            serde_json::to_value(&*self).map_err(|e| Error::dataset(&path, e.to_string()))?;
+        let sealed = write_json(dir, value)?;
+        *self = serde_json::from_value(sealed)
+            .map_err(|e| Error::dataset(&path, format!("not a midmix report: {e}")))?;
+        Ok(())
     }
 
     pub fn read(dir: &Path) -> Result<Report> {
         let path = dir.join(REPORT_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        serde_json::from_str(&text)
+        let (_, json) = read_json(dir)?
+            .ok_or_else(|| Error::io(&path, std::io::Error::from(std::io::ErrorKind::NotFound)))?;
+        serde_json::from_value(json)
             .map_err(|e| Error::dataset(&path, format!("not a midmix report: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sealed manifest reads back with its checksum intact, whatever its floats (serde_json parses
+    /// them exactly with `float_roundtrip`; without it, 0.36923076923076925 came back one ulp off).
+    #[test]
+    fn a_sealed_manifest_with_any_floats_reads_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let floats: Vec<f64> = (1..2000)
+            .map(|i| 24.0 / (i as f64 * 1.3) + 1e-9 * i as f64)
+            .collect();
+        write_json(
+            tmp.path(),
+            json!({"kind": "mix", "passes": floats, "seed": 1}),
+        )
+        .unwrap();
+        let (_, v) = read_json(tmp.path()).unwrap().unwrap();
+        assert_eq!(v["passes"][0], json!(floats[0]));
+        std::fs::write(
+            tmp.path().join(REPORT_FILE),
+            std::fs::read_to_string(tmp.path().join(REPORT_FILE))
+                .unwrap()
+                .replace("\"seed\": 1", "\"seed\": 2"),
+        )
+        .unwrap();
+        assert!(read_json(tmp.path())
+            .unwrap_err()
+            .to_string()
+            .contains("does not match its checksum"));
     }
 }

@@ -15,14 +15,13 @@ pub enum Samples {
 }
 
 impl Samples {
-    /// Open `dir` as an index mix when its `midmix.json` says so, else as MDS. Compressed shards
-    /// are decompressed into `cache`.
+    /// Open `dir` (the validated open, `crate::dataset::open`) as an index mix when its
+    /// `midmix.json` says so, else as MDS. Compressed shards are decompressed into `cache`.
     pub fn open(dir: &Path, cache: &Path) -> Result<Samples> {
-        match IndexedMix::manifest(dir)? {
-            Some(manifest) => Ok(Samples::Index(Box::new(IndexedMix::open_manifest(
-                dir, manifest, cache,
-            )?))),
-            None => Ok(Samples::Mds(MappedDataset::open(dir, cache)?)),
+        let opened = crate::dataset::open(dir)?;
+        match opened.mds {
+            Some(ds) => Ok(Samples::Mds(MappedDataset::new(ds, cache))),
+            None => Ok(Samples::Index(Box::new(IndexedMix::open(dir, cache)?))),
         }
     }
 
@@ -41,31 +40,31 @@ impl Samples {
         }
     }
 
-    /// Sample `k` encoded as MDS stores it (`source` byte then tokens, for a mix).
-    pub fn encoded(&self, k: u64) -> Option<Cow<'_, [u8]>> {
-        match self {
-            Samples::Mds(d) => d.sample(k).map(Cow::Borrowed),
-            Samples::Index(m) => m.sample(k).map(|(s, t)| {
+    /// Sample `k` encoded as MDS stores it (`source` byte then tokens, for a mix); None past
+    /// the end, an error when its shard or the mix's index is damaged.
+    pub fn encoded(&self, k: u64) -> Result<Option<Cow<'_, [u8]>>> {
+        Ok(match self {
+            Samples::Mds(d) => d.sample(k)?.map(Cow::Borrowed),
+            Samples::Index(m) => m.sample(k)?.map(|(s, t)| {
                 let mut v = Vec::with_capacity(1 + t.len());
                 v.push(s);
                 v.extend_from_slice(t);
                 Cow::Owned(v)
             }),
-        }
+        })
     }
 
     /// (source, token bytes) of sample `k` of fixed-size `[source +] tokens` data; `with_source`
     /// says whether MDS samples start with a `source` byte (an index mix always has one).
-    pub fn tokens(&self, k: u64, with_source: bool) -> Option<(u8, &[u8])> {
+    pub fn tokens(&self, k: u64, with_source: bool) -> Result<Option<(u8, &[u8])>> {
         match self {
-            Samples::Mds(d) => {
-                let s = d.sample(k)?;
+            Samples::Mds(d) => Ok(d.sample(k)?.and_then(|s| {
                 if with_source {
                     Some((*s.first()?, &s[1..]))
                 } else {
                     Some((0, s))
                 }
-            }
+            })),
             Samples::Index(m) => m.sample(k),
         }
     }

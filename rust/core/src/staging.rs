@@ -9,33 +9,48 @@ pub struct StagedDir {
     final_path: PathBuf,
     tmp: PathBuf,
     overwrite: bool,
+    kind: &'static str,
     committed: bool,
 }
 
-/// `--overwrite` replaces only what midmix made: a directory holding both `midmix.json` and
-/// `index.json`. Anything else (a file, any other directory) is refused and left untouched.
-fn check_replaceable(path: &Path) -> Result<()> {
+/// `--overwrite` replaces only what midmix made, and only an output of the kind being written
+/// (`prepared` or `mix`): a directory whose `midmix.json` says that kind, with its `index.json` (or,
+/// for an index mix, its index files). Anything else (a file, any other directory, a mix where a
+/// prepared dataset is written) is refused and left untouched.
+fn check_replaceable(path: &Path, kind: &str) -> Result<()> {
     // symlink_metadata: a link is not followed to replace what it points at.
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return Ok(());
     };
-    // MDS with its midmix.json, or an index mix (a midmix.json naming its index files).
-    let is_dataset = meta.is_dir()
-        && path.join(crate::report::REPORT_FILE).is_file()
-        && (path.join(crate::mds::INDEX_FILE).is_file()
-            || matches!(crate::mixindex::IndexedMix::manifest(path), Ok(Some(_))));
-    if is_dataset {
-        return Ok(());
-    }
-    let what = if meta.is_dir() {
-        "is a directory but not a midmix dataset (it lacks midmix.json or index.json)"
-    } else {
-        "is not a midmix dataset directory"
+    let refuse = |what: String| {
+        Err(Error::dataset(
+            path,
+            format!("{what}; --overwrite only replaces a midmix output of the same kind, so it was left untouched"),
+        ))
     };
-    Err(Error::dataset(
-        path,
-        format!("{what}; --overwrite only replaces a midmix dataset, so it was left untouched"),
-    ))
+    if !meta.is_dir() {
+        return refuse("is not a midmix dataset directory".into());
+    }
+    let manifest = std::fs::read(path.join(crate::report::REPORT_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    let Some(m) = manifest else {
+        return refuse(
+            "is a directory but not a midmix dataset (it lacks a readable midmix.json)".into(),
+        );
+    };
+    let found = m["kind"].as_str().unwrap_or_default();
+    if found != kind {
+        return refuse(format!(
+            "holds a midmix output of kind '{found}', not the '{kind}' this command writes"
+        ));
+    }
+    let has_data = path.join(crate::mds::INDEX_FILE).is_file()
+        || (m["form"] == "index" && m["index"]["source"]["file"].is_string());
+    if !has_data {
+        return refuse("is a directory but not a midmix dataset (it lacks index.json)".into());
+    }
+    Ok(())
 }
 
 /// `path` made absolute with symlinks resolved, also when it (or its parents) does not exist
@@ -114,7 +129,9 @@ fn remove_stale_staging(parent: &Path, name: &str) {
 }
 
 impl StagedDir {
-    pub fn new(final_path: &Path, overwrite: bool) -> Result<StagedDir> {
+    /// Stage an output of `kind` (`prepared` or `mix`, what its `midmix.json` will say) for `final_path`.
+    pub fn new(final_path: &Path, overwrite: bool, kind: &'static str) -> Result<StagedDir> {
+        crate::dataset::check_local(final_path)?;
         if final_path.exists() && !overwrite {
             return Err(Error::dataset(
                 final_path,
@@ -122,7 +139,7 @@ impl StagedDir {
             ));
         }
         if overwrite {
-            check_replaceable(final_path)?;
+            check_replaceable(final_path, kind)?;
         }
         let name = final_path
             .file_name()
@@ -143,6 +160,7 @@ impl StagedDir {
             final_path: final_path.to_path_buf(),
             tmp,
             overwrite,
+            kind,
             committed: false,
         })
     }
@@ -169,7 +187,7 @@ impl StagedDir {
                 ));
             }
             // Checked again: it may have been replaced by something else while building.
-            check_replaceable(&self.final_path)?;
+            check_replaceable(&self.final_path, self.kind)?;
             let aside = self.tmp.with_extension("old");
             std::fs::rename(&self.final_path, &aside)
                 .map_err(|e| Error::io(&self.final_path, e))?;
@@ -198,7 +216,8 @@ mod tests {
 
     fn dataset(dir: &Path, marker: &str) {
         std::fs::create_dir_all(dir).unwrap();
-        std::fs::write(dir.join(crate::report::REPORT_FILE), marker).unwrap();
+        let manifest = format!("{{\"kind\": \"prepared\", \"marker\": \"{marker}\"}}");
+        std::fs::write(dir.join(crate::report::REPORT_FILE), manifest).unwrap();
         std::fs::write(dir.join(crate::mds::INDEX_FILE), "{}").unwrap();
     }
 
@@ -210,10 +229,10 @@ mod tests {
         std::fs::create_dir(&home).unwrap();
         std::fs::write(home.join("thesis.tex"), "precious").unwrap();
         std::fs::write(home.join(crate::mds::INDEX_FILE), "{}").unwrap();
-        match StagedDir::new(&home, true) {
+        match StagedDir::new(&home, true, "prepared") {
             Err(Error::Dataset { msg, .. }) => assert_eq!(
                 msg,
-                "is a directory but not a midmix dataset (it lacks midmix.json or index.json); --overwrite only replaces a midmix dataset, so it was left untouched"
+                "is a directory but not a midmix dataset (it lacks a readable midmix.json); --overwrite only replaces a midmix output of the same kind, so it was left untouched"
             ),
             other => panic!("expected a dataset error, got {:?}", other.map(|_| ())),
         }
@@ -221,32 +240,54 @@ mod tests {
         // A file: refused, untouched.
         let file = tmp.path().join("notes.txt");
         std::fs::write(&file, "keep").unwrap();
-        let err = StagedDir::new(&file, true).err().unwrap().to_string();
-        assert!(err.ends_with("is not a midmix dataset directory; --overwrite only replaces a midmix dataset, so it was left untouched"), "{err}");
+        let err = StagedDir::new(&file, true, "prepared")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.ends_with("is not a midmix dataset directory; --overwrite only replaces a midmix output of the same kind, so it was left untouched"), "{err}");
         assert_eq!(std::fs::read(&file).unwrap(), b"keep");
         // A dataset: replaced.
         let ds = tmp.path().join("ds");
         dataset(&ds, "old");
-        let staged = StagedDir::new(&ds, true).unwrap();
+        let staged = StagedDir::new(&ds, true, "prepared").unwrap();
         dataset(staged.path(), "new");
         staged.commit(None).unwrap();
-        assert_eq!(std::fs::read(ds.join("midmix.json")).unwrap(), b"new");
+        let marker = |ds: &Path| std::fs::read_to_string(ds.join("midmix.json")).unwrap();
+        assert!(marker(&ds).contains("\"new\""));
         // A stop asked for after the last write: nothing replaced, the staging directory gone.
-        let staged = StagedDir::new(&ds, true).unwrap();
+        let staged = StagedDir::new(&ds, true, "prepared").unwrap();
         dataset(staged.path(), "stopped");
         let stop = std::sync::atomic::AtomicBool::new(true);
         assert!(matches!(
             staged.commit(Some(&stop)),
             Err(Error::Interrupted)
         ));
-        assert_eq!(std::fs::read(ds.join("midmix.json")).unwrap(), b"new");
+        assert!(marker(&ds).contains("\"new\""));
         assert_eq!(
             std::fs::read_dir(tmp.path()).unwrap().count(),
             3,
             "a staging directory was left"
         );
+        // A mix is not replaced by a prepared dataset (nor the reverse): refused, untouched.
+        std::fs::write(
+            ds.join("midmix.json"),
+            "{\"kind\": \"mix\", \"marker\": \"a mix\"}",
+        )
+        .unwrap();
+        let err = StagedDir::new(&ds, true, "prepared")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains(
+                "holds a midmix output of kind 'mix', not the 'prepared' this command writes"
+            ),
+            "{err}"
+        );
+        assert!(marker(&ds).contains("a mix"));
+        dataset(&ds, "new");
         // Swapped for something else while building: commit refuses and keeps it.
-        let staged = StagedDir::new(&ds, true).unwrap();
+        let staged = StagedDir::new(&ds, true, "prepared").unwrap();
         std::fs::remove_dir_all(&ds).unwrap();
         std::fs::write(&ds, "a file now").unwrap();
         assert!(staged.commit(None).is_err());
@@ -310,7 +351,7 @@ mod tests {
         for k in &keep {
             std::fs::create_dir(k).unwrap();
         }
-        let staged = StagedDir::new(&tmp.path().join("out"), false).unwrap();
+        let staged = StagedDir::new(&tmp.path().join("out"), false, "prepared").unwrap();
         assert!(!stale.exists());
         for k in &keep {
             assert!(k.exists(), "{}", k.display());

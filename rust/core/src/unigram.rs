@@ -341,7 +341,7 @@ pub fn count_index_mix(
                 let mut u = Unigram::new(vocab);
                 let lo = task * POSITIONS_PER_TASK;
                 for k in lo..(lo + POSITIONS_PER_TASK).min(n) {
-                    let (s, tokens) = mix.sample(k).ok_or_else(|| {
+                    let (s, tokens) = mix.sample(k)?.ok_or_else(|| {
                         Error::dataset(dir, format!("index position {k} names no sample of its sources: damaged index"))
                     })?;
                     let bad = |t: u32| {
@@ -373,14 +373,14 @@ pub fn count_dataset(
     cancel: Option<&AtomicBool>,
 ) -> Result<Unigram> {
     let pool = thread_pool(threads)?;
-    let counted = if crate::mixindex::IndexedMix::manifest(dir)?.is_some() {
-        count_index_mix(
+    let opened = crate::dataset::open(dir)?;
+    let counted = match opened.mds {
+        None => count_index_mix(
             &crate::mixindex::IndexedMix::open_private(dir)?,
             &pool,
             cancel,
-        )?
-    } else {
-        count_shards(dir, &pool, cancel)?
+        )?,
+        Some(ds) => count_shards(dir, ds, &pool, cancel)?,
     };
     let mut u = counted;
     for &t in exclude {
@@ -392,13 +392,13 @@ pub fn count_dataset(
     Ok(u)
 }
 
-/// Count an MDS dataset shard by shard.
+/// Count an MDS dataset (opened and checked) shard by shard.
 fn count_shards(
     dir: &Path,
+    ds: MdsDataset,
     pool: &rayon::ThreadPool,
     cancel: Option<&AtomicBool>,
 ) -> Result<Unigram> {
-    let ds = MdsDataset::open(dir)?;
     let col = ds
         .column_index("tokens")
         .or_else(|| ds.column_index("input_ids"))
@@ -511,20 +511,17 @@ mod tests {
         let n = bytes.len();
         bytes[n - 2..].copy_from_slice(&[0xff, 0xff]);
         std::fs::write(&shard, bytes).unwrap();
-        let samples = u.documents;
+        // The shard no longer matches its recorded content hash: refused before any id is counted.
         match count_dataset(&dir, &[], Some(1), None) {
-            Err(Error::Dataset { path, msg }) => {
-                assert_eq!(path, dir.display().to_string());
-                assert_eq!(
-                    msg,
-                    format!(
-                        "shard.00000.mds sample {}: id 65535 ≥ vocab size 50277: corrupt shard?",
-                        samples - 1
-                    )
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("shard.00000.mds: its bytes hash to xxh3_64 "),
+                    "{msg}"
                 );
             }
             other => panic!(
-                "expected a dataset error, got {:?}",
+                "expected a content-hash error, got {:?}",
                 other.map(|u| u.counts.len())
             ),
         }
@@ -550,7 +547,7 @@ mod tests {
         assert!(err.contains("cannot size the counts"), "{err}");
         std::fs::write(
             dir.join("midmix.json"),
-            "{\"tokenizer\": {\"vocab_size\": 100000}}",
+            "{\"tokenizer\": {\"vocab_size\": 100000}, \"counts\": {\"samples\": 1}}",
         )
         .unwrap();
         let err = count_dataset(&dir, &[], Some(1), None)

@@ -141,8 +141,9 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
     if kind == "mix" && json["form"] == "index" {
         return verify_index_mix(dir, samples, vocab_size);
     }
-    let ds = MdsDataset::open(dir)?;
-    check_counts_and_sizes("dataset", dir, &ds, samples)?;
+    let ds = crate::dataset::open(dir)?
+        .mds
+        .ok_or_else(|| Error::dataset(dir, "has no index.json"))?;
     let hashes_checked = check_hashes("dataset", dir, &ds)?;
     // Counting refuses any id at or past the vocabulary size, naming shard and sample.
     let tokens_checked = if scan_tokens {
@@ -164,9 +165,9 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
 /// hashes, every position naming a sample that exists, the realized count of each source against
 /// `samples_per_source`, and every realized token id against the vocabulary.
 fn verify_index_mix(dir: &Path, samples: u64, vocab_size: u64) -> Result<VerifyReport> {
-    let mix = crate::mixindex::IndexedMix::open_private(dir)?;
+    crate::dataset::open(dir)?;
+    let mix = crate::mixindex::IndexedMix::open_private(dir)?; // (checks the index files' hashes)
     let mut hashes_checked = 2;
-    mix.check_index_hashes()?;
     let mut shards = 0;
     for (info, source) in mix.report.source_info.iter().zip(mix.sources()) {
         let what = format!("source '{}'", info.name);

@@ -1,54 +1,47 @@
-//! The exception classes that core errors become, and running core work off the GIL with Ctrl-C
-//! handled.
+//! The exceptions core errors become, and running core work off the GIL with Ctrl-C handled.
+//!
+//! The classes are `midmix.errors`' (plain Python classes, so they pickle out of DataLoader workers
+//! and other processes); this module raises them by name.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use midmix_core::{Error, Unit};
-use pyo3::create_exception;
-use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
+use pyo3::types::PyType;
 
-create_exception!(
-    _core,
+/// `class::new_err(msg)` for each class of `midmix.errors`.
+macro_rules! midmix_error {
+    ($($name:ident),*) => {$(
+        pub struct $name;
+        impl $name {
+            pub fn new_err(msg: impl Into<String>) -> PyErr {
+                raise(stringify!($name), msg.into())
+            }
+        }
+    )*};
+}
+midmix_error!(
     MidmixError,
-    PyException,
-    "Base class of every midmix error."
-);
-create_exception!(
-    _core,
     InputError,
-    MidmixError,
-    "A bad input file or record; `.path`, `.line`, `.row` say where."
-);
-create_exception!(
-    _core,
     TokenizerError,
-    MidmixError,
-    "A tokenizer that cannot be read or used."
-);
-create_exception!(
-    _core,
     ConfigError,
-    MidmixError,
-    "A bad option or combination of options."
-);
-create_exception!(
-    _core,
-    DatasetError,
-    MidmixError,
-    "An output or dataset directory that is not as expected."
+    DatasetError
 );
 
-pub fn add_to(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    let py = m.py();
-    m.add("MidmixError", py.get_type::<MidmixError>())?;
-    m.add("InputError", py.get_type::<InputError>())?;
-    m.add("TokenizerError", py.get_type::<TokenizerError>())?;
-    m.add("ConfigError", py.get_type::<ConfigError>())?;
-    m.add("DatasetError", py.get_type::<DatasetError>())?;
-    Ok(())
+/// An instance of `midmix.errors.<class>` with `msg` (the import error itself if the module is gone).
+fn raise(class: &str, msg: String) -> PyErr {
+    Python::attach(|py| {
+        let cls = py
+            .import("midmix.errors")
+            .and_then(|m| m.getattr(class))
+            .and_then(|c| c.cast_into::<PyType>().map_err(PyErr::from));
+        match cls {
+            Ok(cls) => PyErr::from_type(cls, msg),
+            Err(e) => e,
+        }
+    })
 }
 
 /// A core error as the matching Python exception; input errors carry where they happened.

@@ -1,6 +1,6 @@
 //! `midmix._core`: a thin PyO3 layer over midmix-core, private to the `midmix` package (whose
 //! `api`, `dataset` and `tokenizer` modules are the public face). Work runs with the GIL released;
-//! errors become the exception classes in `errors.rs`, carrying the file and line/row at fault.
+//! errors become `midmix.errors`' exception classes (`errors.rs`), carrying the file and line/row at fault.
 
 mod arrays;
 mod errors;
@@ -20,7 +20,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", midmix_core::VERSION)?;
-    errors::add_to(m)?;
     ops::add_to(m)?;
     readers::add_to(m)?;
     m.add_class::<tokenizer::PyTokenizer>()?;

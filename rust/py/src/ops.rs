@@ -113,7 +113,27 @@ fn verify(py: Python<'_>, dir: PathBuf) -> PyResult<String> {
     to_json(&report)
 }
 
+/// The one validated open (`midmix_core::dataset::open`, and for an index mix its index files and its
+/// sources' identities, `IndexedMix`): returns `midmix.json` (None for MDS written elsewhere) and
+/// `index.json` (None for an index mix) as JSON strings, read once they were checked.
+#[pyfunction]
+fn open_dataset(dir: PathBuf) -> PyResult<(Option<String>, Option<String>)> {
+    let opened = midmix_core::dataset::open(&dir).map_err(to_py)?;
+    let index = if opened.is_index_mix() {
+        midmix_core::mixindex::IndexedMix::open_private(&dir).map_err(to_py)?;
+        None
+    } else {
+        let path = dir.join(midmix_core::mds::INDEX_FILE);
+        Some(
+            std::fs::read_to_string(&path)
+                .map_err(|e| to_py(midmix_core::error::Error::io(&path, e)))?,
+        )
+    };
+    Ok((opened.manifest.map(|m| m.to_string()), index))
+}
+
 pub fn add_to(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(open_dataset, m)?)?;
     m.add_function(wrap_pyfunction!(verify, m)?)?;
     m.add_function(wrap_pyfunction!(prepare, m)?)?;
     m.add_function(wrap_pyfunction!(merge, m)?)?;

@@ -28,26 +28,16 @@ fn cache_root() -> PathBuf {
 /// Cache entries no reader opened for this long are removed when a reader opens.
 const CACHE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-/// Open `dir` with its shards (an index mix: its sources' shards) mapped. Compressed shards are
-/// decompressed once into the cache (`cache_root`), one directory per dataset.
-///
-/// Opening also checks what is cheap to check: the samples `index.json` lists against the count in
-/// `midmix.json` and every shard's size on disk against `index.json` (an index mix checks each
-/// source's fingerprint and sizes). Returns the vocabulary size the manifest records (token ids
-/// must be below it), when there is a manifest.
+/// Open `dir` through the core's validated open (`midmix_core::dataset`), its shards (an index
+/// mix: its sources' shards) mapped on first use and checked against their content hashes then.
+/// Compressed shards are decompressed once into the cache (`cache_root`), one directory per
+/// dataset. Returns the vocabulary size the manifest records (token ids must be below it), when
+/// there is a manifest.
 fn open_samples(dir: &Path) -> PyResult<(Samples, Vec<Column>, Option<u64>)> {
     let cache = cache_root();
     mds::prune_cache(&cache, CACHE_MAX_AGE);
-    let opened = Samples::open(dir, &cache);
-    let data = opened.map_err(to_py)?;
-    let mut vocab = None;
-    if let Some((samples, v)) = manifest_facts(dir)? {
-        if let Samples::Mds(mapped) = &data {
-            midmix_core::verify::check_counts_and_sizes("dataset", dir, mapped.dataset(), samples)
-                .map_err(to_py)?;
-        }
-        vocab = v;
-    }
+    let data = Samples::open(dir, &cache).map_err(to_py)?;
+    let vocab = manifest_facts(dir)?.and_then(|(_, v)| v);
     let columns = data.columns().map_err(to_py)?;
     Ok((data, columns, vocab))
 }
@@ -212,10 +202,26 @@ impl TokenReader {
     /// (source index, token bytes) of sample `k`.
     fn row(&self, k: u64) -> PyResult<(u8, &[u8])> {
         let width = self.dtype.size() * self.seq_len;
-        self.data
-            .tokens(k, self.has_source)
-            .filter(|(_, t)| t.len() == width)
-            .ok_or_else(|| PyIndexError::new_err(format!("sample {k} out of range or corrupt")))
+        let at_sample = |e: midmix_core::Error| match e {
+            // Which sample the reader was asked for: the failure is reported in its training step.
+            midmix_core::Error::Dataset { path, msg } => to_py(midmix_core::Error::Dataset {
+                path,
+                msg: format!("{msg} (reading position {k} of {})", self.dir.display()),
+            }),
+            other => to_py(other),
+        };
+        match self.data.tokens(k, self.has_source).map_err(at_sample)? {
+            Some((s, t)) if t.len() == width => Ok((s, t)),
+            Some(_) => Err(DatasetError::new_err(format!(
+                "{}: sample {k} is not {width} bytes: corrupt",
+                self.dir.display()
+            ))),
+            None => Err(PyIndexError::new_err(format!(
+                "sample {k} out of range: {} has {} samples",
+                self.dir.display(),
+                self.data.num_samples()
+            ))),
+        }
     }
 }
 
@@ -260,7 +266,11 @@ impl SampleReader {
         }
         let corrupt =
             || DatasetError::new_err(format!("{}: sample {k} is corrupt", self.dir.display()));
-        let bytes = self.data.encoded(k as u64).ok_or_else(corrupt)?;
+        let bytes = self
+            .data
+            .encoded(k as u64)
+            .map_err(to_py)?
+            .ok_or_else(corrupt)?;
         let cols = mds::split_sample(&self.columns, &bytes).ok_or_else(corrupt)?;
         let out = PyDict::new(py);
         for (col, bytes) in self.columns.iter().zip(cols) {

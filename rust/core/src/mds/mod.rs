@@ -19,7 +19,7 @@ pub use encoding::{
 };
 pub use reader::{prune_cache, split_sample, MappedDataset, MdsDataset, Shard, ShardInfo};
 pub use shard::{
-    hash_hex, stored_bytes, write_index, Compression, ShardFormat, WriterOptions,
-    DEFAULT_SIZE_LIMIT, INDEX_FILE, SUPPORTED_HASHES,
+    hash_hex, stored_bytes, with_content_hash, write_index, Compression, ShardFormat,
+    WriterOptions, CONTENT_HASH, DEFAULT_SIZE_LIMIT, INDEX_FILE, SUPPORTED_HASHES,
 };
 pub use writer::MdsWriter;

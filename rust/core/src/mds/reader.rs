@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use std::sync::OnceLock;
+
 use super::encoding::{Column, Encoding};
-use super::shard::INDEX_FILE;
+use super::shard::{hash_hex, CONTENT_HASH, INDEX_FILE};
 use crate::error::{Error, Result};
 
 /// An MDS directory opened for reading.
@@ -29,6 +31,23 @@ pub struct ShardInfo {
     /// Hashes `index.json` records, (algorithm, hex digest), sorted by algorithm.
     pub raw_hashes: Vec<(String, String)>,
     pub zip_hashes: Vec<(String, String)>,
+}
+
+impl ShardInfo {
+    /// The hash of the raw (uncompressed) shard that readers check: `xxh3_64`, which midmix records
+    /// for every shard it writes, else the first recorded one midmix can compute.
+    pub fn content_hash(&self) -> Option<(&str, &str)> {
+        fn computable(entry: &(String, String)) -> Option<(&str, &str)> {
+            hash_hex(&entry.0, b"")
+                .is_some()
+                .then_some((entry.0.as_str(), entry.1.as_str()))
+        }
+        self.raw_hashes
+            .iter()
+            .find(|(a, _)| a == CONTENT_HASH)
+            .and_then(computable)
+            .or_else(|| self.raw_hashes.iter().find_map(computable))
+    }
 }
 
 /// One shard's bytes, decompressed, with sample access.
@@ -150,6 +169,7 @@ impl MdsDataset {
         self.columns.iter().position(|c| c.name == name)
     }
 
+    /// Shard `i`'s bytes (decompressed), checked against its recorded content hash.
     pub fn load_shard(&self, i: usize) -> Result<Shard> {
         let info = self
             .shards
@@ -176,6 +196,11 @@ impl MdsDataset {
             }
             (Err(e), None) => return Err(Error::io(&raw_path, e)),
         };
+        let shown = match (raw_path.exists(), &info.zip_basename) {
+            (false, Some(zip)) => self.dir.join(zip),
+            _ => raw_path.clone(),
+        };
+        check_content(info, &bytes).map_err(|msg| Error::dataset(&shown, msg))?;
         let bad = || Error::dataset(&raw_path, "shard header is truncated or corrupt");
         let n = u32::from_le_bytes(
             bytes
@@ -224,17 +249,24 @@ pub fn split_sample<'a>(columns: &[Column], sample: &'a [u8]) -> Option<Vec<&'a 
 }
 
 /// An MDS dataset opened for random access by sample index, through memory-mapped shards.
+///
+/// A shard is mapped the first time one of its samples is read, and its bytes are then checked
+/// against the content hash `index.json` records for it (`ShardInfo::content_hash`), once per
+/// process: start-up costs a `stat` per shard whatever the data's size, and a shard edited since
+/// it was written is an error naming it, never data.
 pub struct MappedDataset {
     ds: MdsDataset,
-    /// Memory maps of the shards (uncompressed), and the first sample index of each.
-    maps: Vec<memmap2::Mmap>,
+    /// The first sample index of each shard.
     starts: Vec<u64>,
     samples: u64,
+    cache: PathBuf,
+    /// Each shard's map, made (and checked) on first use; a failure is kept as its message.
+    maps: Vec<OnceLock<std::result::Result<memmap2::Mmap, (PathBuf, String)>>>,
 }
 
 /// The directory under `cache` that holds `dir`'s decompressed shards: named by the dataset's
-/// canonical path and the bytes of its `index.json` (every shard's size, and hashes when written),
-/// so two datasets never share one and a rewritten dataset gets a fresh one.
+/// canonical path and the bytes of its `index.json` (every shard's size and hashes), so two
+/// datasets never share one and a rewritten dataset gets a fresh one.
 fn dataset_cache_dir(dir: &Path, cache: &Path) -> Result<PathBuf> {
     let canon = fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
     let index_path = dir.join(INDEX_FILE);
@@ -279,66 +311,43 @@ pub fn prune_cache(cache: &Path, max_age: std::time::Duration) {
     }
 }
 
+fn map_file(path: &Path) -> std::result::Result<memmap2::Mmap, (PathBuf, String)> {
+    let file = fs::File::open(path).map_err(|e| (path.to_path_buf(), e.to_string()))?;
+    // SAFETY: a shard is not modified while it is mapped: it belongs to a finished dataset (written
+    // under a temporary name, renamed when complete), or to the cache, whose files are only ever
+    // replaced by rename (the mapped inode stays as it was). One rewritten in place anyway fails
+    // its content hash when first mapped.
+    unsafe { memmap2::Mmap::map(&file) }.map_err(|e| (path.to_path_buf(), e.to_string()))
+}
+
 impl MappedDataset {
-    /// Open `dir`. A compressed shard is decompressed once into this dataset's own directory under
-    /// `cache` and mapped from there; later opens (other DataLoader workers, other ranks on the node,
-    /// later runs) map the same file. Files are written under a temporary name and renamed when
-    /// complete, so a concurrent reader never maps a partial one.
+    /// Open `dir` after checking it against its records (`crate::dataset::open`). A compressed shard
+    /// is decompressed once into this dataset's own directory under `cache` and mapped from there;
+    /// later opens (other DataLoader workers, other ranks on the node, later runs) map the same file.
     pub fn open(dir: &Path, cache: &Path) -> Result<MappedDataset> {
-        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let ds = MdsDataset::open(dir)?;
-        let mut maps = Vec::new();
-        let mut starts = Vec::new();
+        let opened = crate::dataset::open(dir)?;
+        let ds = opened.mds.ok_or_else(|| {
+            Error::dataset(dir, "is an index mix, not MDS shards: open it as a mix")
+        })?;
+        Ok(MappedDataset::new(ds, cache))
+    }
+
+    /// Random access over `ds`, already opened and checked.
+    pub fn new(ds: MdsDataset, cache: &Path) -> MappedDataset {
+        let mut starts = Vec::with_capacity(ds.shards.len());
         let mut next = 0u64;
-        let mut own_cache: Option<PathBuf> = None;
-        for (i, sh) in ds.shards.iter().enumerate() {
-            let raw = dir.join(&sh.raw_basename);
-            let path = if raw.exists() {
-                raw
-            } else {
-                let sub = match &own_cache {
-                    Some(s) => s.clone(),
-                    None => {
-                        let s = dataset_cache_dir(dir, cache)?;
-                        fs::create_dir_all(&s).map_err(|e| Error::io(&s, e))?;
-                        // Marks the entry as in use for `prune_cache`.
-                        if let Ok(d) = fs::File::open(&s) {
-                            let _ = d.set_modified(std::time::SystemTime::now());
-                        }
-                        own_cache = Some(s.clone());
-                        s
-                    }
-                };
-                let out = sub.join(cache_name(dir, sh)?);
-                let cached = fs::metadata(&out).ok().map(|m| m.len());
-                if cached.is_none() || cached != sh.raw_bytes {
-                    let bytes = ds.load_shard(i)?.into_bytes();
-                    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let tmp = sub.join(format!(
-                        ".{}.tmp-{}-{n}",
-                        sh.raw_basename,
-                        std::process::id()
-                    ));
-                    fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-                    fs::rename(&tmp, &out).map_err(|e| Error::io(&out, e))?;
-                }
-                out
-            };
-            let file = fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-            // SAFETY: the shard files are not modified while they are mapped: they belong to a
-            // finished dataset, or to the cache, whose files are only ever replaced by rename
-            // (the mapped inode stays as it was).
-            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+        for sh in &ds.shards {
             starts.push(next);
             next += sh.samples;
-            maps.push(map);
         }
-        Ok(MappedDataset {
+        let maps = ds.shards.iter().map(|_| OnceLock::new()).collect();
+        MappedDataset {
             ds,
-            maps,
             starts,
             samples: next,
-        })
+            cache: cache.to_path_buf(),
+            maps,
+        }
     }
 
     pub fn num_samples(&self) -> u64 {
@@ -349,16 +358,94 @@ impl MappedDataset {
         &self.ds
     }
 
-    /// The bytes of sample `k`.
-    pub fn sample(&self, k: u64) -> Option<&[u8]> {
-        let s = self.starts.partition_point(|&st| st <= k).checked_sub(1)?;
-        let local = (k - self.starts[s]) as usize;
-        let m = &self.maps[s];
-        let at = 4 + 4 * local;
-        let begin = u32::from_le_bytes(m.get(at..at + 4)?.try_into().ok()?) as usize;
-        let end = u32::from_le_bytes(m.get(at + 4..at + 8)?.try_into().ok()?) as usize;
-        m.get(begin..end)
+    /// Shard `s`, mapped and checked against its content hash (the first call; later ones reuse it).
+    pub fn shard(&self, s: usize) -> Result<&memmap2::Mmap> {
+        self.maps[s]
+            .get_or_init(|| self.map_checked(s))
+            .as_ref()
+            .map_err(|(path, msg)| Error::dataset(path, msg.clone()))
     }
+
+    fn map_checked(&self, s: usize) -> std::result::Result<memmap2::Mmap, (PathBuf, String)> {
+        let sh = &self.ds.shards[s];
+        let dir = &self.ds.dir;
+        let raw = dir.join(&sh.raw_basename);
+        if raw.exists() {
+            let map = map_file(&raw)?;
+            check_content(sh, &map).map_err(|msg| (raw, msg))?;
+            return Ok(map);
+        }
+        // Kept only compressed: the decompressed copy in the cache, checked like the shard itself.
+        // A copy that fails (damaged in the cache) is removed and decompressed afresh.
+        let err = |e: Error| (dir.to_path_buf(), e.to_string());
+        let sub = dataset_cache_dir(dir, &self.cache).map_err(err)?;
+        fs::create_dir_all(&sub).map_err(|e| (sub.clone(), e.to_string()))?;
+        // Marks the entry as in use for `prune_cache`.
+        if let Ok(d) = fs::File::open(&sub) {
+            let _ = d.set_modified(std::time::SystemTime::now());
+        }
+        let out = sub.join(cache_name(dir, sh).map_err(err)?);
+        if out.exists() {
+            let map = map_file(&out)?;
+            if check_content(sh, &map).is_ok() {
+                return Ok(map);
+            }
+            drop(map);
+            let _ = fs::remove_file(&out);
+        }
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let bytes = self.ds.load_shard(s).map_err(err)?.into_bytes();
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = sub.join(format!(
+            ".{}.tmp-{}-{n}",
+            sh.raw_basename,
+            std::process::id()
+        ));
+        fs::write(&tmp, bytes).map_err(|e| (tmp.clone(), e.to_string()))?;
+        fs::rename(&tmp, &out).map_err(|e| (out.clone(), e.to_string()))?;
+        let map = map_file(&out)?;
+        check_content(sh, &map).map_err(|msg| (out, msg))?;
+        Ok(map)
+    }
+
+    /// The bytes of sample `k`: None past the end; an error when its shard is damaged.
+    pub fn sample(&self, k: u64) -> Result<Option<&[u8]>> {
+        let Some(s) = self.starts.partition_point(|&st| st <= k).checked_sub(1) else {
+            return Ok(None);
+        };
+        if k >= self.samples {
+            return Ok(None);
+        }
+        let local = (k - self.starts[s]) as usize;
+        let m = self.shard(s)?;
+        let at = 4 + 4 * local;
+        let bounds = || -> Option<&[u8]> {
+            let begin = u32::from_le_bytes(m.get(at..at + 4)?.try_into().ok()?) as usize;
+            let end = u32::from_le_bytes(m.get(at + 4..at + 8)?.try_into().ok()?) as usize;
+            m.get(begin..end)
+        };
+        bounds().map(Some).ok_or_else(|| {
+            Error::dataset(
+                self.ds.dir.join(&self.ds.shards[s].raw_basename),
+                format!("sample {local} lies outside the shard: the shard is corrupt"),
+            )
+        })
+    }
+}
+
+/// `bytes` (a whole raw shard) against the content hash `index.json` records for it; Ok when it
+/// records none midmix can compute (MDS written elsewhere, or by midmix before it hashed every shard).
+fn check_content(sh: &ShardInfo, bytes: &[u8]) -> std::result::Result<(), String> {
+    let Some((algo, recorded)) = sh.content_hash() else {
+        return Ok(());
+    };
+    let actual = hash_hex(algo, bytes).unwrap_or_default();
+    if actual.eq_ignore_ascii_case(recorded) {
+        return Ok(());
+    }
+    Err(format!(
+        "its bytes hash to {algo} {actual} but index.json records {recorded}: the shard changed since it was written"
+    ))
 }
 
 #[cfg(test)]
@@ -390,25 +477,36 @@ mod tests {
             for si in 0..ds.shards.len() {
                 let shard = ds.load_shard(si).unwrap();
                 for i in 0..shard.len() {
-                    assert_eq!(mapped.sample(k), shard.sample(i));
+                    assert_eq!(mapped.sample(k).unwrap(), shard.sample(i));
                     k += 1;
                 }
             }
-            assert_eq!(mapped.sample(k), None);
+            assert_eq!(mapped.sample(k).unwrap(), None);
         }
     }
 
     fn write_compressed(dir: &Path, fill: u8) {
+        write(dir, fill, Some("zstd"), &[]);
+    }
+
+    fn write(dir: &Path, fill: u8, compression: Option<&str>, hashes: &[&str]) {
         let opts = WriterOptions {
-            compression: Some("zstd".into()),
+            compression: compression.map(String::from),
+            hashes: hashes.iter().map(|h| h.to_string()).collect(),
             size_limit: Some(400),
-            ..Default::default()
         };
         let mut w = MdsWriter::create(dir, &[("tokens", "ndarray:uint16:4")], &opts).unwrap();
         for i in 0..50u8 {
             w.write(&[ColumnValue::Raw(&[i ^ fill; 8])]).unwrap();
         }
         w.finish().unwrap();
+    }
+
+    /// Reads every sample (so every shard is mapped, and a compressed one decompressed).
+    fn read_all(m: &MappedDataset) {
+        for k in 0..m.num_samples() {
+            m.sample(k).unwrap().unwrap();
+        }
     }
 
     fn cached_files(cache: &Path) -> Vec<PathBuf> {
@@ -421,9 +519,9 @@ mod tests {
         out
     }
 
-    /// A compressed shard is decompressed once per dataset: a second open maps the same files,
-    /// another dataset gets its own directory, and a dataset rewritten in place is decompressed
-    /// afresh (never served from the old cache).
+    /// A compressed shard is decompressed once per dataset, when first read: a second open maps the
+    /// same files, another dataset gets its own directory, and a dataset rewritten in place is
+    /// decompressed afresh (never served from the old cache).
     #[test]
     fn the_decompression_cache_is_per_dataset_and_reused() {
         let tmp = tempfile::tempdir().unwrap();
@@ -432,12 +530,15 @@ mod tests {
         write_compressed(&a, 0);
         write_compressed(&b, 0xff);
         let first = MappedDataset::open(&a, &cache).unwrap();
+        assert!(!cache.exists(), "opening decompresses nothing");
+        read_all(&first);
         let files = cached_files(&cache);
         let written: Vec<_> = files
             .iter()
             .map(|f| fs::metadata(f).unwrap().modified().unwrap())
             .collect();
         let again = MappedDataset::open(&a, &cache).unwrap();
+        read_all(&again);
         assert_eq!(cached_files(&cache), files);
         let rewritten: Vec<_> = files
             .iter()
@@ -445,22 +546,64 @@ mod tests {
             .collect();
         assert_eq!(written, rewritten, "the second open decompressed again");
         let other = MappedDataset::open(&b, &cache).unwrap();
+        read_all(&other);
         assert_eq!(fs::read_dir(&cache).unwrap().count(), 2);
-        assert_eq!(first.sample(3), again.sample(3));
-        assert_eq!(first.sample(3), Some(&[3u8; 8][..]));
-        assert_eq!(other.sample(3), Some(&[3 ^ 0xff; 8][..]));
+        assert_eq!(first.sample(3).unwrap(), again.sample(3).unwrap());
+        assert_eq!(first.sample(3).unwrap(), Some(&[3u8; 8][..]));
+        assert_eq!(other.sample(3).unwrap(), Some(&[3 ^ 0xff; 8][..]));
         // Rewritten in place with other content (same sizes): the cache must not answer for it.
         std::thread::sleep(std::time::Duration::from_millis(20));
         fs::remove_dir_all(&a).unwrap();
         write_compressed(&a, 0x0f);
         let fresh = MappedDataset::open(&a, &cache).unwrap();
-        assert_eq!(fresh.sample(3), Some(&[3 ^ 0x0f; 8][..]));
+        assert_eq!(fresh.sample(3).unwrap(), Some(&[3 ^ 0x0f; 8][..]));
         assert_eq!(
-            first.sample(3),
+            first.sample(3).unwrap(),
             Some(&[3u8; 8][..]),
             "a live map kept its bytes"
         );
         prune_cache(&cache, std::time::Duration::ZERO);
         assert_eq!(fs::read_dir(&cache).unwrap().count(), 0);
+    }
+
+    /// A shard whose bytes no longer match its recorded content hash is an error naming it the first
+    /// time it is read, also when its size is unchanged; a damaged copy in the decompression cache
+    /// is decompressed afresh instead of served.
+    #[test]
+    fn shards_are_checked_against_their_content_hash_when_first_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let raw = tmp.path().join("raw");
+        write(&raw, 0, None, &[CONTENT_HASH]);
+        let shard = raw.join("shard.00001.mds");
+        let mut bytes = fs::read(&shard).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        fs::write(&shard, &bytes).unwrap();
+        let m = MappedDataset::open(&raw, &tmp.path().join("cache")).unwrap();
+        assert_eq!(m.sample(0).unwrap(), Some(&[0u8; 8][..])); // shard 0 is intact
+        let err = (0..50).find_map(|k| m.sample(k).err()).unwrap().to_string();
+        assert!(
+            err.starts_with(&format!("{}: its bytes hash to xxh3_64 ", shard.display())),
+            "{err}"
+        );
+        assert!(
+            err.ends_with("the shard changed since it was written"),
+            "{err}"
+        );
+
+        let zipped = tmp.path().join("zipped");
+        let cache = tmp.path().join("cache");
+        write(&zipped, 0, Some("zstd"), &[CONTENT_HASH]);
+        read_all(&MappedDataset::open(&zipped, &cache).unwrap());
+        for f in cached_files(&cache) {
+            let mut b = fs::read(&f).unwrap();
+            let n = b.len() - 1;
+            b[n] ^= 0xff;
+            fs::write(&f, b).unwrap();
+        }
+        let m = MappedDataset::open(&zipped, &cache).unwrap();
+        for k in 0..50u8 {
+            assert_eq!(m.sample(k as u64).unwrap(), Some(&[k; 8][..]));
+        }
     }
 }

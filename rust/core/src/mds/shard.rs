@@ -11,6 +11,18 @@ use crate::error::{Error, Result};
 use crate::pyjson;
 
 pub const INDEX_FILE: &str = "index.json";
+/// The hash midmix records for every shard it writes (besides any `--hashes`), and that readers check
+/// each shard against the first time they map it. `streaming` computes it too (`validate_hash`).
+pub const CONTENT_HASH: &str = "xxh3_64";
+
+/// `hashes` with the content hash added: what midmix's writers record.
+pub fn with_content_hash(hashes: &[String]) -> Vec<String> {
+    let mut out = hashes.to_vec();
+    out.push(CONTENT_HASH.to_string());
+    out.sort();
+    out.dedup();
+    out
+}
 pub const DEFAULT_SIZE_LIMIT: u64 = 1 << 26;
 
 /// A hash algorithm `streaming` accepts and midmix implements.
@@ -212,8 +224,9 @@ impl ShardFormat {
     }
 
     /// Write shard `index` of `n` fixed-size samples of `sample_size` bytes, produced by `fill`
-    /// straight into the file (the header is known up front), so no shard-sized buffer is built.
-    /// With hashes or compression the whole shard is needed at once, and it is buffered.
+    /// straight into the file (the header is known up front), so no shard-sized buffer is built;
+    /// the content hash is computed on the way. With compression or other hashes the whole shard
+    /// is needed at once, and it is buffered.
     pub fn write_fixed_shard(
         &self,
         dir: &Path,
@@ -229,7 +242,8 @@ impl ShardFormat {
             head.extend_from_slice(&((header + j * sample_size) as u32).to_le_bytes());
         }
         head.extend_from_slice(self.config_json.as_bytes());
-        if !self.hashes.is_empty() || self.compression.is_some() {
+        let streamed = self.compression.is_none() && self.hashes.iter().all(|h| h == CONTENT_HASH);
+        if !streamed {
             let mut bytes = head;
             fill(&mut bytes)?;
             return self.write_shard(dir, index, n as u64, &bytes);
@@ -237,21 +251,49 @@ impl ShardFormat {
         let basename = format!("shard.{index:05}.mds");
         let path = dir.join(&basename);
         let file = fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+        let mut w = Hashing {
+            inner: std::io::BufWriter::with_capacity(1 << 20, file),
+            hasher: xxhash_rust::xxh3::Xxh3::new(),
+        };
         w.write_all(&head).map_err(|e| Error::io(&path, e))?;
         fill(&mut w)?;
         w.flush().map_err(|e| Error::io(&path, e))?;
+        let mut hashes = serde_json::Map::new();
+        if !self.hashes.is_empty() {
+            hashes.insert(
+                CONTENT_HASH.into(),
+                json!(format!("{:016x}", w.hasher.digest())),
+            );
+        }
         let mut shard = self.config.clone();
         if let Value::Object(m) = &mut shard {
             let bytes = header + n * sample_size;
             m.insert(
                 "raw_data".into(),
-                json!({"basename": basename, "bytes": bytes, "hashes": {}}),
+                json!({"basename": basename, "bytes": bytes, "hashes": hashes}),
             );
             m.insert("samples".into(), json!(n));
             m.insert("zip_data".into(), Value::Null);
         }
         Ok(shard)
+    }
+}
+
+/// A writer that hashes (xxh3-64) what passes through it.
+struct Hashing<W: Write> {
+    inner: W,
+    hasher: xxhash_rust::xxh3::Xxh3,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
