@@ -31,13 +31,17 @@ impl Opened {
         self.mds.is_none()
     }
 
-    /// The sample count `midmix.json` records (`counts.samples`, or a mix's `total_samples`).
+    /// The sample count `midmix.json` records.
     pub fn recorded_samples(&self) -> Option<u64> {
-        let m = self.manifest.as_ref()?;
-        m["counts"]["samples"]
-            .as_u64()
-            .or_else(|| m["total_samples"].as_u64())
+        recorded_samples(self.manifest.as_ref()?)
     }
+}
+
+/// The sample count a manifest records: `counts.samples`, or a mix's `total_samples`.
+fn recorded_samples(m: &Value) -> Option<u64> {
+    m["counts"]["samples"]
+        .as_u64()
+        .or_else(|| m["total_samples"].as_u64())
 }
 
 /// Refuse a path that names a remote location (`s3://…`, `gs://…`, `hf://…`, `http://…`): midmix
@@ -109,15 +113,12 @@ pub fn open(dir: &Path) -> Result<Opened> {
     let recorded = manifest
         .as_ref()
         .map(|m| {
-            m["counts"]["samples"]
-                .as_u64()
-                .or_else(|| m["total_samples"].as_u64())
-                .ok_or_else(|| {
-                    Error::dataset(
-                        dir.join(crate::report::REPORT_FILE),
-                        "records no sample count (counts.samples or total_samples)",
-                    )
-                })
+            recorded_samples(m).ok_or_else(|| {
+                Error::dataset(
+                    dir.join(crate::report::REPORT_FILE),
+                    "records no sample count (counts.samples or total_samples)",
+                )
+            })
         })
         .transpose()?;
     crate::verify::check_counts_and_sizes(

@@ -268,9 +268,7 @@ pub fn merge(opts: &MergeOptions) -> Result<Report> {
             hashes: writer_opts.hashes.clone(),
             ..first.writer.clone()
         },
-        index_xxh3_128: None,
-        fingerprint: None,
-        checksum: None,
+        seal: Default::default(),
         run: RunInfo {
             elapsed_s: elapsed,
             threads: 1,

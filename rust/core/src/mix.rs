@@ -161,13 +161,8 @@ pub struct MixReport {
     pub max_deviation: f64,
     pub columns: BTreeMap<String, String>,
     pub elapsed_s: f64,
-    /// The seal (`report::write_json`); None in manifests from before it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub index_xxh3_128: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fingerprint: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checksum: Option<String>,
+    #[serde(flatten)]
+    pub seal: crate::report::Seal,
 }
 
 fn mds_form() -> String {
@@ -618,9 +613,9 @@ fn source_infos(
                 path: path.display().to_string(),
                 samples: *a,
                 tokens: a * tok,
-                index_xxh3_128: crate::mixindex::file_xxh3(&dir.join(crate::mds::INDEX_FILE))?,
+                index_xxh3_128: crate::report::file_xxh3_128(&dir.join(crate::mds::INDEX_FILE))?,
                 tokenizer_sha256: r.tokenizer.sha256.clone(),
-                fingerprint: r.fingerprint.clone(),
+                fingerprint: r.seal.fingerprint.clone(),
             })
         })
         .collect()
@@ -818,9 +813,7 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixReport> {
         .into_iter()
         .collect(),
         elapsed_s: started.elapsed().as_secs_f64(),
-        index_xxh3_128: None,
-        fingerprint: None,
-        checksum: None,
+        seal: Default::default(),
     };
     write_report(staged.path(), &mut report)?;
     staged.commit(opts.cancel.as_deref())?;
@@ -918,7 +911,7 @@ pub fn export(opts: &ExportOptions) -> Result<MixReport> {
     report.elapsed_s = started.elapsed().as_secs_f64();
     // The export's fingerprint is its index mix's (the same samples in the same order): it is
     // computed from the same facts; its shards are pinned by its own index.json.
-    report.index_xxh3_128 = None;
+    report.seal.index_xxh3_128 = None;
     write_report(staged.path(), &mut report)?;
     staged.commit(opts.cancel.as_deref())?;
     Ok(report)

@@ -84,12 +84,6 @@ pub fn write(dir: &Path, picks: &[(u8, u32)]) -> Result<IndexFiles> {
     })
 }
 
-/// xxh3-128 of a file, as `index_xxh3_128` and `IndexFile::xxh3_128` record it.
-pub fn file_xxh3(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    Ok(format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes)))
-}
-
 /// Open a mix's source (the validated open), refusing it unless it is the data the mix was built on:
 /// its fingerprint (or, for mixes from before fingerprints, its `index.json`) as recorded.
 fn open_source(info: &SourceInfo, tokens_spec: &str, cache: &Path) -> Result<MappedDataset> {
@@ -120,7 +114,7 @@ fn open_source(info: &SourceInfo, tokens_spec: &str, cache: &Path) -> Result<Map
         }
         (Some(_), None) => return Err(changed()),
         (None, _) => {
-            if file_xxh3(&dir.join(INDEX_FILE))? != info.index_xxh3_128 {
+            if crate::report::file_xxh3_128(&dir.join(INDEX_FILE))? != info.index_xxh3_128 {
                 return Err(changed());
             }
         }

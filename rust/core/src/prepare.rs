@@ -719,9 +719,7 @@ fn report(
         },
         task: out.task,
         run,
-        index_xxh3_128: None,
-        fingerprint: None,
-        checksum: None,
+        seal: Default::default(),
     }
 }
 

@@ -114,7 +114,14 @@ pub struct Report {
     pub writer: WriterInfo,
     pub task: Option<TaskInfo>,
     pub run: RunInfo,
-    /// The seal (see `write_json`); None in manifests from before it.
+    #[serde(flatten)]
+    pub seal: Seal,
+}
+
+/// The hashes `write_json` seals every manifest with (prepared and mix alike, see below); each None
+/// in manifests from before them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Seal {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index_xxh3_128: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -202,7 +209,8 @@ pub fn fingerprint(m: &Value) -> String {
     hash_json(&facts)
 }
 
-/// xxh3-128 of a file's bytes, as the manifests record them.
+/// xxh3-128 of a file's bytes, as the manifests record them (`index_xxh3_128`, a source's
+/// `index_xxh3_128`, `IndexFile::xxh3_128`).
 pub fn file_xxh3_128(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     Ok(format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes)))
