@@ -15,6 +15,7 @@ import tokenizers
 from click.testing import CliRunner
 from conftest import PYTHIA, SHARED, mix_of, needs_shared, read_tokens
 from midmix.cli import main
+from midmix.manifest import read_manifest
 from midmix.proximity import UnigramStats, proximity, proximity_advantage
 from mixutil import DEMO, prepare_sources
 
@@ -100,6 +101,26 @@ def test_dataset_counts_equal_numpy_bincount(tmp_path) -> None:
     s.save(path)
     back = UnigramStats.load(path)
     assert np.array_equal(back.counts, s.counts) and back.name == "p" and back.tokenizer_sha256
+
+
+def test_an_eos_id_in_the_documents_own_text_is_counted_not_dropped(tmp_path) -> None:
+    """Where a document's text holds the EOS token itself, its occurrences cannot be told from the inserted
+    ones: both are counted (and said so) instead of real tokens being dropped with the inserted ones."""
+    docs = ["plain text one", "text quoting <|endoftext|> the token", "plain text two"]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    clean = tmp_path / "clean.jsonl"
+    clean.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs if "<|" not in d))
+    for src, name in ((tmp_path / "in.jsonl", "quoting"), (clean, "clean")):
+        midmix.prepare(name, [str(src)], tokenizer=PYTHIA, seq_len=4, out=tmp_path / name, register=False)
+    quoting, plain = UnigramStats.from_dataset(tmp_path / "quoting"), UnigramStats.from_dataset(tmp_path / "clean")
+    tokens = read_tokens(tmp_path / "quoting").reshape(-1)
+    assert read_manifest(tmp_path / "quoting").counts.special_in_text == 1
+    assert quoting.meta["kept_ids"] == [0] and quoting.counts[0] == np.count_nonzero(tokens == 0) >= 2
+    assert np.array_equal(quoting.counts, np.bincount(tokens, minlength=len(quoting.counts)))
+    assert plain.meta["excluded_ids"] == [0] and plain.counts[0] == 0
+    raw = UnigramStats.from_files([clean], PYTHIA)
+    n = read_tokens(tmp_path / "clean").size
+    assert plain.tokens == n - np.count_nonzero(read_tokens(tmp_path / "clean") == 0) <= raw.tokens
 
 
 def test_mixture_aware_stats_agree_with_a_built_mix(tmp_path) -> None:

@@ -58,6 +58,8 @@ class Counts:
     truncated_tokens: int
     label_tokens: int
     skipped: dict[str, int]
+    # Tokens of the documents' own text equal to the EOS/BOS id (None: not counted, older midmix).
+    special_in_text: int | None = None
 
 
 @dataclass(frozen=True)

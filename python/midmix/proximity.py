@@ -53,16 +53,18 @@ class UnigramStats:
     @classmethod
     def from_dataset(cls, path: str | Path, name: str | None = None, threads: int | None = None) -> UnigramStats:
         """From a prepared or mixed MDS dataset (no re-tokenizing). The EOS/BOS that `prepare`
-        inserted are not counted, so the stats match those of the raw documents."""
+        inserted are not counted, so the stats match those of the raw documents — unless the
+        documents' own text holds those ids too: then they are all counted (`meta["kept_ids"]`
+        says so), since leaving them out would drop real tokens."""
         path = Path(path)
         manifest = read_manifest(path)
-        exclude = _inserted_ids(manifest)
+        exclude, kept = _inserted_ids(manifest)
         counts, docs, tokens, _ = api.count_unigrams_dataset(path, exclude=exclude, threads=threads)
         tok = manifest.tokenizer if manifest else None
         if tok and tok.vocab_size:
             counts = _fit(counts, tok.vocab_size)
         return cls(name or path.name, counts, docs, tokens, tok.sha256 if tok else None,
-                   {"source": str(path), "kind": "dataset", "excluded_ids": exclude})
+                   {"source": str(path), "kind": "dataset", "excluded_ids": exclude, "kept_ids": kept})
 
     @classmethod
     def from_files(cls, inputs: list[str | Path], tokenizer: str | Path, name: str | None = None, *,
@@ -135,15 +137,22 @@ def _fit(a: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([a, np.zeros(n - len(a), dtype=a.dtype)])
 
 
-def _inserted_ids(manifest: PreparedManifest | MixManifest | None) -> list[int]:
-    """The EOS/BOS ids `prepare` inserted: from the dataset's manifest, or its sources' for a mix."""
+def _inserted_ids(manifest: PreparedManifest | MixManifest | None) -> tuple[list[int], list[int]]:
+    """(ids to leave out, ids kept): the EOS/BOS ids `prepare` inserted, from the dataset's manifest or
+    its sources' for a mix. Where a source's documents hold those ids in their own text, the tokens
+    cannot be told apart from the inserted ones (no document boundaries are recorded), so the ids are
+    kept rather than real tokens dropped. Sources from before midmix counted that (None) are left out
+    as they always were."""
     if manifest is None:
-        return []
-    prepared: list[PreparedManifest | MixManifest | None] = [manifest]
+        return [], []
+    sources: list[PreparedManifest | MixManifest | None] = [manifest]
     if isinstance(manifest, MixManifest):
-        prepared = [read_manifest(Path(s.path)) for s in manifest.source_info]
-    return sorted({i for m in prepared if isinstance(m, PreparedManifest) for i in (m.eos_id, m.bos_id)
-                   if i is not None})
+        sources = [read_manifest(Path(s.path)) for s in manifest.source_info]
+    prepared = [m for m in sources if isinstance(m, PreparedManifest)]
+    ids = sorted({i for m in prepared for i in (m.eos_id, m.bos_id) if i is not None})
+    if any(m.counts.special_in_text for m in prepared):
+        return [], ids
+    return ids, []
 
 
 def _check_same_tokenizer(a: UnigramStats, b: UnigramStats) -> None:

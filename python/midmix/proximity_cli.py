@@ -143,6 +143,11 @@ def summary_lines(s: UnigramStats, tokenizer: str | None, top: int) -> list[str]
         f"distinct ids  {int(s.support.sum()):,}",
         f"entropy       {s.entropy():.4f} nats ({s.entropy() / 0.6931471805599453:.4f} bits)",
     ]
+    if s.meta.get("excluded_ids"):
+        lines.append(f"left out      ids {s.meta['excluded_ids']}: the EOS/BOS prepare inserted")
+    if s.meta.get("kept_ids"):
+        lines.append(f"counted       ids {s.meta['kept_ids']}: the EOS/BOS prepare inserted, counted too, since the "
+                     "documents' own text holds them")
     tok = Tokenizer(tokenizer) if tokenizer else None
     lines.append(f"top {top} tokens")
     for i, p in s.top(top):

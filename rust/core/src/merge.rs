@@ -192,6 +192,11 @@ fn add_counts(counts: &mut Counts, c: &Counts, pretrain: bool) {
     counts.truncated_samples += c.truncated_samples;
     counts.truncated_tokens += c.truncated_tokens;
     counts.label_tokens += c.label_tokens;
+    // Unknown for one part (written by an older midmix): unknown for the whole.
+    counts.special_in_text = counts
+        .special_in_text
+        .zip(c.special_in_text)
+        .map(|(a, b)| a + b);
     if !pretrain {
         counts.tokens += c.tokens;
     }
@@ -234,7 +239,10 @@ pub fn merge(opts: &MergeOptions) -> Result<Report> {
         copied: 0,
     };
 
-    let mut counts = Counts::default();
+    let mut counts = Counts {
+        special_in_text: Some(0),
+        ..Default::default()
+    };
     let mut inputs = Vec::new();
     for (p, r) in &parts {
         copier.copy_part(p, r)?;

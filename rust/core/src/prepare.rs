@@ -238,6 +238,18 @@ struct Tokens {
     dtype: Dtype,
 }
 
+impl Tokens {
+    /// Add to `counts.special_in_text` the tokens of `text` that are the EOS or BOS id.
+    fn count_in_text(&self, text: &[u32], counts: &mut Counts) {
+        if let Some(n) = counts.special_in_text.as_mut() {
+            *n += text
+                .iter()
+                .filter(|&&t| Some(t) == self.eos || Some(t) == self.bos)
+                .count() as u64;
+        }
+    }
+}
+
 /// What became of one record's token ids.
 enum Pushed {
     Written,
@@ -314,6 +326,7 @@ impl ModePipeline for Pretrain {
         writer: &mut MdsWriter,
         counts: &mut Counts,
     ) -> Result<Pushed> {
+        self.tokens.count_in_text(&parts[0], counts);
         let mut doc: Vec<u32> = Vec::with_capacity(parts[0].len() + 2);
         doc.extend(self.tokens.bos);
         doc.extend_from_slice(&parts[0]);
@@ -416,6 +429,8 @@ impl ModePipeline for Sft {
             }
         };
         counts.document_tokens += (prompt.len() + response.len()) as u64;
+        t.count_in_text(prompt, counts);
+        t.count_in_text(response, counts);
         let Some(sample) = pack::sft_sample(
             t.bos,
             prompt,
@@ -807,6 +822,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Report> {
     );
     let mut counts = Counts {
         input_bytes: total_bytes,
+        special_in_text: Some(0),
         ..Default::default()
     };
     let src = Source {

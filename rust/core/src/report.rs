@@ -55,6 +55,11 @@ pub struct Counts {
     pub label_tokens: u64,
     /// Records not used, by reason.
     pub skipped: BTreeMap<String, u64>,
+    /// Tokens of the documents' own text equal to the EOS or BOS id (which `prepare` also
+    /// inserts): while 0, statistics can leave those ids out as inserted ones. None: written by a
+    /// midmix that did not count them.
+    #[serde(default)]
+    pub special_in_text: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -143,25 +148,58 @@ pub struct Seal {
 // Manifests written before these existed have none of them and are read as they are.
 
 /// Manifest fields outside the checksum: timings that differ between identical runs, and the
-/// checksum itself.
-const UNCHECKED: &[&str] = &["run", "elapsed_s", "checksum"];
+/// checksum itself. They are written last, after the checksummed text (see `write_json`).
+const UNCHECKED: &[&str] = &["checksum", "elapsed_s", "run"];
+
+/// Where the unchecked fields start in a written manifest: the checksum is the first of them
+/// (`UNCHECKED` is sorted, as serde_json's maps are), and at the top level (two spaces: a JSON
+/// string holds no raw newline, and nested fields are indented further).
+const CHECKSUM_AT: &str = ",\n  \"checksum\": ";
+
+fn hash_text(text: &str) -> String {
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(text.as_bytes()))
+}
 
 fn hash_json(value: &Value) -> String {
     // serde_json's objects are sorted maps: the text is canonical.
-    format!(
-        "{:032x}",
-        xxhash_rust::xxh3::xxh3_128(value.to_string().as_bytes())
-    )
+    hash_text(&value.to_string())
 }
 
-fn checksum_of(manifest: &Value) -> String {
-    let mut v = manifest.clone();
-    if let Value::Object(m) = &mut v {
+/// `manifest` without its unchecked fields, and those fields.
+fn split_unchecked(manifest: &Value) -> (Value, serde_json::Map<String, Value>) {
+    let mut checked = manifest.clone();
+    let mut unchecked = serde_json::Map::new();
+    if let Value::Object(m) = &mut checked {
         for k in UNCHECKED {
-            m.remove(*k);
+            if let Some(v) = m.remove(*k) {
+                unchecked.insert(k.to_string(), v);
+            }
         }
     }
-    hash_json(&v)
+    (checked, unchecked)
+}
+
+/// Whether the manifest `text` (parsed: `json`) matches its recorded checksum. The checksum is of
+/// the text of the checked fields as written, not of their values parsed and printed again:
+/// serde_json parses some floats one ulp off unless built with `float_roundtrip`, which the HF
+/// `tokenizers` crate must not be (its Unigram scores would then differ from the Python
+/// package's, and a Viterbi tie with them). The checked text must also parse to every field but
+/// the unchecked ones, so a field repeated after it (JSON's last one wins) is not let through.
+fn seal_holds(text: &str, json: &Value, recorded: &str) -> bool {
+    let Some(at) = text.rfind(CHECKSUM_AT) else {
+        return checksum_of_values(json) == recorded;
+    };
+    let checked = format!("{}\n}}", &text[..at]);
+    if hash_text(&checked) != recorded {
+        // Manifests written before the checksum covered the text (midmix 0.1 of 2026-12-02).
+        return checksum_of_values(json) == recorded;
+    }
+    serde_json::from_str::<Value>(&checked).ok() == Some(split_unchecked(json).0)
+}
+
+/// The checksum of manifests written before it covered the text.
+fn checksum_of_values(manifest: &Value) -> String {
+    hash_json(&split_unchecked(manifest).0)
 }
 
 /// The fingerprint of a sealed-to-be manifest (see above): for a prepared dataset its shards (through
@@ -229,10 +267,25 @@ pub fn write_json(dir: &Path, manifest: Value) -> Result<Value> {
     }
     let mut v = Value::Object(m);
     v["fingerprint"] = json!(fingerprint(&v));
-    v["checksum"] = json!(checksum_of(&v));
-    let text =
-        serde_json::to_string_pretty(&v).map_err(|e| Error::dataset(&path, e.to_string()))?;
-    std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))?;
+    let (checked, mut unchecked) = split_unchecked(&v);
+    let pretty = |v: &Value| {
+        serde_json::to_string_pretty(v).map_err(|e| Error::dataset(&path, e.to_string()))
+    };
+    // The checked fields' text, then the unchecked ones after it (see `seal_holds`).
+    let checked = pretty(&checked)?;
+    let checksum = hash_text(&checked);
+    unchecked.insert("checksum".into(), json!(checksum));
+    let tail = pretty(&Value::Object(unchecked))?;
+    let text = format!(
+        "{},\n{}\n}}\n",
+        checked.trim_end_matches('}').trim_end(),
+        tail.trim_start_matches('{')
+            .trim_matches('\n')
+            .trim_end_matches('}')
+            .trim_end()
+    );
+    std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+    v["checksum"] = json!(checksum);
     Ok(v)
 }
 
@@ -262,7 +315,10 @@ pub fn read_json(dir: &Path) -> Result<Option<(PathBuf, Value)>> {
         ));
     }
     if let Some(recorded) = json.get("checksum") {
-        if recorded.as_str() != Some(checksum_of(&json).as_str()) {
+        if !recorded
+            .as_str()
+            .is_some_and(|r| seal_holds(&text, &json, r))
+        {
             return Err(Error::dataset(
                 &path,
                 "does not match its checksum: edited or damaged since midmix wrote it (re-create the dataset, or restore the file)",
@@ -297,31 +353,74 @@ impl Report {
 mod tests {
     use super::*;
 
-    /// A sealed manifest reads back with its checksum intact, whatever its floats (serde_json parses
-    /// them exactly with `float_roundtrip`; without it, 0.36923076923076925 came back one ulp off).
+    /// A sealed manifest reads back with its checksum intact, whatever its floats (serde_json
+    /// without `float_roundtrip` parses 0.36923076923076925 one ulp off), and any edit of a
+    /// checked field, in place or repeated after the checksum, is refused.
     #[test]
-    fn a_sealed_manifest_with_any_floats_reads_back() {
+    fn a_sealed_manifest_with_any_floats_reads_back_and_edits_do_not() {
         let tmp = tempfile::tempdir().unwrap();
         let floats: Vec<f64> = (1..2000)
             .map(|i| 24.0 / (i as f64 * 1.3) + 1e-9 * i as f64)
             .collect();
+        let run = json!({"host": "h", "started": "now"});
         write_json(
             tmp.path(),
-            json!({"kind": "mix", "passes": floats, "seed": 1}),
+            json!({"kind": "mix", "passes": floats, "seed": 1, "elapsed_s": 0.1, "run": run}),
         )
         .unwrap();
         let (_, v) = read_json(tmp.path()).unwrap().unwrap();
-        assert_eq!(v["passes"][0], json!(floats[0]));
+        assert_eq!(v["seed"], json!(1));
+        assert_eq!(v["run"], run);
+        assert!((v["passes"][0].as_f64().unwrap() - floats[0]).abs() < 1e-12);
+        let path = tmp.path().join(REPORT_FILE);
+        let written = std::fs::read_to_string(&path).unwrap();
+        let edits = [
+            written.replace("\"seed\": 1", "\"seed\": 2"),
+            written.replace(
+                "\"host\": \"h\"",
+                "\"host\": \"h\"}, \"seed\": 2, \"x\": {\"a\": 1",
+            ),
+            written.replacen("\"passes\"", "\"passes_\"", 1),
+        ];
+        for edited in edits {
+            assert_ne!(edited, written);
+            std::fs::write(&path, edited).unwrap();
+            assert!(read_json(tmp.path())
+                .unwrap_err()
+                .to_string()
+                .contains("does not match its checksum"));
+        }
+        // Timings are outside the checksum.
         std::fs::write(
-            tmp.path().join(REPORT_FILE),
-            std::fs::read_to_string(tmp.path().join(REPORT_FILE))
-                .unwrap()
-                .replace("\"seed\": 1", "\"seed\": 2"),
+            &path,
+            written.replace("\"elapsed_s\": 0.1", "\"elapsed_s\": 9.5"),
         )
         .unwrap();
-        assert!(read_json(tmp.path())
-            .unwrap_err()
-            .to_string()
-            .contains("does not match its checksum"));
+        assert_eq!(
+            read_json(tmp.path()).unwrap().unwrap().1["elapsed_s"],
+            json!(9.5)
+        );
+    }
+
+    /// Manifests sealed before the checksum covered the text (their values' canonical JSON) still
+    /// read.
+    #[test]
+    fn a_manifest_sealed_over_its_values_still_reads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut v = json!({"kind": "prepared", "seq_len": 8, "fingerprint": "f", "run": {"a": 1}});
+        v["checksum"] = json!(checksum_of_values(&v));
+        std::fs::write(
+            tmp.path().join(REPORT_FILE),
+            serde_json::to_string_pretty(&v).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(read_json(tmp.path()).unwrap().unwrap().1, v);
+        v["seq_len"] = json!(9);
+        std::fs::write(
+            tmp.path().join(REPORT_FILE),
+            serde_json::to_string_pretty(&v).unwrap(),
+        )
+        .unwrap();
+        assert!(read_json(tmp.path()).is_err());
     }
 }
