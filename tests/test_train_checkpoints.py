@@ -147,3 +147,55 @@ def test_a_checkpoint_of_the_other_form_is_refused_with_the_setting_to_change(re
     # Sharded weights of another architecture do not load.
     with pytest.raises(midmix.ConfigError, match=r"model.init_from: .*ep0-ba8 does not match model.arch"):
         load_sharded_weights(build_model("pythia-14m", None, 512, 64, 0), sharded / "checkpoints" / "ep0-ba8")
+
+
+def test_recover_moves_incomplete_checkpoints_aside_and_links_the_newest_complete(tmp_path) -> None:
+    """What a run killed while saving leaves (Composer writes a full checkpoint to its final name, then
+    removes and re-creates the latest link; DCP writes .metadata last), made good without training."""
+    from midmix.train.checkpoints import LATEST, is_complete, recover
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    torch.save({"state": {"x": torch.arange(1000)}}, folder / "ep0-ba4-rank0.pt")
+    torch.save({"state": {"x": torch.arange(1000)}}, folder / "ep0-ba8-rank0.pt")
+    whole = (folder / "ep0-ba8-rank0.pt").read_bytes()
+    (folder / "ep0-ba8-rank0.pt").write_bytes(whole[: len(whole) - 100])  # killed while writing step 8
+    (folder / "ep0-ba12").mkdir()  # a DCP save killed before its .metadata
+    (folder / "ep0-ba12" / "__0_0.distcp").write_bytes(b"\0" * 64)
+    (folder / "unrelated.txt").write_text("kept")
+    assert is_complete(folder / "ep0-ba4-rank0.pt") and not is_complete(folder / "ep0-ba8-rank0.pt")
+    done = recover(folder)  # no latest link: killed between removing and re-creating it
+    assert len(done) == 3, done
+    assert (folder / LATEST).resolve() == (folder / "ep0-ba4-rank0.pt").resolve()
+    assert sorted(p.name for p in (folder / "incomplete").iterdir()) == ["ep0-ba12", "ep0-ba8-rank0.pt"]
+    assert (folder / "unrelated.txt").read_text() == "kept"
+    assert recover(folder) == []  # idempotent: every rank runs it
+    # A newer complete checkpoint than the link (killed after the save, before the link) becomes latest.
+    (folder / "ep0-ba16-rank0.pt").write_bytes((folder / "ep0-ba4-rank0.pt").read_bytes())
+    assert recover(folder) == [f"{LATEST} now links to ep0-ba16-rank0.pt, the newest complete checkpoint"]
+    # Nothing complete left: the link goes, and the run starts over.
+    for p in ("ep0-ba4-rank0.pt", "ep0-ba16-rank0.pt"):
+        (folder / p).write_bytes(b"PK\3\4 truncated")
+    assert recover(folder)[-1].startswith(f"{LATEST} removed") and not (folder / LATEST).is_symlink()
+    assert len(list((folder / "incomplete").iterdir())) == 4
+
+
+def test_a_run_killed_while_saving_resumes_from_its_last_complete_checkpoint(tiny_runs: TinyRuns, tmp_path) -> None:
+    """The full tiny run, as Slurm's SIGTERM at a time limit leaves it in the middle of saving step 8: a
+    truncated ep0-ba8-rank0.pt and no latest link. It resumes from step 4 and trains on like the run that
+    was never stopped (it used to refuse: "… may conflict with a future checkpoint")."""
+    run_dir = copy_run(tiny_runs["scheduled"], tmp_path / "killed")
+    folder = run_dir / "checkpoints"
+    whole = (folder / "ep0-ba8-rank0.pt").read_bytes()
+    rewind(run_dir, CHECKPOINT)
+    (folder / "ep0-ba8-rank0.pt").write_bytes(whole[: len(whole) // 2])
+    (folder / "latest-rank0.pt").unlink()
+    summary = train(recipe_of(run_dir))
+    assert summary["steps"] == STEPS
+    assert loss_lines(run_dir) == list(range(STEPS)) + list(range(CHECKPOINT, STEPS))
+    assert (folder / "incomplete" / "ep0-ba8-rank0.pt").stat().st_size == len(whole) // 2
+    reference, now = metrics(tiny_runs["scheduled"]), metrics(run_dir)
+    want = {s: v for s, _, v in reference["loss/train/total"] if s >= CHECKPOINT}
+    got = {s: v for s, _, v in now["loss/train/total"] if s >= CHECKPOINT}
+    assert got.keys() == want.keys()
+    np.testing.assert_allclose([got[s] for s in sorted(got)], [want[s] for s in sorted(want)], rtol=1e-5)

@@ -10,6 +10,7 @@ keep the form of the checkpoint it starts from. `model.init_from` reads the weig
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -75,6 +76,9 @@ def branch_checkpoint(cfg: TrainConfig) -> Path:
         raise ConfigError(f"branch: no checkpoint at step {cfg.branch.step} in {folder}; saved steps: {steps} "
                           "(add the step to the base's checkpoint.steps)")
     path = found[cfg.branch.step]
+    if not is_complete(path):
+        raise ConfigError(f"branch: the base's checkpoint {path} is incomplete (its run was stopped while saving "
+                          "it): branch from another step, or resume the base to save it again")
     _refuse_form("branch", f"the base's checkpoint at step {cfg.branch.step},", path, cfg)
     return path
 
@@ -94,3 +98,76 @@ def load_sharded_weights(model: torch.nn.Module, path: Path) -> None:
     except (CheckpointException, RuntimeError, ValueError) as e:  # a missing key or a shape that differs
         raise ConfigError(f"model.init_from: {path} does not match model.arch ({str(e).strip()[:300]})") from e
     model.load_state_dict(weights)
+
+
+# -- a run killed while it saved ------------------------------------------------------------------------
+# Composer writes a full checkpoint straight to its final name, then removes `latest-rank0.pt` and links it
+# again; DCP writes `.metadata` last (through a temporary name). So a run killed by Slurm's SIGTERM/SIGKILL
+# while it saved leaves a truncated `ep{E}-ba{B}-rank0.pt`, a DCP directory without `.metadata`, or no
+# latest link: Composer then refuses to resume ("… may conflict with a future checkpoint") or starts over.
+# `recover` runs before the trainer is built, on every rank (each step is idempotent and tolerates another
+# rank having done it first), and makes the folder what a run stopped after its last complete save leaves.
+
+INCOMPLETE = "incomplete"
+
+
+def is_complete(path: Path) -> bool:
+    """Whether a checkpoint was written to the end: a DCP directory has its `.metadata`; a full checkpoint
+    is a zip (torch.save's format) whose central directory reads and whose members lie inside the file."""
+    import zipfile
+
+    if path.is_dir():
+        return is_sharded(path) and (path / ".metadata").stat().st_size > 0
+    try:
+        with zipfile.ZipFile(path) as z:
+            size = path.stat().st_size
+            return all(i.header_offset + i.compress_size <= size for i in z.infolist())
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+
+
+def _candidates(folder: Path) -> dict[int, Path]:
+    """Every checkpoint-named entry by step, complete or not (a truncated DCP directory has no .metadata)."""
+    found: dict[int, Path] = {}
+    for path in sorted(folder.glob("ep*-ba*")):
+        step = _step_of(path)
+        if step is not None and (path.is_dir() or path.name.endswith("-rank0.pt")):
+            found[step] = path
+    return found
+
+
+def recover(folder: Path) -> list[str]:
+    """Move incomplete checkpoints of `folder` to `folder/incomplete/` and link `latest-rank0.pt` to the
+    newest complete one (or remove the link when there is none). Returns what it did, one line each."""
+    if not folder.is_dir():
+        return []
+    done = []
+    complete = {}
+    for step, path in _candidates(folder).items():
+        if is_complete(path):
+            complete[step] = path
+            continue
+        aside = folder / INCOMPLETE
+        aside.mkdir(exist_ok=True)
+        to = aside / path.name
+        n = 1
+        while to.exists() or to.is_symlink():
+            to, n = aside / f"{path.name}.{n}", n + 1
+        try:
+            path.rename(to)
+        except FileNotFoundError:
+            continue  # another rank moved it
+        done.append(f"checkpoint {path.name} is incomplete (the run was stopped while saving it): moved to {to}")
+    latest = folder / LATEST
+    target = complete[max(complete)] if complete else None
+    current = latest.resolve() if latest.is_symlink() else None
+    if target is not None and current != target.resolve():
+        tmp = folder / f".{LATEST}.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(target.name)
+        tmp.replace(latest)  # atomic: another rank may be doing the same
+        done.append(f"{LATEST} now links to {target.name}, the newest complete checkpoint")
+    elif target is None and latest.is_symlink():
+        latest.unlink(missing_ok=True)
+        done.append(f"{LATEST} removed: no complete checkpoint is left, so the run starts over")
+    return done

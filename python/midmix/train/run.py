@@ -32,7 +32,7 @@ from midmix.errors import ConfigError
 from midmix.report import read_metrics
 from midmix.train import config as cfgmod
 from midmix.train.callbacks import DataAudit, DomainEval, ForgettingEval, GradientAlignment, MixtureMonitor
-from midmix.train.checkpoints import LATEST, branch_checkpoint, check_resume
+from midmix.train.checkpoints import LATEST, branch_checkpoint, check_resume, recover
 from midmix.train.config import TrainConfig, interval_batches
 from midmix.train.datasets import EvalSet, check_kind, dataset_info, train_loader
 from midmix.train.loggers import JSONLLogger
@@ -71,6 +71,9 @@ def build_trainer(cfg: TrainConfig, raw: dict[str, Any]) -> Trainer:
     use_gpu = cfg.device == "gpu" or (cfg.device == "auto" and torch.cuda.is_available())
     run_dir = Path(cfg.run_dir)
     checkpoints = run_dir / "checkpoints"
+    if cfg.checkpoint.enabled and cfg.checkpoint.autoresume:
+        for line in recover(checkpoints):  # a run stopped while it saved resumes from its last complete one
+            print(f"midmix train: {line}", file=sys.stderr)
     resuming = cfg.checkpoint.enabled and cfg.checkpoint.autoresume and (checkpoints / LATEST).exists()
     if resuming:
         check_resume(cfg, checkpoints / LATEST)
