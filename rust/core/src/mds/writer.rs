@@ -2,7 +2,8 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread;
 
 use serde_json::Value;
@@ -32,6 +33,8 @@ pub struct MdsWriter {
     flusher: Option<thread::JoinHandle<Result<Vec<Value>>>>,
     /// Shard buffers the flusher is done with.
     spare: mpsc::Receiver<Vec<u8>>,
+    /// Set when the writer is dropped unfinished: the flusher stops within a compression piece.
+    stop: Arc<AtomicBool>,
     scratch: Vec<u8>,
 }
 
@@ -43,11 +46,18 @@ impl MdsWriter {
         let (spare_tx, spare) = mpsc::sync_channel::<Vec<u8>>(2);
         let flush_dir = dir.to_path_buf();
         let flush_format = format.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flush_stop = stop.clone();
         let flusher = thread::spawn(move || -> Result<Vec<Value>> {
             rx.into_iter()
                 .map(|job| {
-                    let entry =
-                        flush_format.write_shard(&flush_dir, job.index, job.samples, &job.bytes);
+                    let entry = flush_format.write_shard(
+                        &flush_dir,
+                        job.index,
+                        job.samples,
+                        &job.bytes,
+                        &flush_stop,
+                    );
                     // The buffer goes back for a later shard: refilling memory already mapped
                     // costs less than a fresh shard-sized allocation the kernel must zero.
                     let _ = spare_tx.try_send(job.bytes);
@@ -69,6 +79,7 @@ impl MdsWriter {
             flusher: Some(flusher),
             spare,
             scratch: Vec::new(),
+            stop,
         };
         w.reset_shard();
         Ok(w)
@@ -169,6 +180,7 @@ impl Drop for MdsWriter {
     /// A writer dropped unfinished (an error or a cancel upstream) waits for shards still being
     /// written, so its directory can be removed right after without a file appearing in it.
     fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
         self.tx = None;
         if let Some(h) = self.flusher.take() {
             let _ = h.join();
