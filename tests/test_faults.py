@@ -38,12 +38,17 @@ def _corpus(path: Path, order: int) -> None:
 
 
 def _build(root: Path, order: int) -> None:
-    """A data root: prepared `a` (raw shards), `b` (zstd shards), the index mix `mix` over them."""
+    """A data root: prepared `a` (raw shards), `b` (zstd shards), the index mix `mix` over them, and the
+    tokenizer they were prepared with (which `inspect --show` reads back)."""
     data = root / "data"
     _corpus(root / "a.jsonl", order)
     _corpus(root / "b.jsonl", 1 - order)
-    midmix.prepare("a", [root / "a.jsonl"], tokenizer=TOKENIZER, seq_len=SEQ_LEN, data_root=data, size_limit=1024)
-    midmix.prepare("b", [root / "b.jsonl"], tokenizer=TOKENIZER, seq_len=SEQ_LEN, data_root=data, size_limit=1024,
+    tokenizer = root / "tokenizer.json"
+    tokenizer.write_bytes(TOKENIZER.read_bytes())
+    if order:  # the other root's is another valid tokenizer (what "replace" copies over the clean one)
+        _edit_json(tokenizer, _edit_tokenizer)
+    midmix.prepare("a", [root / "a.jsonl"], tokenizer=tokenizer, seq_len=SEQ_LEN, data_root=data, size_limit=1024)
+    midmix.prepare("b", [root / "b.jsonl"], tokenizer=tokenizer, seq_len=SEQ_LEN, data_root=data, size_limit=1024,
                    compression="zstd")
     phases = [midmix.Phase.samples(MIX_SAMPLES, {"a": 0.5, "b": 0.5})]
     midmix.build_mix(phases, data / "mix", data_root=data, seed=3)
@@ -59,6 +64,8 @@ ARTIFACTS = [
     "data/mix/mix.source.u8",
     "data/mix/mix.sample.u32",
     "data/registry.json",
+    "tokenizer.json",
+    "cache/b",  # the decompressed copy of a shard of `b`, filled by the first read (see _cached)
 ]
 
 
@@ -91,7 +98,13 @@ def _edit_manifest(v: dict) -> None:
         v["counts"]["samples"] -= 1
 
 
+def _edit_tokenizer(v: dict) -> None:
+    vocab = v["model"]["vocab"]
+    vocab["the"], vocab["Ġthe"] = vocab["Ġthe"], vocab["the"]  # two tokens' ids swapped: another valid vocabulary
+
+
 EDITS: dict[str, Callable[[Path], None]] = {
+    "tokenizer.json": lambda p: _edit_json(p, _edit_tokenizer),
     "index.json": lambda p: _edit_json(p, _edit_index),
     "midmix.json": lambda p: _edit_json(p, _edit_manifest),
     "registry.json": lambda p: _edit_json(p, _edit_registry),
@@ -105,6 +118,11 @@ def _flip(path: Path) -> None:
 
 
 def _damage(kind: str, path: Path, other: Path) -> None:
+    if kind == "move":
+        # The dataset's directory moved away (a file outside a dataset: the file itself).
+        moved = path.parent if path.parent.name not in ("data", "") and path.parent.parent.name == "data" else path
+        moved.rename(moved.with_name(moved.name + "-moved"))
+        return
     if kind == "truncate":
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     elif kind == "flip":
@@ -119,7 +137,7 @@ def _damage(kind: str, path: Path, other: Path) -> None:
         raise AssertionError(kind)
 
 
-DAMAGES = ["truncate", "flip", "edit", "delete", "replace"]
+DAMAGES = ["truncate", "flip", "edit", "delete", "replace", "move"]
 
 
 # -- readers: each returns a digest of what it read -------------------------------------------------------
@@ -177,7 +195,34 @@ def loader(root: Path, out: Path) -> str:
     return _digest([b["input_ids"].numpy() for b in MixLoader(ds)], ds.fingerprint)
 
 
-READERS: list[Callable[[Path, Path], str]] = [read_samples, verify, stats, build_mix, export, loader]
+def _cli(root: Path, *args: str) -> str:
+    """A CLI command's output with the root's path taken out; a failure raises the error it printed."""
+    from click.testing import CliRunner
+    from midmix.cli import main
+
+    r = CliRunner().invoke(main, [*args, "--data-root", str(root / "data")])
+    if r.exit_code == 1 and "error" in r.output:
+        raise MidmixError(r.output)
+    assert r.exit_code == 0 and r.exception is None, (r.output, r.exception)
+    return r.output.replace(str(root), "ROOT")
+
+
+def inspect(root: Path, out: Path) -> str:
+    """Decoded samples of every dataset, with the tokenizer each records (timings and sizes left out)."""
+    shown = []
+    for name in ("a", "b", "mix"):
+        text = _cli(root, "inspect", name, "--show", "0", "--show", "5")
+        shown.append(text[text.index("--- sample"):])
+    return _digest(shown)
+
+
+def proximity(root: Path, out: Path) -> str:
+    _cli(root, "proximity", "--target", "a", "--base", "b", "--candidates", "mix", "--json", str(out / "p.json"))
+    return _digest(json.loads((out / "p.json").read_text()))
+
+
+READERS: list[Callable[[Path, Path], str]] = [read_samples, verify, stats, build_mix, export, loader, inspect,
+                                              proximity]
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +233,15 @@ def roots(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[st
     _build(other, 1)
     expected = {r.__name__: r(clean, tmp_path_factory.mktemp(f"clean-{r.__name__}")) for r in READERS}
     return clean, other, expected
+
+
+def _cached(root: Path, env: pytest.MonkeyPatch) -> Path:
+    """The decompressed copy of `b`'s first shard in the root's own cache, after a first read made it."""
+    env.setenv("MIDMIX_CACHE_DIR", str(root / "cache"))
+    read_samples(root, root)
+    entries = sorted((root / "cache").glob("*/*shard.00000*"))
+    assert entries, sorted((root / "cache").rglob("*"))
+    return entries[0]
 
 
 def _fresh(dst: Path, order: int = 0) -> Path:
@@ -201,17 +255,26 @@ def _fresh(dst: Path, order: int = 0) -> Path:
 @pytest.mark.parametrize("damage", DAMAGES)
 @pytest.mark.parametrize("artifact", ARTIFACTS)
 def test_damage_is_an_error_naming_the_file_or_changes_nothing(roots, artifact: str, damage: str,
-                                                               tmp_path: Path) -> None:
+                                                               tmp_path: Path, monkeypatch) -> None:
     clean, other, expected = roots
     if (artifact, damage) == ("data/registry.json", "replace"):
         pytest.skip("a whole other valid registry is the user naming other data, which is theirs to do")
+    if (artifact, damage) == ("cache/b", "move"):
+        pytest.skip("a cache entry moved is one deleted: the other damage already covers it")
     root = _fresh(tmp_path / "root")
-    path = root / artifact
-    _damage(damage, path, other / artifact)  # replace: the same file of other (valid) content
+    monkeypatch.setenv("MIDMIX_CACHE_DIR", str(root / "cache"))  # each cell's cache its own
+    if artifact == "cache/b":
+        other_path = _cached(other, monkeypatch)
+        path = _cached(root, monkeypatch)
+    else:
+        path, other_path = root / artifact, other / artifact
+    _damage(damage, path, other_path)  # replace: the same file of other (valid) content
     # A deleted file may leave its directory no dataset; a replaced manifest makes it another one.
-    names = [path.name] if damage not in ("delete", "replace") else [path.name, str(path.parent)]
+    names = [path.name] if damage not in ("delete", "replace", "move") else [path.name, str(path.parent)]
     if path.name == "registry.json":
         names.append("registry")
+    if path.name == "tokenizer.json" and damage in ("delete", "move"):
+        names.append(str(path))
     wrong = []
     for reader in READERS:
         out = tmp_path / f"out-{reader.__name__}"
@@ -278,3 +341,36 @@ def test_a_tmpdir_too_long_for_the_workers_sockets_is_refused_not_a_hang(monkeyp
         check_worker_tmpdir()
     monkeypatch.setattr(tempfile, "tempdir", "/tmp")
     check_worker_tmpdir()
+
+
+@pytest.mark.parametrize("damage", ["flip", "replace"])
+@pytest.mark.parametrize("artifact", ["data/a/shard.00000.mds", "data/b/shard.00001.mds.zstd",
+                                      "data/mix/mix.source.u8", "data/mix/mix.sample.u32"])
+def test_a_file_rewritten_while_open_is_an_error_or_changes_nothing(roots, artifact: str, damage: str,
+                                                                   tmp_path: Path, monkeypatch) -> None:
+    """The damage lands after the loader and a dataset reader were opened and before they read: a second
+    process rewriting a file in place. (Once a shard has been read and verified, a later rewrite in place
+    is beyond what a reader can see without hashing every read: the lazy check is once per process.)"""
+    from midmix.data import MixDataset, MixLoader
+
+    clean, other, expected = roots
+    root = _fresh(tmp_path / "root")
+    monkeypatch.setenv("MIDMIX_CACHE_DIR", str(root / "cache"))
+    ds = MixDataset(dataset.resolve("mix", root / "data"), BATCH, rank=0, world_size=1)
+    reader = midmix.Dataset.open(root / "data" / "mix").tokens()
+    path = root / artifact
+    if damage == "flip":
+        _flip(path)
+    else:
+        with path.open("r+b") as f:  # in place: the same inode, as a second writer would
+            f.write((other / artifact).read_bytes()[: path.stat().st_size])
+    for name, read in (("loader", lambda: _digest([b["input_ids"].numpy() for b in MixLoader(ds)], ds.fingerprint)),
+                       ("reader", lambda: _digest(*reader.read_strided(0, 1, reader.num_samples)))):
+        try:
+            got = read()
+        except MidmixError as e:
+            assert path.name in str(e), f"{name}: error does not name {path.name}: {e}"
+            continue
+        want = expected["loader"] if name == "loader" else None
+        if want is not None:
+            assert got == want, f"{name}: returned other data, no error"

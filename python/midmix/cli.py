@@ -13,7 +13,7 @@ import click
 from midmix import api, describe, mixspec
 from midmix import dataset as ds
 from midmix.errors import MidmixError
-from midmix.tokenizer import Tokenizer, resolve_tokenizer
+from midmix.tokenizer import Tokenizer, open_recorded_tokenizer, resolve_tokenizer
 
 SIZE_UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "KIB": 1024, "M": 10**6, "MB": 10**6, "MIB": 1 << 20,
               "G": 10**9, "GB": 10**9, "GIB": 1 << 30}
@@ -313,10 +313,12 @@ def inspect(directory: str, data_root: Path | None, show: tuple[int, ...], token
             click.echo("\n".join(describe.manifest_lines(m)))
         if not show:
             return
-        tok_path = tokenizer or (m.tokenizer.path if m else None)
-        if not tok_path:
+        if tokenizer:
+            tok = Tokenizer(resolve_tokenizer(tokenizer))
+        elif m and m.tokenizer.path:
+            tok = open_recorded_tokenizer(m.tokenizer.path, m.tokenizer.sha256, d.path)
+        else:
             raise click.UsageError("--show needs --tokenizer (none is recorded in midmix.json here)")
-        tok = Tokenizer(resolve_tokenizer(tok_path))
         for n in show:
             click.echo(f"\n--- sample {n} {describe.sample_origin(d, n)}" + "-" * 60)
             click.echo("\n".join(describe.sample_lines(d.sample(n), tok)))

@@ -13,7 +13,7 @@ from midmix.errors import ConfigError, MidmixError
 from midmix.manifest import read_manifest
 from midmix.plotting import pyplot
 from midmix.proximity import UnigramStats, proximity
-from midmix.tokenizer import Tokenizer
+from midmix.tokenizer import Tokenizer, open_recorded_tokenizer
 
 METRICS = ["combined", "vocab_jaccard", "overlap_ratio", "cosine", "jsd", "js_similarity", "kl_smoothed",
            "jsd_normalized"]
@@ -83,14 +83,21 @@ class SourceLoader:
 
 
 def recorded_tokenizer(spec: str, root: Path) -> str | None:
-    """The tokenizer a dataset spec's midmix.json names, when that file still exists (for decoding)."""
+    """The tokenizer a dataset spec's midmix.json names, when that file is still there and unchanged (for
+    decoding)."""
     name, sep, path = spec.partition("=")
     try:
         manifest = read_manifest(dataset.resolve(Path(path) if sep else name, root))
     except (OSError, MidmixError):
         return None
-    tok = manifest.tokenizer.path if manifest else None
-    return tok if tok and Path(tok).exists() else None
+    tok = manifest.tokenizer if manifest else None
+    if not tok or not Path(tok.path).exists():
+        return None
+    try:  # decoded only with the very file it was prepared with: other ids would show other text
+        open_recorded_tokenizer(tok.path, tok.sha256, spec)
+    except MidmixError:
+        return None
+    return tok.path
 
 
 @dataclass

@@ -5,9 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from midmix._core import Tokenizer
-from midmix.errors import ConfigError
+from midmix.errors import ConfigError, DatasetError
 
-__all__ = ["Tokenizer", "resolve_tokenizer"]
+__all__ = ["Tokenizer", "open_recorded_tokenizer", "resolve_tokenizer"]
+
+
+def open_recorded_tokenizer(path: str | Path, sha256: str, dataset: str | Path) -> Tokenizer:
+    """The tokenizer a dataset records, refused when the file is no longer the one it was prepared with
+    (its ids would decode to other text)."""
+    tok = Tokenizer(path)
+    if tok.sha256 != sha256:
+        raise DatasetError(f"{path}: changed since {dataset} was prepared with it (sha256 {tok.sha256[:12]}…, "
+                           f"recorded {sha256[:12]}…): restore it, or pass --tokenizer to decode with another")
+    return tok
 
 
 def resolve_tokenizer(spec: str | Path) -> Path:

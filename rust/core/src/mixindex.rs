@@ -301,6 +301,7 @@ impl IndexedMix {
             .sources
             .get(s as usize)
             .ok_or_else(|| self.damaged(k, &format!("names source {s}, which the mix lacks")))?;
+        // (Past the open's checks only when an index file was rewritten since: mapped, not copied.)
         match source.sample(idx as u64)? {
             Some(bytes) if bytes.len() == self.sample_bytes => Ok(Some((s, bytes))),
             _ => Err(self.damaged(
@@ -343,7 +344,9 @@ impl IndexedMix {
     pub fn damaged(&self, k: u64, what: &str) -> Error {
         Error::dataset(
             &self.dir,
-            format!("index position {k} {what}: damaged index"),
+            format!(
+                "index position {k} ({SOURCE_FILE}, {SAMPLE_FILE}) {what}: damaged index, or rewritten since it was opened"
+            ),
         )
     }
 
