@@ -21,12 +21,13 @@ def staging_dirs(parent: Path) -> list[Path]:
     return [p for p in parent.iterdir() if ".midmix-tmp-" in p.name]
 
 
-def interrupt_when_staging(cmd: list[str], parent: Path, sig: int, after: float = 0.3) -> tuple[int, float]:
-    """Start `cmd`, send `sig` `after` seconds after its staging directory exists; (exit code, seconds it
-    took to stop)."""
+def interrupt_when_staging(cmd: list[str], parent: Path, sig: int, after: float = 0.3,
+                           holding: str | None = None) -> tuple[int, float]:
+    """Start `cmd`, send `sig` `after` seconds after its staging directory exists (and holds a file named
+    `holding`, when given); (exit code, seconds it took to stop)."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
     deadline = time.monotonic() + 60
-    while not staging_dirs(parent):
+    while not staging_dirs(parent) or (holding and not any((d / holding).exists() for d in staging_dirs(parent))):
         assert proc.poll() is None, f"finished before it could be interrupted: {proc.stdout.read().decode()}"
         assert time.monotonic() < deadline
         time.sleep(0.02)
@@ -60,9 +61,10 @@ def test_build_mix_interrupted_commits_nothing(tiny_source, tmp_path, sig) -> No
 
 @pytest.mark.parametrize(("sig", "options", "within"),
                          [(signal.SIGINT, [], 10), (signal.SIGTERM, [], 10),
-                          # zstd at level 19 compresses ~1 MB/s: a shard is compressed in pieces, so a
-                          # stop does not wait for it (Slurm kills 30 s after its SIGTERM).
-                          (signal.SIGTERM, ["--compression", "zstd:19", "--size-limit", "4MB"], 2)],
+                          # zstd at level 19 compresses ~1 MB/s: a shard is compressed in pieces, and the
+                          # flusher sees the stop, so it waits neither for the shard nor for those queued
+                          # (Slurm kills 30 s after its SIGTERM).
+                          (signal.SIGTERM, ["--compression", "zstd:19", "--size-limit", "1MB"], 2)],
                          ids=["ctrl-c", "sigterm", "sigterm-zstd19"])
 def test_prepare_interrupted_commits_nothing(tmp_path, sig, options: list[str], within: float) -> None:
     big = tmp_path / "big.jsonl"
@@ -74,7 +76,8 @@ def test_prepare_interrupted_commits_nothing(tmp_path, sig, options: list[str], 
     out = tmp_path / "out"
     cmd = [*MIDMIX, "prepare", "big", str(big), "--tokenizer", str(PYTHIA), "--out", str(out), "--quiet",
            "--data-root", str(tmp_path), *options]
-    code, took = interrupt_when_staging(cmd, tmp_path, sig, after=3.0 if options else 0.3)
+    # With compression: once two shards are written, the tokenizer is ahead and more are queued.
+    code, took = interrupt_when_staging(cmd, tmp_path, sig, holding="shard.00001.mds.zstd" if options else None)
     assert code != 0
     assert took < within, f"took {took:.1f}s to stop"
     assert not out.exists() and not staging_dirs(tmp_path)

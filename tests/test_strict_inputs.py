@@ -94,11 +94,11 @@ def test_manifest_missing_a_field_names_it(prose, tmp_path) -> None:
     (copy / "midmix.json").write_text(json.dumps(m))
     with pytest.raises(midmix.DatasetError, match=r"midmix.json: records a fingerprint but no checksum"):
         midmix.Dataset.open(copy)
-    # A manifest from before seals, missing a field: named.
+    # Every seal field removed with the edit: refused (it used to pass as a manifest from before seals).
     for key in ("fingerprint", "index_xxh3_128"):
         del m[key]
     (copy / "midmix.json").write_text(json.dumps(m))
-    with pytest.raises(midmix.DatasetError, match=r"midmix.json: records no sample count"):
+    with pytest.raises(midmix.DatasetError, match=r"midmix.json: has no checksum: its seal was removed"):
         midmix.Dataset.open(copy)
 
 

@@ -184,3 +184,21 @@ def test_the_rust_hf_crate_is_the_python_packages_version() -> None:
     lock = (Path(__file__).parents[1] / "Cargo.lock").read_text()
     crate = lock.split('name = "tokenizers"\nversion = "', 1)[1].split('"', 1)[0]
     assert crate.split(".")[:2] == tokenizers.__version__.split(".")[:2], (crate, tokenizers.__version__)
+
+
+def test_an_encoder_that_panics_is_an_error_naming_the_record(tmp_path: Path) -> None:
+    """tokenizers 0.22 panics on a `Strip` normalizer with normalized added tokens and non-ASCII text (the
+    Python package too): midmix turns that into an error naming the tokenizer, and in `prepare` the file and
+    line of the record."""
+    spec = json.loads((Path(__file__).parent / "fixtures" / "pythia.json").read_text())
+    spec["normalizer"] = {"type": "Strip", "strip_left": True, "strip_right": True}
+    path = tmp_path / "strip.json"
+    path.write_text(json.dumps(spec))
+    tok = midmix.Tokenizer(path)
+    assert tok.encode("plain ascii") == Tokenizer.from_file(str(path)).encode("plain ascii",
+                                                                               add_special_tokens=False).ids
+    with pytest.raises(midmix.TokenizerError, match="panicked"):
+        tok.encode("café")
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in ["ok", "also ok", "café"]))
+    with pytest.raises(midmix.MidmixError, match=r"in.jsonl:3 \(line 3\): cannot be tokenized"):
+        midmix.prepare("s", [tmp_path / "in.jsonl"], tokenizer=path, seq_len=8, out=tmp_path / "out", register=False)

@@ -138,7 +138,8 @@ def prepare(name: str, inputs: Sequence[PathLike] = (), *, tokenizer: PathLike, 
     root = dataset.data_root(data_root)
     out_path = Path(out) if out is not None else root / name
     opts = PrepareOptions(
-        name=name, inputs=[str(i) for i in inputs], tokenizer=resolve_tokenizer(tokenizer), seq_len=seq_len,
+        # Recorded absolute: `inspect --show` reads it back from wherever it is run.
+        name=name, inputs=[str(i) for i in inputs], tokenizer=resolve_tokenizer(tokenizer).absolute(), seq_len=seq_len,
         out=out_path, encoder=encoder, overwrite=overwrite, mode=mode, text_field=text_field,
         text_per_line=text_per_line, prompt_field=prompt_field, response_field=response_field,
         mask_prompt=mask_prompt, eos=eos, bos=bos,

@@ -315,6 +315,9 @@ def inspect(directory: str, data_root: Path | None, show: tuple[int, ...], token
             return
         if tokenizer:
             tok = Tokenizer(resolve_tokenizer(tokenizer))
+            if m and m.tokenizer.sha256 != tok.sha256:
+                click.echo(f"warning: decoding with {tokenizer}, not the tokenizer {d.path} was prepared with "
+                           f"({m.tokenizer.path}): other ids may show other text", err=True)
         elif m and m.tokenizer.path:
             tok = open_recorded_tokenizer(m.tokenizer.path, m.tokenizer.sha256, d.path)
         else:

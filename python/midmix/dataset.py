@@ -77,7 +77,8 @@ def check_name(name: str, directory: PathLike, root: Path) -> None:
     if entry is not None and Path(entry.path) != target:
         raise ConfigError(
             f"'{name}' already names {entry.path} (a {entry.kind or 'dataset'}) under data root {root}; give this "
-            f"output another name (--name), or remove '{name}' from {root / REGISTRY_FILE} first"
+            f"output another name (prepare's NAME, build-mix's and export's --name), or remove '{name}' from "
+            f"{root / REGISTRY_FILE} first"
         )
 
 

@@ -16,7 +16,7 @@ import dataclasses
 import json
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
@@ -113,7 +113,7 @@ class PreparedManifest:
     inputs: list[InputInfo]
     writer: WriterInfo
     task: TaskInfo | None
-    run: RunInfo
+    run: RunInfo = field(default_factory=RunInfo)  # outside the checksum: may be missing
     index_xxh3_128: str | None = None
     fingerprint: str | None = None
     checksum: str | None = None
@@ -182,7 +182,7 @@ class MixManifest:
     passes: dict[str, float]
     max_deviation: float
     columns: dict[str, str]
-    elapsed_s: float
+    elapsed_s: float = 0.0  # outside the checksum: may be missing
     form: Literal["index", "mds"] = "mds"  # mixes written before index mixes are MDS
     index: IndexFiles | None = None
     blend_rule: Literal["midmix", "megatron"] = "midmix"
@@ -253,7 +253,7 @@ def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
         key = f"{where}: {f.name}"
         if f.name in data:
             values[f.name] = _convert(hints[f.name], data[f.name], key)
-        elif f.default is dataclasses.MISSING:
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise DatasetError(f"{key}: missing")
     return cls(**values)
 

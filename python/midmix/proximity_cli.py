@@ -156,7 +156,8 @@ def summary_lines(s: UnigramStats, tokenizer: str | None, top: int) -> list[str]
         lines.append(f"counted       ids {s.meta['kept_ids']}: the EOS/BOS prepare inserted, counted too, since the "
                      "documents' own text holds them")
     tok = Tokenizer(tokenizer) if tokenizer else None
-    lines.append(f"top {top} tokens")
+    lines.append(f"top {top} tokens" + ("" if tok else " (ids only: no unchanged tokenizer recorded to decode them "
+                                               "with; pass --tokenizer)"))
     for i, p in s.top(top):
         text = repr(tok.decode([i])) if tok else ""
         lines.append(f"  {i:>7} {p:9.5f}  {text}")

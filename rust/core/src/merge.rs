@@ -225,7 +225,8 @@ pub fn merge(opts: &MergeOptions) -> Result<Report> {
         hashes: crate::mds::with_content_hash(&first.writer.hashes),
         size_limit: first.writer.size_limit,
     };
-    let writer = MdsWriter::create(staged.path(), &columns, &writer_opts)?;
+    let writer =
+        MdsWriter::create_stoppable(staged.path(), &columns, &writer_opts, opts.cancel.clone())?;
     let dtype = Dtype::parse(&first.dtype)
         .ok_or_else(|| Error::dataset(&parts[0].0, format!("unknown dtype {}", first.dtype)))?;
     let total: u64 = parts.iter().map(|(_, r)| r.counts.samples).sum();

@@ -160,6 +160,8 @@ pub struct MixReport {
     /// Largest |count_i(n) - target_i(n)| over every prefix n and source i (< 1 means exact).
     pub max_deviation: f64,
     pub columns: BTreeMap<String, String>,
+    /// Outside the checksum (a timing): may be missing.
+    #[serde(default)]
     pub elapsed_s: f64,
     #[serde(flatten)]
     pub seal: crate::report::Seal,

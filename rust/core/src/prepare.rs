@@ -198,6 +198,7 @@ fn encode_batch(
     enc: &Encoder,
     records: Vec<input::RawRecord>,
     fields: &[String],
+    label: &str,
 ) -> Result<Vec<EncodedRecord>> {
     let parsed: Vec<(crate::error::Unit, Parsed)> = pool.install(|| {
         records
@@ -219,7 +220,24 @@ fn encode_batch(
         .filter_map(|(_, p)| p.as_ref().ok())
         .flat_map(|f| f.iter().map(String::as_str))
         .collect();
-    let mut ids = pool.install(|| enc.encode_batch(&texts))?.into_iter();
+    let ids = pool.install(|| enc.encode_batch(&texts)).map_err(|e| {
+        // Name the record the encoder failed on (a tokenizer that panics on some text).
+        let failed = parsed.iter().find(|(_, p)| {
+            p.as_ref()
+                .is_ok_and(|f| f.iter().any(|t| enc.encode(t).is_err()))
+        });
+        match failed {
+            Some((unit, _)) => Error::BadRecord {
+                loc: Location {
+                    path: label.to_string(),
+                    unit: *unit,
+                },
+                msg: format!("cannot be tokenized: {e}"),
+            },
+            None => e,
+        }
+    })?;
+    let mut ids = ids.into_iter();
     Ok(parsed
         .into_iter()
         .map(|(unit, p)| {
@@ -603,7 +621,10 @@ fn encode_all(
             scope.spawn(move || {
                 for batch in raw_rx.iter() {
                     let encoded = check_cancel(src.opts.cancel.as_deref())
-                        .and_then(|()| encode_batch(src.pool, src.enc, batch.records, fields));
+                        .and_then(|()| {
+                            let label = &src.files[batch.file].label;
+                            encode_batch(src.pool, src.enc, batch.records, fields, label)
+                        });
                     let failed = encoded.is_err();
                     if enc_tx.send((batch.file, batch.input_pos, encoded)).is_err() || failed {
                         break;
@@ -813,7 +834,8 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Report> {
         hashes: crate::mds::with_content_hash(&opts.writer.hashes),
         ..opts.writer.clone()
     };
-    let mut writer = MdsWriter::create(staged.path(), &col_refs, &writer_opts)?;
+    let mut writer =
+        MdsWriter::create_stoppable(staged.path(), &col_refs, &writer_opts, opts.cancel.clone())?;
     let total_bytes: u64 = files.iter().map(|f| f.size).sum();
     let progress = Progress::new(
         opts.progress,

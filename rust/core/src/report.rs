@@ -118,6 +118,8 @@ pub struct Report {
     pub inputs: Vec<InputInfo>,
     pub writer: WriterInfo,
     pub task: Option<TaskInfo>,
+    /// Outside the checksum (timings): may be missing.
+    #[serde(default)]
     pub run: RunInfo,
     #[serde(flatten)]
     pub seal: Seal,
@@ -145,7 +147,7 @@ pub struct Seal {
 //   training run's resume compares and what the experiment's caches key on;
 // - `checksum`: of the manifest itself (its timings aside), so an edited or damaged field is an
 //   error where the manifest is read, not a wrong count or id downstream.
-// Manifests written before these existed have none of them and are read as they are.
+// A manifest without them is refused (`read_json`): edited, or from before seals (2026-12-02).
 
 /// Manifest fields outside the checksum: timings that differ between identical runs, and the
 /// checksum itself. They are written last, after the checksummed text (see `write_json`).
@@ -307,11 +309,17 @@ pub fn read_json(dir: &Path) -> Result<Option<(PathBuf, Value)>> {
             "not a midmix manifest (not a JSON object)",
         ));
     }
-    if json.get("fingerprint").is_some() && json.get("checksum").is_none() {
-        // Sealed manifests carry both: a checksum removed would otherwise pass any edit.
+    if json.get("checksum").is_none() {
+        // Every manifest midmix writes is sealed: one without its seal was edited (the seal removed
+        // with the edit), or predates seals, whose shards also lack the content hash the open needs.
+        let why = if json.get("fingerprint").is_some() {
+            "records a fingerprint but no checksum: edited since midmix wrote it"
+        } else {
+            "has no checksum: its seal was removed, or a midmix from before 2026-12-02 (which did not seal manifests) wrote it"
+        };
         return Err(Error::dataset(
             &path,
-            "records a fingerprint but no checksum: edited since midmix wrote it (re-create the dataset, or restore the file)",
+            format!("{why} (re-create the dataset, or restore the file)"),
         ));
     }
     if let Some(recorded) = json.get("checksum") {

@@ -432,25 +432,42 @@ impl Encoder {
     /// Ids of `text` without post-processor special tokens (added tokens in the text still match).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         match &self.fast {
-            Some(t) => self.encode_fast(t, text),
+            Some(t) => self.unpanicked(|| self.encode_fast(t, text)),
             None => self.encode_hf(text),
         }
     }
 
     fn encode_hf(&self, text: &str) -> Result<Vec<u32>> {
-        self.hf
-            .encode_fast(text, false)
-            .map(|enc| enc.get_ids().to_vec())
-            .map_err(|e| self.encode_error(e))
+        self.unpanicked(|| {
+            self.hf
+                .encode_fast(text, false)
+                .map(|enc| enc.get_ids().to_vec())
+                .map_err(|e| self.encode_error(e))
+        })
+    }
+
+    /// `f`, with a panic inside an encoder (tokenizers 0.22 panics on a `Strip` normalizer with
+    /// non-ASCII text, as the Python package does) turned into an error naming the tokenizer.
+    fn unpanicked(&self, f: impl FnOnce() -> Result<Vec<u32>>) -> Result<Vec<u32>> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(self.encode_error(format!("the encoder panicked ({msg})")))
+        })
     }
 
     /// Ids of each text. The fast encoder spreads the batch over its own worker threads
     /// (`FASTOKENS_BPE_THREADS`), a text per task; the HF encoder over the current rayon pool.
     pub fn encode_batch(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
         match &self.fast {
-            Some(t) => fastokens::fanout::map(texts.len(), |i| self.encode_fast(t, texts[i]))
-                .into_iter()
-                .collect(),
+            Some(t) => fastokens::fanout::map(texts.len(), |i| {
+                self.unpanicked(|| self.encode_fast(t, texts[i]))
+            })
+            .into_iter()
+            .collect(),
             None => {
                 use rayon::prelude::*;
                 texts.par_iter().map(|t| self.encode_hf(t)).collect()

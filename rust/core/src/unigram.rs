@@ -532,7 +532,10 @@ mod tests {
         let mut w = MdsWriter::create(
             &dir,
             &[("tokens", "ndarray:uint32:2")],
-            &WriterOptions::default(),
+            &WriterOptions {
+                hashes: vec![crate::mds::CONTENT_HASH.into()],
+                ..Default::default()
+            },
         )
         .unwrap();
         let ids: Vec<u8> = [1u32, 500_000_000]
@@ -545,9 +548,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("cannot size the counts"), "{err}");
-        std::fs::write(
-            dir.join("midmix.json"),
-            "{\"tokenizer\": {\"vocab_size\": 100000}, \"counts\": {\"samples\": 1}}",
+        crate::report::write_json(
+            &dir,
+            serde_json::json!({"tokenizer": {"vocab_size": 100000}, "counts": {"samples": 1}}),
         )
         .unwrap();
         let err = count_dataset(&dir, &[], Some(1), None)

@@ -3,7 +3,6 @@
 use std::fs;
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{json, Value};
 
@@ -181,15 +180,15 @@ impl ShardFormat {
         bytes.extend_from_slice(data);
     }
 
-    /// Hash, compress and write shard `index`; returns its `index.json` entry. Setting `stop`
-    /// ends the compression within a piece (`Error::Interrupted`).
+    /// Hash, compress and write shard `index`; returns its `index.json` entry. `stop` returning
+    /// true ends the compression within a piece (`Error::Interrupted`).
     pub fn write_shard(
         &self,
         dir: &Path,
         index: usize,
         samples: u64,
         bytes: &[u8],
-        stop: &AtomicBool,
+        stop: &dyn Fn() -> bool,
     ) -> Result<Value> {
         let hash_map = |data: &[u8]| -> Value {
             let mut m = serde_json::Map::new();
@@ -248,7 +247,7 @@ impl ShardFormat {
         if !streamed {
             let mut bytes = head;
             fill(&mut bytes)?;
-            return self.write_shard(dir, index, n as u64, &bytes, &AtomicBool::new(false));
+            return self.write_shard(dir, index, n as u64, &bytes, &|| false);
         }
         let basename = format!("shard.{index:05}.mds");
         let path = dir.join(&basename);
@@ -292,13 +291,13 @@ const COMPRESS_PIECE: usize = 1 << 18;
 fn compress_in_pieces(
     bytes: &[u8],
     level: i32,
-    stop: &AtomicBool,
+    stop: &dyn Fn() -> bool,
 ) -> std::io::Result<Option<Vec<u8>>> {
     let mut enc = zstd::stream::write::Encoder::new(Vec::with_capacity(bytes.len() / 3), level)?;
     enc.include_contentsize(true)?;
     enc.set_pledged_src_size(Some(bytes.len() as u64))?;
     for piece in bytes.chunks(COMPRESS_PIECE) {
-        if stop.load(Ordering::Relaxed) {
+        if stop() {
             return Ok(None);
         }
         enc.write_all(piece)?;
@@ -350,8 +349,6 @@ fn write_file(path: &Path, data: &[u8]) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicBool;
-
     use crate::mds::{ColumnValue, MdsWriter, WriterOptions};
 
     /// Bytes zstd works hard on at high levels (few values, no long repeats): ~1 MB/s at 19.
@@ -371,7 +368,7 @@ mod tests {
     fn pieces_make_one_frame_with_its_content_size_that_decodes_to_the_bytes() {
         for (n, level) in [(0, 3), (1000, 1), ((3 << 20) + 17, 3), ((2 << 20) + 5, 19)] {
             let bytes = tokens(n);
-            let z = super::compress_in_pieces(&bytes, level, &AtomicBool::new(false))
+            let z = super::compress_in_pieces(&bytes, level, &|| false)
                 .unwrap()
                 .unwrap();
             assert_eq!(
@@ -384,11 +381,9 @@ mod tests {
                 "{n} {level}"
             );
         }
-        assert!(
-            super::compress_in_pieces(&tokens(10), 3, &AtomicBool::new(true))
-                .unwrap()
-                .is_none()
-        );
+        assert!(super::compress_in_pieces(&tokens(10), 3, &|| true)
+            .unwrap()
+            .is_none());
     }
 
     /// A writer dropped while it compresses (an error, Ctrl-C or SIGTERM upstream) stops within a

@@ -40,6 +40,17 @@ pub struct MdsWriter {
 
 impl MdsWriter {
     pub fn create(dir: &Path, columns: &[(&str, &str)], opts: &WriterOptions) -> Result<MdsWriter> {
+        MdsWriter::create_stoppable(dir, columns, opts, None)
+    }
+
+    /// `create`, with a flag (a command's Ctrl-C/SIGTERM) that also stops the shards being
+    /// compressed, within a piece: the caller may be blocked handing the flusher a shard.
+    pub fn create_stoppable(
+        dir: &Path,
+        columns: &[(&str, &str)],
+        opts: &WriterOptions,
+        cancel: Option<Arc<AtomicBool>>,
+    ) -> Result<MdsWriter> {
         let format = ShardFormat::new(columns, opts)?;
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let (tx, rx) = mpsc::sync_channel::<FlushJob>(2);
@@ -56,7 +67,10 @@ impl MdsWriter {
                         job.index,
                         job.samples,
                         &job.bytes,
-                        &flush_stop,
+                        &|| {
+                            flush_stop.load(Ordering::Relaxed)
+                                || cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
+                        },
                     );
                     // The buffer goes back for a later shard: refilling memory already mapped
                     // costs less than a fresh shard-sized allocation the kernel must zero.
