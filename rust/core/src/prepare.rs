@@ -620,11 +620,10 @@ fn encode_all(
             let fields = &fields;
             scope.spawn(move || {
                 for batch in raw_rx.iter() {
-                    let encoded = check_cancel(src.opts.cancel.as_deref())
-                        .and_then(|()| {
-                            let label = &src.files[batch.file].label;
-                            encode_batch(src.pool, src.enc, batch.records, fields, label)
-                        });
+                    let encoded = check_cancel(src.opts.cancel.as_deref()).and_then(|()| {
+                        let label = &src.files[batch.file].label;
+                        encode_batch(src.pool, src.enc, batch.records, fields, label)
+                    });
                     let failed = encoded.is_err();
                     if enc_tx.send((batch.file, batch.input_pos, encoded)).is_err() || failed {
                         break;
