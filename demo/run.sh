@@ -3,7 +3,10 @@
 # inspect it and export it as MDS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MIDMIX=.venv/bin/midmix
+# $MIDMIX, else this checkout's .venv (make demo), else the midmix on PATH (installed with pip).
+if [ -z "${MIDMIX:-}" ]; then
+  if [ -x .venv/bin/midmix ]; then MIDMIX=.venv/bin/midmix; else MIDMIX=midmix; fi
+fi
 OUT=demo-out
 TOK=tests/fixtures/pythia.json
 rm -rf "$OUT"

@@ -163,16 +163,20 @@ def prepare(name: str, inputs: Sequence[PathLike] = (), *, tokenizer: PathLike, 
 
 
 def merge(parts: Sequence[PathLike], out: PathLike, *, data_root: PathLike | None = None,
-          overwrite: bool = False, progress: bool = False, register: bool = True) -> PreparedManifest:
-    """Combine the parts of a `prepare(num_tasks=…)` run into the dataset one run gives."""
+          overwrite: bool = False, progress: bool = False, name: str | None = None,
+          register: bool = True) -> PreparedManifest:
+    """Combine the parts of a `prepare(num_tasks=…)` run into the dataset one run gives, registered as
+    `name` (default: the NAME the parts were prepared under)."""
     opts = MergeOptions(parts=[Path(p) for p in parts], out=Path(out), overwrite=overwrite, progress=progress)
     root = dataset.data_root(data_root)
     first = read_manifest(opts.parts[0]) if register and opts.parts else None
-    if first is not None and first.kind == "prepared":
-        dataset.check_name(first.name, opts.out, root)
+    if register and name is None and first is not None and first.kind == "prepared":
+        name = first.name
+    if register and name is not None:
+        dataset.check_name(name, opts.out, root)
     manifest = _manifest(_core.merge(opts), opts.out, PreparedManifest)
-    if register:
-        dataset.register(manifest.name, opts.out, root)
+    if register and name is not None:
+        dataset.register(name, opts.out, root)
     return manifest
 
 

@@ -118,13 +118,15 @@ def prepare(name: str, inputs: tuple[str, ...], hf_name: str | None, hashes: str
 @click.argument("parts", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path))
 @click.option("--data-root", type=click.Path(path_type=Path))
+@click.option("--name", help="register the result as NAME [default: the NAME the parts were prepared under]")
 @click.option("--overwrite", is_flag=True)
 @click.option("--quiet", is_flag=True)
-def merge(parts: tuple[Path, ...], out: Path, data_root: Path | None, overwrite: bool, quiet: bool) -> None:
+def merge(parts: tuple[Path, ...], out: Path, data_root: Path | None, name: str | None, overwrite: bool,
+          quiet: bool) -> None:
     """Combine the PARTS of a `prepare --num-tasks` run into the dataset a single run gives."""
     stop_cleanly_on_sigterm()
     try:
-        m = api.merge(parts, out, data_root=data_root, overwrite=overwrite, progress=not quiet)
+        m = api.merge(parts, out, data_root=data_root, overwrite=overwrite, progress=not quiet, name=name)
     except MidmixError as e:
         fail(e)
     if not quiet:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
-from midmix.dataset import SampleReader, TokenReader
+from midmix.dataset import SampleReader, TokenReader, resolve
 from midmix.errors import ConfigError
 from midmix.manifest import MixManifest, read_manifest
 
@@ -62,6 +62,20 @@ class _MappedShards(Generic[R]):
         return state
 
 
+class Batch(dict):
+    """A per-device batch. A DataLoader with a `batch_size` would stack several of them into one
+    [batch_size, B, seq_len] tensor, which trains on the wrong shape or silently reshapes: its collate
+    function rebuilds each item through `update`, which refuses that."""
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        new = dict(*args, **kwargs)
+        ids = new.get("input_ids")
+        if ids is not None and getattr(ids, "ndim", 2) != 2:
+            raise ConfigError("a MixDataset yields whole per-device batches: read it with MixLoader(dataset), or a "
+                              f"DataLoader with batch_size=None (got {tuple(ids.shape)} stacked)")
+        super().update(new)
+
+
 class MixDataset(_MappedShards[TokenReader], IterableDataset):
     """Per-device batches of a mix (or any prepared pretraining dataset) in training order.
 
@@ -70,8 +84,8 @@ class MixDataset(_MappedShards[TokenReader], IterableDataset):
     """
 
     def __init__(self, path: str | os.PathLike[str], global_batch: int, *, rank: int | None = None,
-                 world_size: int | None = None) -> None:
-        self.path = Path(path)
+                 world_size: int | None = None, data_root: str | os.PathLike[str] | None = None) -> None:
+        self.path = resolve(path, data_root)  # a directory, or a registered name
         env_rank, env_world = _world()
         self.rank = env_rank if rank is None else rank
         self.world_size = env_world if world_size is None else world_size
@@ -94,11 +108,11 @@ class MixDataset(_MappedShards[TokenReader], IterableDataset):
         # epoch when the iterator runs out.
         return self.num_steps
 
-    def batch(self, step: int) -> dict[str, torch.Tensor]:
+    def batch(self, step: int) -> Batch:
         """This rank's part of global step `step`: samples step·G + rank + world_size·j."""
         start = step * self.global_batch + self.rank
         tokens, source = self.reader.read_strided(start, self.world_size, self.per_device)
-        out = {"input_ids": torch.from_numpy(tokens)}
+        out = Batch(input_ids=torch.from_numpy(tokens))
         if source is not None:
             out["source"] = torch.from_numpy(source)
         return out
@@ -184,8 +198,8 @@ class SftDataset(_MappedShards[SampleReader], Dataset):
     `rows` selects examples (default: all). Each read costs one example: the shards stay mapped."""
 
     def __init__(self, path: str | os.PathLike[str], rows: Sequence[int] | None = None,
-                 mask_prompt: bool = True) -> None:
-        self.path = Path(path)
+                 mask_prompt: bool = True, data_root: str | os.PathLike[str] | None = None) -> None:
+        self.path = resolve(path, data_root)  # a directory, or a registered name
         self.mask_prompt = mask_prompt
         self._reader_type = SampleReader
         total = len(self.reader)

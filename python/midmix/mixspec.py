@@ -6,6 +6,7 @@ Only parsing and validation live here; planning and writing happen in the Rust c
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,11 +105,12 @@ def phases_from_weights(weights: str, tokens: str | None, samples: str | None) -
 PHASE_KEYS = {"tokens", "samples", "weights", "ramp"}
 
 
-def load_schedule(path: Path) -> list[Phase]:
+def load_schedule(path: str | os.PathLike[str]) -> list[Phase]:
     """A YAML file `phases: [{tokens|samples: N, weights: {name: w}, ramp: linear}]`; the last
     phase may leave out its length (run until a source would repeat)."""
     from midmix import strict_yaml
 
+    path = Path(path)
     try:
         text = path.read_text()
     except OSError as e:
