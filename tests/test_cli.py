@@ -107,3 +107,42 @@ def test_hf_local_dataset(tmp_path, monkeypatch) -> None:
     r = invoke("prepare", "hf2", "--hf", files, "--tokenizer", PYTHIA, "--seq-len", 2, "--out", tmp_path / "o3",
                "--quiet")
     assert r.exit_code == 0, r.output
+
+
+def test_recipe_mistakes_are_one_line_before_torch_is_imported(tmp_path: Path) -> None:
+    """A missing dataset or an unknown key is one line in about a second, from `midmix train` and from
+    `composer -m midmix.train` (each rank), and leaves no run directory behind; --print-config shows the
+    resolved recipe."""
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    recipe = ROOT / "recipes" / "tiny" / "pretrain.yaml"
+    run_dir = tmp_path / "run"
+    cases = [(["data.train.path=missing"], "data.train.path: no dataset named 'missing'"),
+             (["optimizer.lrr=1"], "unknown key optimizer.lrr")]
+    for overrides, want in cases:
+        for cmd in ([sys.executable, "-m", "midmix.cli", "train"], [sys.executable, "-m", "midmix.train"]):
+            started = time.monotonic()
+            r = subprocess.run([*cmd, str(recipe), f"run_dir={run_dir}", *overrides], cwd=tmp_path,
+                               capture_output=True, text=True)
+            took = time.monotonic() - started
+            out = (r.stdout + r.stderr).strip()
+            assert r.returncode != 0 and want in out and len(out.splitlines()) == 1, (cmd, out)
+            assert took < 8, f"{took:.1f} s: torch and Composer were imported first (11-26 s on a busy machine)"
+            assert not run_dir.exists()
+    r = CliRunner().invoke(main, ["train", str(recipe), "--print-config", f"data.train.path={ROOT / 'demo'}"])
+    assert r.exit_code == 1 and "not a dataset" in r.output  # the data is checked before it prints, too
+    data = tmp_path / "data"
+    for name in ("mix", "val"):
+        midmix.prepare(name, [ROOT / "demo" / "data" / "prose_val.jsonl"], tokenizer=PYTHIA, seq_len=64, data_root=data)
+    r = CliRunner().invoke(main, ["train", str(recipe), "--print-config", f"data.train.path={data / 'mix'}",
+                                  f"data.eval.general.path={data / 'val'}", "optimizer.lr=0.01"])
+    assert r.exit_code == 0, r.output
+    import yaml
+
+    shown = yaml.safe_load(r.output)
+    assert shown["optimizer"]["lr"] == 0.01 and shown["precision"] == "auto" and shown["fsdp"] is None
+    assert not run_dir.exists()

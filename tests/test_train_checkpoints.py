@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("composer")
 
 from conftest import TinyRuns  # noqa: E402
-from trainutil import STEPS, G, audit, copy_run, metrics, recipe, recipe_of, rewind, train  # noqa: E402
+from trainutil import STEPS, G, audit, copy_run, metrics, recipe, recipe_of, rewind, start, train  # noqa: E402
 
 CHECKPOINT = 4
 # The form: (the shared run that saved it, ranks that saved, ranks that resume).
@@ -190,7 +190,12 @@ def test_a_run_killed_while_saving_resumes_from_its_last_complete_checkpoint(tin
     rewind(run_dir, CHECKPOINT)
     (folder / "ep0-ba8-rank0.pt").write_bytes(whole[: len(whole) // 2])
     (folder / "latest-rank0.pt").unlink()
-    summary = train(recipe_of(run_dir))
+    proc = start(recipe_of(run_dir))
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-4000:]
+    # It says what it found and where it resumes.
+    assert "checkpoint ep0-ba8-rank0.pt is incomplete" in out and "resumes from ep0-ba4-rank0.pt (step 4)" in out
+    summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == STEPS
     assert loss_lines(run_dir) == list(range(STEPS)) + list(range(CHECKPOINT, STEPS))
     assert (folder / "incomplete" / "ep0-ba8-rank0.pt").stat().st_size == len(whole) // 2

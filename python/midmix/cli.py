@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import yaml
 
 from midmix import api, describe, mixspec
 from midmix import dataset as ds
@@ -354,10 +355,22 @@ def verify(directory: str, data_root: Path | None) -> None:
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": False})
 @click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
-def train(recipe: str, overrides: tuple[str, ...]) -> None:
-    """Train from a recipe in this process (KEY=VALUE overrides, e.g. optimizer.lr=1e-3).
+@click.option("--print-config", is_flag=True,
+              help="print the resolved recipe (overrides and defaults applied), then exit")
+def train(recipe: str, overrides: tuple[str, ...], print_config: bool) -> None:
+    """Train from a recipe in this process (KEY=VALUE overrides, e.g. optimizer.lr=1e-3). The recipe's keys
+    are those `--print-config` shows, documented in the README's Training section.
 
     For several processes or GPUs: composer -n N -m midmix.train RECIPE [KEY=VALUE ...]"""
+    from midmix.train import preflight
+
+    try:  # before torch and Composer are imported: a mistake is one line in about a second
+        cfg, _ = preflight.load_checked(recipe, overrides)
+    except MidmixError as e:
+        fail(e)
+    if print_config:
+        click.echo(yaml.safe_dump(preflight.resolved(cfg), sort_keys=False).rstrip())
+        return
     try:
         from midmix.train.run import main as run_main
     except ImportError as e:

@@ -37,7 +37,7 @@ def _form(path: Path) -> str:
     return "sharded" if is_sharded(path) else "full"
 
 
-def _step_of(path: Path) -> int | None:
+def step_of(path: Path) -> int | None:
     """B of `ep{E}-ba{B}-rank0.pt` or `ep{E}-ba{B}`, else None."""
     name = path.name.removesuffix("-rank0.pt")
     _, sep, step = name.partition("-ba")
@@ -48,7 +48,7 @@ def saved_checkpoints(folder: Path) -> dict[int, Path]:
     """Every checkpoint in `folder` by step, of either form (the latest link left out)."""
     found: dict[int, Path] = {}
     for path in sorted(folder.glob("ep*-ba*")):
-        step = _step_of(path)
+        step = step_of(path)
         if step is not None and (is_sharded(path) or (path.is_file() and path.name.endswith("-rank0.pt"))):
             found[step] = path
     return found
@@ -130,7 +130,7 @@ def _candidates(folder: Path) -> dict[int, Path]:
     """Every checkpoint-named entry by step, complete or not (a truncated DCP directory has no .metadata)."""
     found: dict[int, Path] = {}
     for path in sorted(folder.glob("ep*-ba*")):
-        step = _step_of(path)
+        step = step_of(path)
         if step is not None and (path.is_dir() or path.name.endswith("-rank0.pt")):
             found[step] = path
     return found

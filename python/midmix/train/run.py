@@ -32,7 +32,7 @@ from midmix.errors import ConfigError
 from midmix.report import read_metrics
 from midmix.train import config as cfgmod
 from midmix.train.callbacks import DataAudit, DomainEval, ForgettingEval, GradientAlignment, MixtureMonitor
-from midmix.train.checkpoints import LATEST, branch_checkpoint, check_resume, recover
+from midmix.train.checkpoints import LATEST, branch_checkpoint, check_resume, recover, step_of
 from midmix.train.config import TrainConfig, interval_batches
 from midmix.train.datasets import EvalSet, check_kind, dataset_info, train_loader
 from midmix.train.loggers import JSONLLogger
@@ -77,6 +77,10 @@ def build_trainer(cfg: TrainConfig, raw: dict[str, Any]) -> Trainer:
     resuming = cfg.checkpoint.enabled and cfg.checkpoint.autoresume and (checkpoints / LATEST).exists()
     if resuming:
         check_resume(cfg, checkpoints / LATEST)
+        if int(os.environ.get("RANK", "0")) == 0:
+            saved = (checkpoints / LATEST).resolve()
+            print(f"midmix train: {cfg.run_name} resumes from {saved.name} (step {step_of(saved)}) in {checkpoints}",
+                  file=sys.stderr)
     branch_from = branch_checkpoint(cfg) if cfg.branch is not None and not resuming else None
     if cfg.deterministic:
         # Before any CUDA work (the cuBLAS workspace setting is read when cuBLAS starts); the Trainer
