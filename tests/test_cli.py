@@ -146,3 +146,43 @@ def test_recipe_mistakes_are_one_line_before_torch_is_imported(tmp_path: Path) -
     shown = yaml.safe_load(r.output)
     assert shown["optimizer"]["lr"] == 0.01 and shown["precision"] == "auto" and shown["fsdp"] is None
     assert not run_dir.exists()
+
+
+def test_one_cli_json_everywhere_both_option_styles_and_the_registry(tmp_path: Path) -> None:
+    """Every command that reports has --json; options that take several values take them repeated or
+    comma-separated; exclusive options say "not both"; `ls` lists names (a stale one says so) and `rm`
+    forgets one and leaves its directory."""
+    from conftest import ROOT
+
+    root = ["--data-root", str(tmp_path / "data")]
+    demo = ROOT / "demo" / "data"
+
+    def ok(*args: str) -> str:
+        r = CliRunner().invoke(main, list(args))
+        assert r.exit_code == 0, (args, r.output)
+        return r.output
+
+    for name, f in (("p", "prose_val.jsonl"), ("c", "code_val.jsonl")):
+        ok("prepare", name, str(demo / f), "--tokenizer", str(PYTHIA), "--seq-len", "64", "--quiet", *root)
+    mix = tmp_path / "data" / "m"
+    built = json.loads(ok("build-mix", "--weights", "p=0.5,c=0.5", "--samples", "16", "--out", str(mix), "--json",
+                          *root))
+    assert built["kind"] == "mix" and built["total_samples"] == 16
+    assert json.loads(ok("verify", "m", "--json", *root))["samples"] == 16
+    assert json.loads(ok("stats", "m", "--json", "--top", "3", *root))["samples"] == 16
+    exported = json.loads(ok("export", "m", "--out", str(tmp_path / "m-mds"), "--json", *root))
+    assert exported["form"] == "mds" and exported["fingerprint"] == built["fingerprint"]
+    r = CliRunner().invoke(main, ["build-mix", "--weights", "p=1", "--schedule", str(ROOT / "demo" / "schedule.yaml"),
+                                  "--out", str(tmp_path / "x"), *root])
+    assert r.exit_code == 2 and "not both" in r.output
+    a = ok("proximity", "--target", "p", "--base", "c", "--candidates", "m", "--candidates", "p", *root)
+    b = ok("proximity", "--target", "p", "--base", "c", "--candidates", "m,p", *root)
+    assert a == b and " m " in a
+    listed = {e["name"]: e for e in json.loads(ok("ls", "--json", *root))}
+    assert sorted(listed) == ["c", "m", "p"] and all(e["state"] == "ok" for e in listed.values())
+    assert "removed 'm'" in ok("rm", "m", *root) and (mix / "midmix.json").exists()
+    (tmp_path / "data" / "c").rename(tmp_path / "data" / "c-moved")
+    shown = ok("ls", *root)
+    assert "stale" in shown.splitlines()[0] and "m " not in shown
+    r = CliRunner().invoke(main, ["rm", "nope", *root])
+    assert r.exit_code == 1 and "no name 'nope'" in r.output

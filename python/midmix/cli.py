@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import sys
@@ -122,17 +123,27 @@ def prepare(name: str, inputs: tuple[str, ...], hf_name: str | None, hashes: str
 @click.option("--name", help="register the result as NAME [default: the NAME the parts were prepared under]")
 @click.option("--overwrite", is_flag=True)
 @click.option("--quiet", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print the merged dataset's manifest as JSON")
 def merge(parts: tuple[Path, ...], out: Path, data_root: Path | None, name: str | None, overwrite: bool,
-          quiet: bool) -> None:
+          quiet: bool, as_json: bool) -> None:
     """Combine the PARTS of a `prepare --num-tasks` run into the dataset a single run gives."""
     stop_cleanly_on_sigterm()
     try:
-        m = api.merge(parts, out, data_root=data_root, overwrite=overwrite, progress=not quiet, name=name)
+        m = api.merge(parts, out, data_root=data_root, overwrite=overwrite, progress=not (quiet or as_json),
+                      name=name)
     except MidmixError as e:
         fail(e)
-    if not quiet:
+    if as_json:
+        click.echo(json.dumps(m.to_dict(), indent=2))
+    elif not quiet:
         click.echo(f"merged {len(parts)} parts into {out}")
         click.echo("\n".join(describe.prepared_lines(m)))
+
+
+def _listed(values: tuple[str, ...]) -> list[str]:
+    """A repeatable option whose values may also be comma-separated: every option that takes several
+    values takes them both ways."""
+    return [v for value in values for v in value.split(",") if v]
 
 
 def _named_paths(items: tuple[str, ...], option: str) -> dict[str, Path]:
@@ -171,14 +182,17 @@ def _named_paths(items: tuple[str, ...], option: str) -> dict[str, Path]:
 @click.option("--name", help="register the mix under this name [default: the --out directory's name]")
 @click.option("--overwrite", is_flag=True)
 @click.option("--quiet", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print the mix's manifest as JSON")
 def build_mix(weights: str | None, schedule: Path | None, tokens: str | None, samples: str | None,
-              source_paths: tuple[str, ...], out: Path, quiet: bool, **options: Any) -> None:
+              source_paths: tuple[str, ...], out: Path, quiet: bool, as_json: bool, **options: Any) -> None:
     """Interleave prepared sources by weight (or a schedule) into one stream in training order.
 
     Writes an index over the untouched sources (5 bytes per sample) that midmix's loader, inspect,
     stats and verify read; --materialize writes MDS shards instead (`midmix export` does it later)."""
     stop_cleanly_on_sigterm()
-    if (weights is None) == (schedule is None):
+    if weights is not None and schedule is not None:
+        raise click.UsageError("give --weights or --schedule, not both")
+    if weights is None and schedule is None:
         raise click.UsageError("give --weights or --schedule")
     if schedule and (tokens or samples):
         raise click.UsageError("a schedule sets its own lengths: drop --tokens/--samples")
@@ -188,11 +202,13 @@ def build_mix(weights: str | None, schedule: Path | None, tokens: str | None, sa
     try:
         phases = mixspec.load_schedule(schedule) if schedule else \
             mixspec.phases_from_weights(weights or "", tokens, samples)
-        m = api.build_mix(phases, out, sources=_named_paths(source_paths, "--source"), progress=not quiet,
-                          **options)
+        m = api.build_mix(phases, out, sources=_named_paths(source_paths, "--source"),
+                          progress=not (quiet or as_json), **options)
     except MidmixError as e:
         fail(e)
-    if not quiet:
+    if as_json:
+        click.echo(json.dumps(m.to_dict(), indent=2))
+    elif not quiet:
         click.echo(f"built {out} ({'index over the sources' if m.is_index else 'MDS shards'})")
         click.echo("\n".join(describe.mix_lines(m)))
 
@@ -206,15 +222,18 @@ def build_mix(weights: str | None, schedule: Path | None, tokens: str | None, sa
 @click.option("--name", help="also register the export under this name")
 @click.option("--overwrite", is_flag=True)
 @click.option("--quiet", is_flag=True)
-def export(mix: str, out: Path, name: str | None, quiet: bool, **options: Any) -> None:
+@click.option("--json", "as_json", is_flag=True, help="print the export's manifest as JSON")
+def export(mix: str, out: Path, name: str | None, quiet: bool, as_json: bool, **options: Any) -> None:
     """Write index mix MIX (a path or name) as MDS shards that streaming.StreamingDataset, Composer and
     LLM Foundry read: the bytes `build-mix --materialize` writes for the same inputs."""
     stop_cleanly_on_sigterm()
     try:
-        m = api.export(mix, out, progress=not quiet, name=name, register=name is not None, **options)
+        m = api.export(mix, out, progress=not (quiet or as_json), name=name, register=name is not None, **options)
     except MidmixError as e:
         fail(e)
-    if not quiet:
+    if as_json:
+        click.echo(json.dumps(m.to_dict(), indent=2))
+    elif not quiet:
         click.echo(f"exported {mix} to {out}: {m.total_samples:,} samples, {m.total_tokens:,} tokens")
 
 
@@ -237,8 +256,9 @@ def _unigram_options(f):
 @_unigram_options
 @click.option("--out", type=click.Path(path_type=Path), help="write the counts (and metadata) as .npz")
 @click.option("--top", default=20, show_default=True, type=click.IntRange(min=0))
+@click.option("--json", "as_json", is_flag=True, help="print the summary (and the top ids) as JSON")
 def stats(source: str, tokenizer: str | None, data_root: Path | None, fields: str | None, max_docs: int | None,
-          max_tokens_per_doc: int | None, seed: int, out: Path | None, top: int) -> None:
+          max_tokens_per_doc: int | None, seed: int, out: Path | None, top: int, as_json: bool) -> None:
     """Token-unigram statistics of SOURCE (NAME=PATH of raw files or a dataset, or a registered NAME)."""
     stop_cleanly_on_sigterm()
     from midmix import proximity_cli as pc
@@ -249,6 +269,9 @@ def stats(source: str, tokenizer: str | None, data_root: Path | None, fields: st
                            max_tokens_per_doc=max_tokens_per_doc, seed=seed)
         if out:
             s.save(out)
+        if as_json:
+            click.echo(json.dumps(pc.summary_numbers(s, top), indent=2))
+            return
         dec = tokenizer or pc.recorded_tokenizer(source, ds.data_root(data_root))
         click.echo("\n".join(pc.summary_lines(s, dec, top)))
     except MidmixError as e:
@@ -258,16 +281,19 @@ def stats(source: str, tokenizer: str | None, data_root: Path | None, fields: st
 
 
 @main.command("proximity")
-@click.option("--target", "targets", multiple=True, help="NAME=PATH or NAME of a target (repeatable)")
+@click.option("--target", "targets", multiple=True,
+              help="NAME=PATH or NAME of a target (repeatable, or comma-separated)")
 @click.option("--base", help="NAME=PATH or NAME of the base (general) data, e.g. c4")
-@click.option("--candidates", default="", help="comma-separated NAME=PATH or NAMEs of midtraining data")
-@click.option("--mix", "mixes", multiple=True, help="score a candidate as a token-weighted mix with the base: NAME=W")
+@click.option("--candidates", multiple=True,
+              help="NAME=PATH or NAME of midtraining data (repeatable, or comma-separated)")
+@click.option("--mix", "mixes", multiple=True,
+              help="score a candidate as a token-weighted mix with the base: NAME=W (repeatable, or comma-separated)")
 @click.option("--matrix", "as_matrix", is_flag=True, help="all pairs among the named sources (Figure 7)")
 @_unigram_options
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="write every number shown")
 @click.option("--csv", "csv_out", type=click.Path(path_type=Path), help="--matrix: write the pairs as CSV")
 @click.option("--plot", type=click.Path(path_type=Path), help="PNG: PA bars, or the heatmap with --matrix")
-def proximity_cmd(targets: tuple[str, ...], base: str | None, candidates: str, mixes: tuple[str, ...],
+def proximity_cmd(targets: tuple[str, ...], base: str | None, candidates: tuple[str, ...], mixes: tuple[str, ...],
                   as_matrix: bool, tokenizer: str | None, data_root: Path | None, fields: str | None,
                   max_docs: int | None, max_tokens_per_doc: int | None, seed: int, json_out: Path | None,
                   csv_out: Path | None, plot: Path | None) -> None:
@@ -281,8 +307,7 @@ def proximity_cmd(targets: tuple[str, ...], base: str | None, candidates: str, m
         loader = pc.SourceLoader(tokenizer=tokenizer, data_root=ds.data_root(data_root),
                                  fields=fields.split(",") if fields else None, max_docs=max_docs,
                                  max_tokens_per_doc=max_tokens_per_doc, seed=seed)
-        result = pc.compare(loader, targets=list(targets), base=base,
-                            candidates=[c for c in candidates.split(",") if c],
+        result = pc.compare(loader, targets=_listed(targets), base=base, candidates=_listed(candidates),
                             mixes=dict(mixspec.parse_weights(",".join(mixes))) if mixes else {}, as_matrix=as_matrix)
         click.echo("\n".join(result.lines))
         if csv_out:
@@ -337,7 +362,8 @@ def inspect(directory: str, data_root: Path | None, show: tuple[int, ...], token
 @main.command()
 @click.argument("directory")
 @click.option("--data-root", type=click.Path(path_type=Path), help="to look NAME up instead of a path")
-def verify(directory: str, data_root: Path | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="print what was checked as JSON")
+def verify(directory: str, data_root: Path | None, as_json: bool) -> None:
     """Check a dataset or mix (a directory or a registered name) against its own records.
 
     Sample counts (index.json vs midmix.json), shard sizes on disk, every recorded shard hash, and
@@ -347,9 +373,56 @@ def verify(directory: str, data_root: Path | None) -> None:
         r = api.verify(directory, data_root=data_root)
     except MidmixError as e:
         fail(e)
+    if as_json:
+        click.echo(json.dumps({"ok": True, "dataset": directory, **dataclasses.asdict(r)}, indent=2))
+        return
     click.echo(f"ok            {directory} ({r.kind}): {r.samples:,} samples in {r.shards} shards")
     click.echo(f"hashes        {r.hashes_checked} recorded shard hashes recomputed and equal")
     click.echo(f"token ids     {r.tokens_checked:,} checked below vocab size {r.vocab_size:,}")
+
+
+@main.command("ls")
+@click.option("--data-root", type=click.Path(path_type=Path), help="[default: $MIDMIX_DATA_ROOT or ./data]")
+@click.option("--json", "as_json", is_flag=True, help="print the registry's entries as JSON")
+def ls_cmd(data_root: Path | None, as_json: bool) -> None:
+    """The names registered under the data root: each one's kind, directory, and whether it still holds
+    the dataset registered (a name whose directory now holds another is refused on lookup)."""
+    root = ds.data_root(data_root)
+    try:
+        entries = ds.registered(root)
+    except MidmixError as e:
+        fail(e)
+    rows = []
+    for name, entry in sorted(entries.items()):
+        try:
+            ds.lookup(name, root)
+            state = "ok"
+        except MidmixError as e:
+            state = f"stale: {e}"
+        rows.append({"name": name, "kind": entry.kind, "path": entry.path, "state": state})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"no names registered under {root}")
+    for r in rows:
+        stale = "" if r["state"] == "ok" else f"  ({r['state']})"
+        click.echo(f"{r['name']:<20} {r['kind'] or '?':<9} {r['path']}{stale}")
+
+
+@main.command("rm")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--data-root", type=click.Path(path_type=Path), help="[default: $MIDMIX_DATA_ROOT or ./data]")
+def rm_cmd(names: tuple[str, ...], data_root: Path | None) -> None:
+    """Forget registered NAMES. Their directories are left as they are (midmix deletes only what a command
+    of it is replacing): remove those yourself."""
+    root = ds.data_root(data_root)
+    try:
+        for name in names:
+            gone = ds.unregister(name, root)
+            click.echo(f"removed '{name}' (its directory {gone.path} is left as it is)")
+    except MidmixError as e:
+        fail(e)
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": False})

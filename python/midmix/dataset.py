@@ -27,7 +27,7 @@ INDEX_FILE = "index.json"
 PathLike = str | os.PathLike[str]
 
 __all__ = ["Dataset", "Registered", "SampleReader", "TokenReader", "check_name", "data_root", "is_dataset", "lookup",
-           "register", "registered", "resolve"]
+           "register", "registered", "resolve", "unregister"]
 
 
 # -- the data root --------------------------------------------------------------------------------------
@@ -87,15 +87,31 @@ def register(name: str, directory: Path, root: Path) -> None:
     renamed into place). A name already given to another directory is refused (`check_name`)."""
     check_name(name, directory, root)
     manifest = read_manifest(directory)
-    root.mkdir(parents=True, exist_ok=True)
-    entries = {n: dataclasses.asdict(e) for n, e in registered(root).items()}
-    entries[name] = dataclasses.asdict(Registered(
+    entries = registered(root)
+    entries[name] = Registered(
         str(Path(directory).resolve()),
         manifest.kind if manifest is not None else None,
         manifest.fingerprint if manifest is not None else None,
-    ))
+    )
+    _write_registry(root, entries)
+
+
+def unregister(name: str, root: Path) -> Registered:
+    """Forget `name` (its directory is left as it is). Returns what it pointed to."""
+    entries = registered(root)
+    if name not in entries:
+        known = ", ".join(sorted(entries)) or "(none)"
+        raise ConfigError(f"no name '{name}' in {root / REGISTRY_FILE}; registered: {known}")
+    gone = entries.pop(name)
+    _write_registry(root, entries)
+    return gone
+
+
+def _write_registry(root: Path, entries: dict[str, Registered]) -> None:
+    """Written to a temporary file, then renamed into place: a reader never sees half a registry."""
+    root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{REGISTRY_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps({n: dataclasses.asdict(e) for n, e in entries.items()}, indent=2, sort_keys=True) + "\n")
     tmp.replace(root / REGISTRY_FILE)
 
 

@@ -143,10 +143,23 @@ def compare(load: SourceLoader, *, targets: list[str], base: str | None, candida
     return Comparison("\n".join(lines).lstrip("\n").split("\n"), numbers)
 
 
+def _units(s: UnigramStats) -> str:
+    """What `documents` counts: a dataset's samples, raw files' documents."""
+    return "samples" if s.meta.get("kind") == "dataset" else "documents"
+
+
+def summary_numbers(s: UnigramStats, top: int) -> dict[str, Any]:
+    """What `stats --json` prints."""
+    return {"source": s.name, "tokens": int(s.tokens), _units(s): int(s.documents),
+            "distinct_ids": int(s.support.sum()), "entropy_nats": s.entropy(),
+            "top": [{"id": int(i), "p": float(p)} for i, p in s.top(top)],
+            **{k: v for k, v in s.meta.items() if k in ("excluded_ids", "kept_ids", "kind")}}
+
+
 def summary_lines(s: UnigramStats, tokenizer: str | None, top: int) -> list[str]:
     lines = [
         f"source        {s.name}",
-        f"tokens        {s.tokens:,} in {s.documents:,} documents/samples",
+        f"tokens        {s.tokens:,} in {s.documents:,} {_units(s)}",
         f"distinct ids  {int(s.support.sum()):,}",
         f"entropy       {s.entropy():.4f} nats ({s.entropy() / 0.6931471805599453:.4f} bits)",
     ]
