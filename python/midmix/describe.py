@@ -23,7 +23,8 @@ def prepared_lines(m: PreparedManifest) -> list[str]:
         f"tokenizer     {tok.path}  [{tok.encoder}, vocab {tok.vocab_size}, sha256 {tok.sha256[:12]}…]",
         f"eos / bos     {m.eos_id} / {m.bos_id}",
         f"inputs        {len(m.inputs)} file(s), {human_bytes(c.input_bytes)}; text {human_bytes(c.text_bytes)}",
-        f"documents     {c.documents:,}  ({c.document_tokens:,} tokens incl. special)",
+        f"documents     {c.documents:,}  ({c.document_tokens:,} tokens"
+        + (", BOS/EOS included)" if m.mode == "pretrain" else " of prompts and responses, before BOS/EOS)"),
         f"samples       {c.samples:,}  ({c.tokens:,} tokens, {human_bytes(c.output_bytes)} on disk)",
     ]
     if m.mode == "pretrain":
@@ -39,8 +40,9 @@ def prepared_lines(m: PreparedManifest) -> list[str]:
         t = m.task
         lines.append(f"task          {t.index} of {t.count} (tail of {len(t.tail)} tokens kept for merge)")
     if m.run.elapsed_s:
-        lines.append(f"time          {m.run.elapsed_s:.2f} s, {m.run.text_mb_per_s:.1f} MB/s of text, "
-                     f"{m.run.threads} threads")
+        rate = f", {m.run.text_mb_per_s:.1f} MB/s of text" if m.run.text_mb_per_s else ""  # merge tokenizes none
+        threads = f", {m.run.threads} thread{'s' if m.run.threads != 1 else ''}" if m.run.threads else ""
+        lines.append(f"time          {m.run.elapsed_s:.2f} s{rate}{threads}")
     return lines
 
 
@@ -90,6 +92,8 @@ def mix_lines(m: MixManifest) -> list[str]:
             plan = ph.planned_share[name]
             head = (f"{p}{' ramp' if ph.ramp else '':<6}" if j == 0 else "").ljust(7)
             lines.append(f"{head}{span if j == 0 else '':>22}  {name:<16}{plan:>8.4f}{real:>10.4f}  {_bar(real)}")
+    if any(ph.ramp for ph in m.phases):
+        lines.append("(a ramp phase's plan is its average share: its weights move linearly from the previous phase's)")
     lines.append("")
     lines.append("passes        " + ", ".join(f"{k} {v:.3f}" for k, v in m.passes.items()))
     if m.elapsed_s:

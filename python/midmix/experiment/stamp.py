@@ -37,7 +37,9 @@ def file_facts(path: Path, known: dict[str, Any] | None = None) -> dict[str, Any
     stamp recorded, whose hash is trusted while size and mtime are unchanged."""
     path = Path(path)
     if not path.exists():
-        raise ConfigError(f"{path}: not found (is the grid's data_dir right?)")
+        raise ConfigError(f"{path}: not found. A grid's data_dir is relative to the current directory ({Path.cwd()}): "
+                          "run from the repository root, beside ../shared, or pass data_dir=DIR (a directory with "
+                          "the grid's corpora/ and sft/ files)")
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file())
         known_files = (known or {}).get("files", {})
