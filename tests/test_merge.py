@@ -96,3 +96,42 @@ def test_merge_refuses_parts_of_another_prepare_run(tmp_path) -> None:
     with pytest.raises(DatasetError, match="text field differs"):
         midmix.merge([parts[0], tmp_path / "field1"], tmp_path / "m")
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("form", ["parquet", "jsonl", "text-per-line"])
+def test_one_large_file_splits_between_tasks(tmp_path, form: str) -> None:
+    """`--num-tasks 4` on one file: four non-empty parts (a JSONL file cut between lines, a Parquet file between
+    row groups), whose merge is byte-identical to a single run, errors still naming the line in the whole
+    file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    docs = [json.loads(line)["text"] for line in (DEMO / "prose.jsonl").read_text().splitlines()]
+    if form == "parquet":
+        src = tmp_path / "one.parquet"
+        pq.write_table(pa.table({"text": docs}), src, row_group_size=16)
+    elif form == "jsonl":
+        src = tmp_path / "one.jsonl"
+        src.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    else:
+        src = tmp_path / "one.txt"
+        src.write_text("".join(d.replace("\n", " ") + "\n" for d in docs))
+    kw = dict(tokenizer=PYTHIA, seq_len=256, size_limit=100_000, register=False, text_per_line=form == "text-per-line")
+    single = tmp_path / "single"
+    midmix.prepare("one", [src], out=single, **kw)
+    parts = [tmp_path / f"part{i}" for i in range(4)]
+    for i, part in enumerate(parts):
+        m = midmix.prepare("one", [src], out=part, num_tasks=4, task_index=i, **kw)
+        assert m.counts.documents > 0, f"task {i} got nothing"
+    merged = tmp_path / "merged"
+    midmix.merge(parts, merged, register=False)
+    a, b = tree_bytes(single), tree_bytes(merged)
+    ra, rb = json.loads(a.pop("midmix.json")), json.loads(b.pop("midmix.json"))
+    assert a == b
+    assert ra["counts"] == rb["counts"] and ra["inputs"] == rb["inputs"]
+    if form == "jsonl":  # a bad line in the last task's portion is named by its line in the whole file
+        lines = src.read_text().splitlines(keepends=True)
+        lines[-3] = "{not json\n"
+        src.write_text("".join(lines))
+        with pytest.raises(midmix.InputError, match=rf"one.jsonl:{len(lines) - 2} \(line {len(lines) - 2}\)"):
+            midmix.prepare("one", [src], out=tmp_path / "bad", num_tasks=4, task_index=3, **kw)

@@ -109,6 +109,9 @@ def prepare(name: str, inputs: tuple[str, ...], hf_name: str | None, hashes: str
                         **options)
     except MidmixError as e:
         fail(e)
+    if m.task and m.counts.documents == 0:
+        click.echo(f"warning: task {m.task.index} of {m.task.count} got no input: there are fewer byte-balanced "
+                   "portions than tasks (compressed files and whole-file texts are not split)", err=True)
     if as_json:
         click.echo(json.dumps(m.to_dict(), indent=2))
     elif not quiet:

@@ -34,6 +34,19 @@ pub struct InputFile {
     pub label: String,
     pub format: Format,
     pub size: u64,
+    /// The part of it read: a `--num-tasks` task may take part of a file (`tasks::task_files`).
+    pub portion: Portion,
+}
+
+/// Which part of a file is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Portion {
+    #[default]
+    Whole,
+    /// The lines that start in this byte range (uncompressed JSONL, or text read a line a document).
+    Lines { start: u64, end: u64 },
+    /// These row groups of a Parquet file.
+    RowGroups { start: usize, end: usize },
 }
 
 /// Format from a file name: `.jsonl`/`.json`/`.ndjson`, `.txt`, each optionally `.gz`/`.zst`,
@@ -116,6 +129,7 @@ pub fn discover(specs: &[String]) -> Result<Vec<InputFile>> {
                 let size = std::fs::metadata(&p).map_err(|e| Error::io(&p, e))?.len();
                 let format = format_of(&p).unwrap_or(Format::Jsonl(Compression::None));
                 out.push(InputFile {
+                    portion: Portion::Whole,
                     label: p.display().to_string(),
                     path: p,
                     format,
@@ -212,32 +226,6 @@ fn scan_names(dir: &Path, depth: usize) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Contiguous slice `index` of `count` over the files, balanced by bytes, so that
-/// concatenating the slices in order gives back the whole list.
-pub fn task_slice(files: &[InputFile], count: usize, index: usize) -> std::ops::Range<usize> {
-    let total: u64 = files.iter().map(|f| f.size.max(1)).sum();
-    let bound = |k: usize| -> usize {
-        if k == 0 {
-            return 0;
-        }
-        if k >= count {
-            return files.len();
-        }
-        let target = total as u128 * k as u128 / count as u128;
-        let mut acc = 0u128;
-        for (i, f) in files.iter().enumerate() {
-            // A file goes to the slice in which its midpoint lies.
-            let mid = acc + f.size.max(1) as u128 / 2;
-            if mid >= target {
-                return i;
-            }
-            acc += f.size.max(1) as u128;
-        }
-        files.len()
-    };
-    bound(index)..bound(index + 1)
 }
 
 /// A record as read, before parsing.
@@ -375,6 +363,9 @@ pub fn read_all(
         batcher.file = fi;
         let more = match f.format {
             Format::Parquet => read_parquet_records(f, &opts.fields, done_bytes, &mut batcher)?,
+            Format::Jsonl(_) | Format::Text(_) if f.portion != Portion::Whole => {
+                read_line_portion(f, done_bytes, &mut batcher)? // not every byte read: no hash here
+            }
             Format::Jsonl(comp) | Format::Text(comp) => {
                 let hash = Arc::new(Mutex::new(Xxh3::new()));
                 let (more, read) = read_text_records(
@@ -440,6 +431,80 @@ fn read_parquet_records(
         more
     })?;
     Ok(more)
+}
+
+/// The lines of an uncompressed file that start in its `Portion::Lines` range, with their line
+/// numbers in the whole file. A line that starts before the range belongs to the task before.
+fn read_line_portion(f: &InputFile, done_bytes: u64, batcher: &mut Batcher<'_>) -> Result<bool> {
+    use std::io::{Seek, SeekFrom};
+    let Portion::Lines { start, end } = f.portion else {
+        return Err(Error::Config(format!("{}: not a line portion", f.label)));
+    };
+    let io = |e| Error::io(&f.path, e);
+    let mut file = File::open(&f.path).map_err(io)?;
+    // Where the first whole line at or after `start` begins, and how many lines come before it.
+    let (mut pos, mut line_no) = (0u64, 0u64);
+    let mut buf = vec![0u8; 1 << 20];
+    while pos < start {
+        let want = ((start - pos) as usize).min(buf.len());
+        let n = file.read(&mut buf[..want]).map_err(io)?;
+        if n == 0 {
+            return Ok(true); // the file ends before the portion
+        }
+        line_no += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
+        pos += n as u64;
+    }
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    if start > 0 {
+        let mut before = [0u8; 1];
+        reader.seek(SeekFrom::Start(start - 1)).map_err(io)?;
+        reader.read_exact(&mut before).map_err(io)?;
+        if before[0] != b'\n' {
+            let mut rest = Vec::new(); // the end of a line that started before the portion
+            pos += reader.read_until(b'\n', &mut rest).map_err(io)? as u64;
+            line_no += 1;
+        }
+    }
+    let is_json = matches!(f.format, Format::Jsonl(_));
+    while pos < end {
+        let mut line = Vec::new();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| Error::BadInput {
+                loc: Location {
+                    path: f.label.clone(),
+                    unit: Unit::Line(line_no + 1),
+                },
+                msg: format!("read error: {e}"),
+            })?;
+        if n == 0 {
+            break;
+        }
+        pos += n as u64;
+        line_no += 1;
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+        }
+        let size = line.len();
+        batcher.push(
+            RawRecord {
+                unit: Unit::Line(line_no),
+                payload: if is_json {
+                    Payload::Json(line)
+                } else {
+                    Payload::Text(line)
+                },
+            },
+            size,
+        );
+        if batcher.full() && !batcher.emit(done_bytes + pos.saturating_sub(start).min(f.size)) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// A JSONL or text file, decompressed, buffered; `count` gets the bytes read from disk.
@@ -579,34 +644,55 @@ fn read_parquet(
         .with_fields(projected)
         .build()
         .map_err(|e| bad(Unit::File, e.to_string()))?;
-    let total_rows = reader.metadata().file_metadata().num_rows().max(1) as f64;
-    let rows = reader
-        .get_row_iter(Some(projection))
-        .map_err(|e| bad(Unit::File, format!("cannot read rows: {e}")))?;
-    for (i, row) in rows.enumerate() {
-        let i = i as u64;
-        let row = row.map_err(|e| {
-            bad(
-                Unit::Row(i),
-                format!("truncated or corrupt Parquet data: {e}"),
-            )
-        })?;
-        let mut values: Vec<Option<FieldValue>> = Vec::with_capacity(fields.len());
-        let cols: Vec<(&String, &Field)> = row.get_column_iter().collect();
-        for name in fields {
-            let v = cols.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
-            values.push(match v {
-                None | Some(Field::Null) => None,
-                Some(Field::Str(s)) => Some(FieldValue::Str(s.clone())),
-                Some(Field::Bytes(b)) => Some(FieldValue::Bytes(b.data().to_vec())),
-                Some(Field::ListInternal(_)) => Some(FieldValue::Other("list")),
-                Some(Field::MapInternal(_)) => Some(FieldValue::Other("map")),
-                Some(Field::Group(_)) => Some(FieldValue::Other("struct")),
-                Some(_) => Some(FieldValue::Other("number or other scalar")),
-            });
-        }
-        if !row_fn(i, values, (i + 1) as f64 / total_rows) {
-            return Ok(());
+    let meta = reader.metadata();
+    let groups = match f.portion {
+        Portion::RowGroups { start, end } => start..end.min(meta.num_row_groups()),
+        _ => 0..meta.num_row_groups(),
+    };
+    // Row numbers count from the start of the file, whichever row groups are read.
+    let first_row: u64 = (0..groups.start)
+        .map(|g| meta.row_group(g).num_rows() as u64)
+        .sum();
+    let read_rows: u64 = groups
+        .clone()
+        .map(|g| meta.row_group(g).num_rows() as u64)
+        .sum();
+    let total_rows = read_rows.max(1) as f64;
+    let mut k = 0u64; // rows read so far
+    for g in groups {
+        // Row group by row group, streamed: one group's rows are never all held at once.
+        let group = reader
+            .get_row_group(g)
+            .map_err(|e| bad(Unit::File, format!("cannot read row group {g}: {e}")))?;
+        let rows = group
+            .get_row_iter(Some(projection.clone()))
+            .map_err(|e| bad(Unit::File, format!("cannot read rows: {e}")))?;
+        for row in rows {
+            let i = first_row + k;
+            k += 1;
+            let row = row.map_err(|e| {
+                bad(
+                    Unit::Row(i),
+                    format!("truncated or corrupt Parquet data: {e}"),
+                )
+            })?;
+            let mut values: Vec<Option<FieldValue>> = Vec::with_capacity(fields.len());
+            let cols: Vec<(&String, &Field)> = row.get_column_iter().collect();
+            for name in fields {
+                let v = cols.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+                values.push(match v {
+                    None | Some(Field::Null) => None,
+                    Some(Field::Str(s)) => Some(FieldValue::Str(s.clone())),
+                    Some(Field::Bytes(b)) => Some(FieldValue::Bytes(b.data().to_vec())),
+                    Some(Field::ListInternal(_)) => Some(FieldValue::Other("list")),
+                    Some(Field::MapInternal(_)) => Some(FieldValue::Other("map")),
+                    Some(Field::Group(_)) => Some(FieldValue::Other("struct")),
+                    Some(_) => Some(FieldValue::Other("number or other scalar")),
+                });
+            }
+            if !row_fn(i, values, k as f64 / total_rows) {
+                return Ok(());
+            }
         }
     }
     Ok(())
@@ -615,15 +701,6 @@ fn read_parquet(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn file(size: u64) -> InputFile {
-        InputFile {
-            path: PathBuf::new(),
-            label: String::new(),
-            format: Format::Parquet,
-            size,
-        }
-    }
 
     #[test]
     fn a_symlink_loop_is_an_error_and_a_linked_file_is_read_once() {
@@ -651,20 +728,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("sub/loop: a symlink loop"), "{err}");
-    }
-
-    #[test]
-    fn task_slices_cover_everything_in_order() {
-        let files: Vec<InputFile> = [5, 1, 1, 9, 3, 3, 0, 7].iter().map(|&s| file(s)).collect();
-        for count in 1..12 {
-            let mut next = 0;
-            for i in 0..count {
-                let r = task_slice(&files, count, i);
-                assert_eq!(r.start, next);
-                next = r.end;
-            }
-            assert_eq!(next, files.len());
-        }
     }
 
     #[cfg(unix)]

@@ -18,6 +18,7 @@ pub mod record;
 pub mod report;
 pub mod samples;
 pub mod staging;
+pub mod tasks;
 pub mod tokenize;
 pub mod unigram;
 pub mod verify;

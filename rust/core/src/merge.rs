@@ -188,7 +188,6 @@ fn add_counts(counts: &mut Counts, c: &Counts, pretrain: bool) {
     counts.documents += c.documents;
     counts.document_tokens += c.document_tokens;
     counts.text_bytes += c.text_bytes;
-    counts.input_bytes += c.input_bytes;
     counts.truncated_samples += c.truncated_samples;
     counts.truncated_tokens += c.truncated_tokens;
     counts.label_tokens += c.label_tokens;
@@ -244,12 +243,22 @@ pub fn merge(opts: &MergeOptions) -> Result<Report> {
         special_in_text: Some(0),
         ..Default::default()
     };
-    let mut inputs = Vec::new();
+    let mut inputs: Vec<crate::report::InputInfo> = Vec::new();
     for (p, r) in &parts {
         copier.copy_part(p, r)?;
         add_counts(&mut counts, &r.counts, copier.pretrain);
-        inputs.extend(r.inputs.iter().cloned());
+        for input in &r.inputs {
+            // A file split between tasks (`tasks::task_files`) is one input, as in a single run.
+            match inputs.last_mut() {
+                Some(last) if last.path == input.path && last.xxh3_128 == input.xxh3_128 => {
+                    last.documents += input.documents
+                }
+                _ => inputs.push(input.clone()),
+            }
+        }
     }
+    // Each input file once, also one that several tasks read parts of.
+    counts.input_bytes = inputs.iter().map(|i| i.bytes).sum();
     let Copier {
         pretrain,
         packer,

@@ -560,7 +560,14 @@ fn input_files(
     }
     let id = run_id(opts, &files);
     if let Some((count, index)) = task {
-        files = files[input::task_slice(&files, count, index)].to_vec();
+        let per_line = matches!(
+            opts.mode,
+            Mode::Pretrain {
+                text_per_line: true,
+                ..
+            }
+        );
+        files = crate::tasks::task_files(&files, count, index, per_line)?;
     }
     Ok((files, id))
 }
