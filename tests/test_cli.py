@@ -186,3 +186,50 @@ def test_one_cli_json_everywhere_both_option_styles_and_the_registry(tmp_path: P
     assert "stale" in shown.splitlines()[0] and "m " not in shown
     r = CliRunner().invoke(main, ["rm", "nope", *root])
     assert r.exit_code == 1 and "no name 'nope'" in r.output
+
+
+def test_a_newcomers_mistakes_are_caught_and_said(tmp_path: Path) -> None:
+    """What a first hour runs into: a directory registered under another name, names that are not names, an
+    empty result, an output file in a folder not made yet, a recipe's keys before its data exists, an override
+    given twice, a budget rounded to whole batches."""
+    from conftest import ROOT
+
+    demo = ROOT / "demo" / "data"
+    root = ["--data-root", str(tmp_path / "data")]
+
+    def run(*args: str):
+        return CliRunner().invoke(main, list(args))
+
+    prep = ["--tokenizer", str(PYTHIA), "--seq-len", "64", "--quiet", *root]
+    assert run("prepare", "code", str(demo / "code_val.jsonl"), *prep).exit_code == 0
+    # Another name into a directory registered as 'code': every mix over 'code' would change.
+    r = run("prepare", "code2", str(demo / "prose_val.jsonl"), "--out", str(tmp_path / "data" / "code"),
+            "--overwrite", *prep)
+    assert r.exit_code == 1 and "is registered as 'code'" in r.output and "midmix rm code" in r.output, r.output
+    for bad in ("bad/name", " ", "", ".."):
+        r = run("prepare", bad, str(demo / "prose_val.jsonl"), *prep)
+        assert r.exit_code == 1 and "is not a dataset name" in r.output, (bad, r.output)
+    # Nothing usable: said at once, and later commands say why.
+    (tmp_path / "bad.jsonl").write_text('{"other": 1}\n')
+    r = run("prepare", "empty", str(tmp_path / "bad.jsonl"), "--on-bad-record", "skip", *prep)
+    assert r.exit_code == 0 and "holds no samples" in r.output, r.output
+    r = run("stats", "empty", *root)
+    assert r.exit_code == 1 and "has no samples" in r.output, r.output
+    # Output files in folders not made yet.
+    assert run("stats", "code", "--out", str(tmp_path / "new" / "dir" / "c.npz"), *root).exit_code == 0
+    assert (tmp_path / "new" / "dir" / "c.npz").exists()
+    # A recipe's keys before its data exists; an override given twice.
+    recipe = str(ROOT / "recipes" / "tiny" / "pretrain.yaml")
+    r = run("train", recipe, "--print-config")
+    assert r.exit_code == 0 and "global_batch_size" in r.output, r.output
+    r = run("train", recipe, "--print-config", "optimizer.lr=1", "optimizer.lr=2")
+    assert r.exit_code == 1 and "optimizer.lr given twice" in r.output, r.output
+    r = run("train", recipe, "--print-config", "optimizer.lrr=1")
+    assert r.exit_code == 1 and "with optimizer.lrr=1: unknown key" in r.output, r.output
+    # A budget rounded up to whole global batches says so.
+    r = run("build-mix", "--weights", "code=1", "--samples", "30", "--global-batch", "16", "--out",
+            str(tmp_path / "data" / "m"), "--quiet", *root)
+    assert r.exit_code == 0 and "30 samples asked; the mix holds 32 samples" in r.output, r.output
+    # rm of a name whose directory is DATA_ROOT/NAME says it is still found by that name.
+    r = run("rm", "code", "code", *root)
+    assert r.exit_code == 0 and "still found by that name" in r.output and r.output.count("removed") == 1

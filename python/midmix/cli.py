@@ -14,7 +14,7 @@ import yaml
 
 from midmix import api, describe, mixspec
 from midmix import dataset as ds
-from midmix.errors import MidmixError
+from midmix.errors import ConfigError, MidmixError
 from midmix.tokenizer import Tokenizer, open_recorded_tokenizer, resolve_tokenizer
 
 SIZE_UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "KIB": 1024, "M": 10**6, "MB": 10**6, "MIB": 1 << 20,
@@ -109,6 +109,10 @@ def prepare(name: str, inputs: tuple[str, ...], hf_name: str | None, hashes: str
                         **options)
     except MidmixError as e:
         fail(e)
+    if m.counts.samples == 0 and not m.task:
+        skipped = ", ".join(f"{k} {v:,}" for k, v in sorted(m.counts.skipped.items())) or "none"
+        click.echo(f"warning: {name} holds no samples ({m.counts.documents:,} documents; skipped: {skipped}); "
+                   "a mix, stats or training cannot use it", err=True)
     if m.task and m.counts.documents == 0:
         click.echo(f"warning: task {m.task.index} of {m.task.count} got no input: there are fewer byte-balanced "
                    "portions than tasks (compressed files and whole-file texts are not split)", err=True)
@@ -141,6 +145,17 @@ def merge(parts: tuple[Path, ...], out: Path, data_root: Path | None, name: str 
     elif not quiet:
         click.echo(f"merged {len(parts)} parts into {out}")
         click.echo("\n".join(describe.prepared_lines(m)))
+
+
+def _output_file(path: Path | None) -> None:
+    """An output file's folder is made, as every command makes its output directory (an error that cannot
+    is one line, not a traceback from the writer)."""
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        fail(ConfigError(f"{path}: cannot create its folder ({e.strerror})"))
 
 
 def _listed(values: tuple[str, ...]) -> list[str]:
@@ -209,6 +224,13 @@ def build_mix(weights: str | None, schedule: Path | None, tokens: str | None, sa
                           progress=not (quiet or as_json), **options)
     except MidmixError as e:
         fail(e)
+    asked = mixspec.parse_count(samples) if samples else None
+    asked_tokens = mixspec.parse_count(tokens) if tokens else None
+    if (asked and asked != m.total_samples) or (asked_tokens and asked_tokens != m.total_tokens):
+        what = f"{asked:,} samples" if asked else f"{asked_tokens:,} tokens"
+        click.echo(f"note: {what} asked; the mix holds {m.total_samples:,} samples = {m.total_tokens:,} tokens "
+                   f"(whole samples of {m.seq_len} tokens, a multiple of the global batch {m.global_batch or 1})",
+                   err=True)
     if as_json:
         click.echo(json.dumps(m.to_dict(), indent=2))
     elif not quiet:
@@ -266,6 +288,7 @@ def stats(source: str, tokenizer: str | None, data_root: Path | None, fields: st
     stop_cleanly_on_sigterm()
     from midmix import proximity_cli as pc
 
+    _output_file(out)
     try:
         s = pc.load_source(source, tokenizer=tokenizer, data_root=ds.data_root(data_root),
                            fields=fields.split(",") if fields else None, max_docs=max_docs,
@@ -306,6 +329,8 @@ def proximity_cmd(targets: tuple[str, ...], base: str | None, candidates: tuple[
 
     if csv_out and not as_matrix:
         raise click.UsageError("--csv goes with --matrix")
+    for path in (json_out, csv_out, plot):
+        _output_file(path)
     try:
         loader = pc.SourceLoader(tokenizer=tokenizer, data_root=ds.data_root(data_root),
                                  fields=fields.split(",") if fields else None, max_docs=max_docs,
@@ -391,6 +416,8 @@ def ls_cmd(data_root: Path | None, as_json: bool) -> None:
     """The names registered under the data root: each one's kind, directory, and whether it still holds
     the dataset registered (a name whose directory now holds another is refused on lookup)."""
     root = ds.data_root(data_root)
+    if not root.is_dir():
+        fail(ConfigError(f"data root {root} does not exist (give --data-root, or set MIDMIX_DATA_ROOT)"))
     try:
         entries = ds.registered(root)
     except MidmixError as e:
@@ -421,9 +448,12 @@ def rm_cmd(names: tuple[str, ...], data_root: Path | None) -> None:
     of it is replacing): remove those yourself."""
     root = ds.data_root(data_root)
     try:
-        for name in names:
+        for name in dict.fromkeys(names):  # a name given twice is forgotten once
             gone = ds.unregister(name, root)
-            click.echo(f"removed '{name}' (its directory {gone.path} is left as it is)")
+            note = ""
+            if Path(gone.path).resolve() == (root / name).resolve():
+                note = f"; as {root / name} it is still found by that name until you move or delete it"
+            click.echo(f"removed '{name}' (its directory {gone.path} is left as it is{note})")
     except MidmixError as e:
         fail(e)
 
@@ -438,15 +468,17 @@ def train(recipe: str, overrides: tuple[str, ...], print_config: bool) -> None:
     are those `--print-config` shows, documented in the README's Training section.
 
     For several processes or GPUs: composer -n N -m midmix.train RECIPE [KEY=VALUE ...]"""
+    from midmix.train import config as cfgmod
     from midmix.train import preflight
 
     try:  # before torch and Composer are imported: a mistake is one line in about a second
-        cfg, _ = preflight.load_checked(recipe, overrides)
+        if print_config:  # the recipe's keys, whether or not its data exists yet
+            cfg, _ = cfgmod.load(recipe, overrides)
+            click.echo(yaml.safe_dump(preflight.resolved(cfg), sort_keys=False).rstrip())
+            return
+        preflight.load_checked(recipe, overrides)
     except MidmixError as e:
         fail(e)
-    if print_config:
-        click.echo(yaml.safe_dump(preflight.resolved(cfg), sort_keys=False).rstrip())
-        return
     try:
         from midmix.train.run import main as run_main
     except ImportError as e:

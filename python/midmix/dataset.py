@@ -70,15 +70,26 @@ def registered(root: Path) -> dict[str, Registered]:
 
 
 def check_name(name: str, directory: PathLike, root: Path) -> None:
-    """Refuse, before any work, to give `name` to `directory` when it already names another one: a name
-    means one directory, and re-pointing it would silently change what every later command reads."""
-    entry = registered(root).get(name)
+    """Refuse, before any work, to give `name` to `directory` when it already names another one, or when
+    `directory` is registered under another name: a name means one directory and a directory one name, and
+    either change would silently change what every later command (and every mix over it) reads."""
+    if not name.strip() or name in (".", "..") or "/" in name or os.sep in name or name != name.strip():
+        raise ConfigError(f"{name!r} is not a dataset name: use letters, digits, '-', '_' or '.', without '/' "
+                          "or surrounding spaces")
+    entries = registered(root)
+    entry = entries.get(name)
     target = Path(directory).resolve()
     if entry is not None and Path(entry.path) != target:
         raise ConfigError(
             f"'{name}' already names {entry.path} (a {entry.kind or 'dataset'}) under data root {root}; give this "
-            f"output another name (prepare's NAME, build-mix's and export's --name), or remove '{name}' from "
-            f"{root / REGISTRY_FILE} first"
+            f"output another name (prepare's NAME, build-mix's, merge's and export's --name), or forget the old "
+            f"one with `midmix rm {name}` first"
+        )
+    others = [n for n, e in entries.items() if n != name and Path(e.path) == target]
+    if others:
+        raise ConfigError(
+            f"{target} is registered as '{others[0]}': replacing it would change what '{others[0]}' (and every mix "
+            f"over it) reads. Write '{name}' to another directory, or `midmix rm {others[0]}` first"
         )
 
 
@@ -129,7 +140,8 @@ def lookup(name: str, root: Path) -> Path:
         path = Path(entry.path)
         if not is_dataset(path):
             raise DatasetError(f"'{name}' is registered in {root / REGISTRY_FILE} as {path}, "
-                               f"which no longer holds a dataset ({INDEX_FILE} and {MANIFEST_FILE} missing)")
+                               f"which no longer holds a dataset ({INDEX_FILE} and {MANIFEST_FILE} missing): "
+                               f"moved or deleted? `midmix rm {name}`, then register it again where it is now")
         if entry.fingerprint is not None:
             manifest = read_manifest(path)
             now = manifest.fingerprint if manifest is not None else None
@@ -137,7 +149,7 @@ def lookup(name: str, root: Path) -> Path:
                 raise DatasetError(
                     f"'{name}' is registered in {root / REGISTRY_FILE} for the dataset then at {path}, which now holds "
                     f"another one (fingerprint {now} vs {entry.fingerprint}): it was replaced under another name. "
-                    f"Use the path, or remove '{name}' from {root / REGISTRY_FILE}"
+                    f"Use the path, or `midmix rm {name}`"
                 )
         return path
     if is_dataset(root / name):

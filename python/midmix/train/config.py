@@ -464,13 +464,19 @@ def load_yaml(path: str | Path, overrides: list[str] | tuple[str, ...], cls: typ
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys, got {type(data).__name__}")
+    keys = [item.partition("=")[0] for item in overrides]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise ConfigError(f"override {twice[0]} given twice: give each key once")
     for item in overrides:
         apply_override(data, item)
     try:
         obj = build(cls, data)
         check(obj)
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from e
+        # The mistake may be in the file or on the command line: name both.
+        where = f"{path} with {' '.join(overrides)}" if overrides else str(path)
+        raise ConfigError(f"{where}: {e}") from e
     return obj, data
 
 

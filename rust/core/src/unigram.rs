@@ -402,7 +402,16 @@ fn count_shards(
     let col = ds
         .column_index("tokens")
         .or_else(|| ds.column_index("input_ids"))
-        .ok_or_else(|| Error::dataset(dir, "has no tokens or input_ids column"))?;
+        .ok_or_else(|| {
+            Error::dataset(
+                dir,
+                if ds.shards.is_empty() {
+                    "has no samples (its prepare wrote none: see its counts.skipped)"
+                } else {
+                    "has no tokens or input_ids column"
+                },
+            )
+        })?;
     let enc = ds.columns[col].encoding.clone();
     let vocab = dataset_vocab(dir, &enc)?;
     pool.install(|| {
