@@ -5,7 +5,10 @@
 # Run from a checkout after the README's set-up (`make setup`), or as `make tiny-pipeline`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MIDMIX=${MIDMIX:-.venv/bin/midmix}
+# $MIDMIX, else this checkout's .venv (make setup), else the midmix on PATH (installed with pip).
+if [ -z "${MIDMIX:-}" ]; then
+  if [ -x .venv/bin/midmix ]; then MIDMIX=.venv/bin/midmix; else MIDMIX=midmix; fi
+fi
 OUT=tiny-out
 D=$OUT/data
 TOK=tests/fixtures/pythia.json
