@@ -134,7 +134,7 @@ def test_recipe_mistakes_are_one_line_before_torch_is_imported(tmp_path: Path) -
             assert took < 8, f"{took:.1f} s: torch and Composer were imported first (11-26 s on a busy machine)"
             assert not run_dir.exists()
     r = CliRunner().invoke(main, ["train", str(recipe), "--print-config", f"data.train.path={ROOT / 'demo'}"])
-    assert r.exit_code == 1 and "not a dataset" in r.output  # the data is checked before it prints, too
+    assert r.exit_code == 0 and str(ROOT / "demo") in r.output  # the keys, whether or not the data exists yet
     data = tmp_path / "data"
     for name in ("mix", "val"):
         midmix.prepare(name, [ROOT / "demo" / "data" / "prose_val.jsonl"], tokenizer=PYTHIA, seq_len=64, data_root=data)
@@ -183,7 +183,7 @@ def test_one_cli_json_everywhere_both_option_styles_and_the_registry(tmp_path: P
     assert "removed 'm'" in ok("rm", "m", *root) and (mix / "midmix.json").exists()
     (tmp_path / "data" / "c").rename(tmp_path / "data" / "c-moved")
     shown = ok("ls", *root)
-    assert "stale" in shown.splitlines()[0] and "m " not in shown
+    assert "stale" in shown.splitlines()[0] and not any(line.startswith("m ") for line in shown.splitlines())
     r = CliRunner().invoke(main, ["rm", "nope", *root])
     assert r.exit_code == 1 and "no name 'nope'" in r.output
 

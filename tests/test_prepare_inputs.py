@@ -170,7 +170,7 @@ def test_bad_tokenizer_and_options(tmp_path) -> None:
     bad_tok.write_text("{not json")
     with pytest.raises(TokenizerError, match=str(bad_tok)):
         midmix.prepare("t", [str(src)], tokenizer=bad_tok, seq_len=4, out=tmp_path / "out")
-    with pytest.raises(TokenizerError, match="cannot read"):
+    with pytest.raises(ConfigError, match="missing.json: no such tokenizer file"):
         midmix.prepare("t", [str(src)], tokenizer=tmp_path / "missing.json", seq_len=4, out=tmp_path / "out")
     with pytest.raises(ConfigError, match="no such file"):
         midmix.prepare("t", [str(tmp_path / "nope.jsonl")], tokenizer=PYTHIA, seq_len=4, out=tmp_path / "out")

@@ -29,14 +29,21 @@ def prepare(name: str, out: Path, root: Path, data: str = "prose.jsonl", *extra:
 def test_a_source_replaced_under_another_name_is_refused_by_its_old_name(tmp_path) -> None:
     root, d = tmp_path / "root", tmp_path / "D"
     assert prepare("math", d, root).exit_code == 0
+    # Through the CLI, a directory registered as 'math' is not written under another name at all.
     r = prepare("code", d, root, "code.jsonl.zst", "--overwrite")
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 1 and "is registered as 'math'" in r.output and "midmix rm math" in r.output, r.output
+    # Replaced some other way (here the API, not registering), the old name refuses what D holds now.
+    midmix.prepare("code", [DEMO / "code.jsonl.zst"], tokenizer=PYTHIA, seq_len=64, out=d, overwrite=True,
+                   register=False)
     r = cli("build-mix", "--weights", "math=1", "--samples", 8, "--data-root", root, "--out", tmp_path / "m")
     assert r.exit_code != 0 and "'math' is registered in" in r.output and "now holds another one" in r.output
     assert not (tmp_path / "m").exists()
     for command in (("inspect", "math"), ("stats", "math"), ("verify", "math")):
         r = cli(*command, "--data-root", root)
         assert r.exit_code != 0 and "now holds another one" in r.output, (command, r.output)
+    assert cli("rm", "math", "--data-root", root).exit_code == 0
+    midmix.prepare("code", [DEMO / "code.jsonl.zst"], tokenizer=PYTHIA, seq_len=64, out=d, overwrite=True,
+                   data_root=root)
     r = cli("build-mix", "--weights", "code=1", "--samples", 8, "--data-root", root, "--out", tmp_path / "m")
     assert r.exit_code == 0, r.output  # the name that was given to what D holds now
 
@@ -73,7 +80,7 @@ def test_overwrite_never_deletes_an_input_or_another_kind(tmp_path) -> None:
     # The tokenizer the command reads, inside the output it would replace.
     tok = out / "tok.json"
     tok.write_bytes(PYTHIA.read_bytes())
-    r = cli("prepare", "again", DEMO / "prose.jsonl", "--tokenizer", tok, "--seq-len", 64, "--out", out,
+    r = cli("prepare", "prose", DEMO / "prose.jsonl", "--tokenizer", tok, "--seq-len", 64, "--out", out,
             "--overwrite", "--data-root", root)
     assert r.exit_code != 0 and "an input of this command" in r.output and tok.exists(), r.output
     # The schedule build-mix reads, inside the mix it would replace.
@@ -85,13 +92,13 @@ def test_overwrite_never_deletes_an_input_or_another_kind(tmp_path) -> None:
             "--name", "mix-b")
     assert r.exit_code != 0 and "lies inside the output" in r.output and schedule.exists(), r.output
     # A mix is not replaced by a prepared dataset, nor the reverse.
-    r = cli("prepare", "p2", DEMO / "prose.jsonl", "--tokenizer", PYTHIA, "--seq-len", 64, "--out",
+    r = cli("prepare", "mix", DEMO / "prose.jsonl", "--tokenizer", PYTHIA, "--seq-len", 64, "--out",
             tmp_path / "mix", "--overwrite", "--data-root", root)
     assert r.exit_code != 0 and "holds a midmix output of kind 'mix'" in r.output, r.output
     assert cli("prepare", "other", DEMO / "prose.jsonl", "--tokenizer", PYTHIA, "--seq-len", 64, "--out",
                tmp_path / "other", "--data-root", root).exit_code == 0
     r = cli("build-mix", "--weights", "prose=1", "--samples", 8, "--out", tmp_path / "other", "--overwrite",
-            "--data-root", root, "--name", "mix-c")
+            "--data-root", root, "--name", "other")
     assert r.exit_code != 0 and "holds a midmix output of kind 'prepared'" in r.output, r.output
     assert midmix.read_manifest(out).kind == "prepared" and midmix.read_manifest(tmp_path / "mix").kind == "mix"
 
