@@ -46,12 +46,7 @@ def step_of(path: Path) -> int | None:
 
 def saved_checkpoints(folder: Path) -> dict[int, Path]:
     """Every checkpoint in `folder` by step, of either form (the latest link left out)."""
-    found: dict[int, Path] = {}
-    for path in sorted(folder.glob("ep*-ba*")):
-        step = step_of(path)
-        if step is not None and (is_sharded(path) or (path.is_file() and path.name.endswith("-rank0.pt"))):
-            found[step] = path
-    return found
+    return {step: path for step, path in _candidates(folder).items() if is_sharded(path) or path.is_file()}
 
 
 def _refuse_form(key: str, what: str, path: Path, cfg: TrainConfig) -> None:

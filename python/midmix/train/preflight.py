@@ -17,18 +17,21 @@ from midmix.train.config import TrainConfig
 def load_checked(recipe: str, overrides: list[str] | tuple[str, ...]) -> tuple[TrainConfig, dict[str, Any]]:
     """The validated recipe; every dataset it names opened (the one validated open, which reads no shard)."""
     cfg, raw = cfgmod.load(recipe, overrides)
-    named = [("data.train", cfg.data.train.path)] + [(f"data.eval.{k}", e.path) for k, e in cfg.data.eval.items()]
-    for key, path in named:
+
+    def opened(key: str, path: str) -> Dataset:
         try:
-            opened = Dataset.open(path)
+            return Dataset.open(path)
         except MidmixError as e:
             raise type(e)(f"{recipe}: {key}.path: {e}") from None
-        mix_batch = getattr(opened.manifest, "global_batch", None)
-        train_batch = cfg.data.global_batch_size
-        if key == "data.train" and mix_batch and mix_batch % train_batch:
-            print(f"midmix train: warning: {path} was built with --global-batch {mix_batch}, so its phases change "
-                  f"on step boundaries only for a global batch that divides it; data.global_batch_size is "
-                  f"{train_batch}", file=sys.stderr)
+
+    train = opened("data.train", cfg.data.train.path)
+    for name, e in cfg.data.eval.items():
+        opened(f"data.eval.{name}", e.path)
+    mix_batch, train_batch = getattr(train.manifest, "global_batch", None), cfg.data.global_batch_size
+    if mix_batch and mix_batch % train_batch:
+        print(f"midmix train: warning: {cfg.data.train.path} was built with --global-batch {mix_batch}, so its "
+              f"phases change on step boundaries only for a global batch that divides it; data.global_batch_size "
+              f"is {train_batch}", file=sys.stderr)
     return cfg, raw
 
 

@@ -482,29 +482,34 @@ fn read_line_portion(f: &InputFile, done_bytes: u64, batcher: &mut Batcher<'_>) 
         }
         pos += n as u64;
         line_no += 1;
-        if line.last() == Some(&b'\n') {
-            line.pop();
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-        }
-        let size = line.len();
-        batcher.push(
-            RawRecord {
-                unit: Unit::Line(line_no),
-                payload: if is_json {
-                    Payload::Json(line)
-                } else {
-                    Payload::Text(line)
-                },
-            },
-            size,
-        );
+        let (record, size) = line_record(line, line_no, is_json);
+        batcher.push(record, size);
         if batcher.full() && !batcher.emit(done_bytes + pos.saturating_sub(start).min(f.size)) {
             return Ok(false);
         }
     }
     Ok(true)
+}
+
+/// Line `line_no` as read (its `\n` or `\r\n` dropped) as a record, and its size in bytes.
+fn line_record(mut line: Vec<u8>, line_no: u64, is_json: bool) -> (RawRecord, usize) {
+    if line.last() == Some(&b'\n') {
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+    }
+    let size = line.len();
+    let payload = if is_json {
+        Payload::Json(line)
+    } else {
+        Payload::Text(line)
+    };
+    let record = RawRecord {
+        unit: Unit::Line(line_no),
+        payload,
+    };
+    (record, size)
 }
 
 /// A JSONL or text file, decompressed, buffered; `count` gets the bytes read from disk.
@@ -578,21 +583,7 @@ fn read_text_records(
             break;
         }
         line_no += 1;
-        if line.last() == Some(&b'\n') {
-            line.pop();
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-        }
-        let size = line.len();
-        let record = RawRecord {
-            unit: Unit::Line(line_no),
-            payload: if is_json {
-                Payload::Json(line)
-            } else {
-                Payload::Text(line)
-            },
-        };
+        let (record, size) = line_record(line, line_no, is_json);
         batcher.push(record, size);
         // Progress counts bytes read from disk, capped at the file's size.
         let pos = || done_bytes + file_bytes.load(Ordering::Relaxed).min(f.size);

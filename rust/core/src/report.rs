@@ -278,14 +278,14 @@ pub fn write_json(dir: &Path, manifest: Value) -> Result<Value> {
     let checksum = hash_text(&checked);
     unchecked.insert("checksum".into(), json!(checksum));
     let tail = pretty(&Value::Object(unchecked))?;
-    let text = format!(
-        "{},\n{}\n}}\n",
-        checked.trim_end_matches('}').trim_end(),
-        tail.trim_start_matches('{')
-            .trim_matches('\n')
-            .trim_end_matches('}')
-            .trim_end()
-    );
+    // Two pretty-printed objects joined into one: "{\n  checked…\n}" and "{\n  unchecked…\n}".
+    let inner = |text: &str| {
+        text.strip_prefix("{\n")
+            .and_then(|t| t.strip_suffix("\n}"))
+            .map(str::to_string)
+            .ok_or_else(|| Error::dataset(&path, "a manifest must have fields"))
+    };
+    let text = format!("{{\n{},\n{}\n}}\n", inner(&checked)?, inner(&tail)?);
     std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
     v["checksum"] = json!(checksum);
     Ok(v)
