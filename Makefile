@@ -75,7 +75,7 @@ test-all: $(DEV)
 
 # cargo fmt, clippy (through the builds above, which are current after `make test`: nothing recompiles), ruff.
 lint: $(DEV)
-	$(TIMED) lint bash -c 'cargo fmt --all -- --check && $(BIN)/ruff check python tests benchmarks'
+	$(TIMED) lint bash -c 'cargo fmt --all -- --check && $(BIN)/ruff check python tests benchmarks && $(BIN)/ruff format --check python tests benchmarks'
 ifneq ($(CLIPPY_DRIVER),)
 	$(TIMED) clippy env $(LINTED) $(CARGO_TEST) --no-run
 else

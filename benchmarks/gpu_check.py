@@ -54,24 +54,39 @@ def prepare_mix(work: Path, seq_len: int, samples: int) -> Path:
     care about repetition; the machine may have no other data)."""
     src = midmix.prepare("bench", CORPUS, tokenizer=PYTHIA, seq_len=seq_len, out=work / "data", register=False)
     passes = -(-samples // src.counts.samples) + 1
-    midmix.build_mix([Phase.samples(samples, {"bench": 1.0})], work / "mix", sources={"bench": work / "data"},
-                     seed=0, on_exhaust="repeat", max_repeat=max(passes, 2), register=False)
+    midmix.build_mix(
+        [Phase.samples(samples, {"bench": 1.0})],
+        work / "mix",
+        sources={"bench": work / "data"},
+        seed=0,
+        on_exhaust="repeat",
+        max_repeat=max(passes, 2),
+        register=False,
+    )
     return work / "mix"
 
 
 def recipe(a: argparse.Namespace, mix: Path, run_dir: Path, compile_model: bool) -> dict[str, Any]:
-    return {"run_name": run_dir.name, "run_dir": str(run_dir), "seed": 1, "duration": f"{a.steps}ba",
-            "device": a.device, "precision": a.precision, "compile": compile_model,
-            "model": {"arch": a.arch},
-            "data": {"train": {"path": str(mix), "num_workers": a.workers}, "global_batch_size": a.batch},
-            "optimizer": {"lr": 3e-4}, "schedule": {"name": "cosine", "warmup": 0.1, "min_lr": 3e-5},
-            "checkpoint": {"enabled": False},
-            "loggers": {"progress_bar": False, "console": False, "speed_window": a.window}}
+    return {
+        "run_name": run_dir.name,
+        "run_dir": str(run_dir),
+        "seed": 1,
+        "duration": f"{a.steps}ba",
+        "device": a.device,
+        "precision": a.precision,
+        "compile": compile_model,
+        "model": {"arch": a.arch},
+        "data": {"train": {"path": str(mix), "num_workers": a.workers}, "global_batch_size": a.batch},
+        "optimizer": {"lr": 3e-4},
+        "schedule": {"name": "cosine", "warmup": 0.1, "min_lr": 3e-5},
+        "checkpoint": {"enabled": False},
+        "loggers": {"progress_bar": False, "console": False, "speed_window": a.window},
+    }
 
 
 def one_run(raw: dict[str, Any], synthetic: bool, skip: int, peak_flops: float | None) -> dict[str, float]:
     from composer.core import DataSpec
-    from midmix.report import read_metrics
+    from midmix.run_report import read_metrics
     from midmix.train.config import from_dict
     from midmix.train.run import build_trainer
 
@@ -84,8 +99,11 @@ def one_run(raw: dict[str, Any], synthetic: bool, skip: int, peak_flops: float |
         first = next(iter(trainer.state.train_dataloader))
         device = "cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu"
         on_device = {"input_ids": first["input_ids"].to(device)}
-        trainer.fit(train_dataloader=DataSpec(SyntheticBatches(on_device),
-                                              get_num_tokens_in_batch=lambda b: int(b["input_ids"].numel())))
+        trainer.fit(
+            train_dataloader=DataSpec(
+                SyntheticBatches(on_device), get_num_tokens_in_batch=lambda b: int(b["input_ids"].numel())
+            )
+        )
     else:
         trainer.fit()
     wall = time.perf_counter() - t0
@@ -101,8 +119,13 @@ def one_run(raw: dict[str, Any], synthetic: bool, skip: int, peak_flops: float |
     mfu = mean_after("throughput/device/mfu")
     if mfu != mfu and peak_flops:  # nan: Composer does not know this device's peak
         mfu = flops / peak_flops
-    return {"tokens_per_s": mean_after("throughput/tokens_per_sec"), "flops_per_s": flops, "mfu": mfu,
-            "wall_s": wall, "peak_mem_gib": peak_mem}
+    return {
+        "tokens_per_s": mean_after("throughput/tokens_per_sec"),
+        "flops_per_s": flops,
+        "mfu": mfu,
+        "wall_s": wall,
+        "peak_mem_gib": peak_mem,
+    }
 
 
 def fsdp_check(a: argparse.Namespace, mix: Path, work: Path) -> dict[str, Any]:
@@ -114,8 +137,9 @@ def fsdp_check(a: argparse.Namespace, mix: Path, work: Path) -> dict[str, Any]:
     path.write_text(json.dumps(raw))
     composer = Path(sys.executable).parent / "composer"
     t0 = time.perf_counter()
-    proc = subprocess.run([str(composer), "-n", "2", "-m", "midmix.train", str(path)], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [str(composer), "-n", "2", "-m", "midmix.train", str(path)], capture_output=True, text=True, timeout=300
+    )
     ok = proc.returncode == 0 and (run_dir / "summary.json").exists()
     if not ok:
         print((proc.stdout + proc.stderr)[-3000:], file=sys.stderr)
@@ -148,11 +172,20 @@ def main() -> int:
         a.arch, a.seq_len, a.batch, a.steps, a.skip, a.window, a.workers = "tiny", 128, 4, 12, 2, 2, 0
         a.device, a.precision = "cpu", "fp32"
     gpu = torch.cuda.is_available() and not a.smoke
-    print(f"device: {torch.cuda.get_device_name(0) if gpu else 'cpu'}; {a.arch}, seq {a.seq_len}, batch {a.batch}, "
-          f"{a.steps} steps per run, torch {torch.__version__}", flush=True)
+    print(
+        f"device: {torch.cuda.get_device_name(0) if gpu else 'cpu'}; {a.arch}, seq {a.seq_len}, batch {a.batch}, "
+        f"{a.steps} steps per run, torch {torch.__version__}",
+        flush=True,
+    )
 
-    results: dict[str, Any] = {"arch": a.arch, "seq_len": a.seq_len, "batch": a.batch, "steps": a.steps,
-                               "device": torch.cuda.get_device_name(0) if gpu else "cpu", "runs": {}}
+    results: dict[str, Any] = {
+        "arch": a.arch,
+        "seq_len": a.seq_len,
+        "batch": a.batch,
+        "steps": a.steps,
+        "device": torch.cuda.get_device_name(0) if gpu else "cpu",
+        "runs": {},
+    }
     with tempfile.TemporaryDirectory(prefix="midmix-gpu-check-") as tmp:
         work = Path(tmp)
         os.environ.setdefault("MIDMIX_CACHE_DIR", str(work / "cache"))
@@ -163,8 +196,11 @@ def main() -> int:
                 raw = recipe(a, mix, work / name, compile_model)
                 r = one_run(raw, synthetic, a.skip, a.peak_tflops and a.peak_tflops * 1e12)
                 results["runs"][name] = r
-                print(f"{name:<20} {r['tokens_per_s']:>12,.0f} tok/s  MFU {r['mfu']:.3f}  peak {r['peak_mem_gib']:.1f} "
-                      f"GiB  {r['wall_s']:.0f} s", flush=True)
+                print(
+                    f"{name:<20} {r['tokens_per_s']:>12,.0f} tok/s  MFU {r['mfu']:.3f}  peak {r['peak_mem_gib']:.1f} "
+                    f"GiB  {r['wall_s']:.0f} s",
+                    flush=True,
+                )
         from midmix.train.run import close_dist
 
         close_dist()

@@ -50,8 +50,10 @@ def build_corpus(path: Path, mb: float) -> list[str]:
     if SHARED.exists():
         import pyarrow.parquet as pq
 
-        sources = [pq.read_table(SHARED / "corpora" / f, columns=["text"]).column("text").to_pylist()
-                   for f in ("starcoder_like.parquet", "c4_like.parquet")]
+        sources = [
+            pq.read_table(SHARED / "corpora" / f, columns=["text"]).column("text").to_pylist()
+            for f in ("starcoder_like.parquet", "c4_like.parquet")
+        ]
     else:
         sources = [[json.loads(line)["text"] for line in (ROOT / "demo" / "data" / "prose.jsonl").open()]]
     texts, size, i = [], 0, 0
@@ -77,14 +79,15 @@ def baseline_prepare(jsonl: Path, out: Path, tokenizer: Path, seq_len: int, limi
     dtype = np.uint16 if tok.get_vocab_size() <= 65536 else np.uint32
     buf = np.zeros(0, dtype=dtype)
     with MDSWriter(out=str(out), columns={"tokens": f"ndarray:{np.dtype(dtype).name}:{seq_len}"}) as w:
+
         def flush(batch: list[str]) -> None:
             nonlocal buf
             encoded = tok.encode_batch_fast(batch, add_special_tokens=False)
             buf = np.concatenate([buf, *(np.array([*e.ids, eos], dtype=dtype) for e in encoded)])
             n = len(buf) // seq_len
-            for sample in buf[:n * seq_len].reshape(n, seq_len):
+            for sample in buf[: n * seq_len].reshape(n, seq_len):
                 w.write({"tokens": sample})
-            buf = buf[n * seq_len:]
+            buf = buf[n * seq_len :]
 
         batch: list[str] = []
         read = 0
@@ -118,8 +121,10 @@ def main() -> None:
         jsonl = work / "corpus.jsonl"
         texts = build_corpus(jsonl, args.mb)
         mb = jsonl.stat().st_size / 1e6
-        print(f"corpus: {len(texts):,} documents, {mb:.1f} MB of JSONL (code + prose), {os.cpu_count()} cores, "
-              f"{args.reps} interleaved repetitions, medians\n")
+        print(
+            f"corpus: {len(texts):,} documents, {mb:.1f} MB of JSONL (code + prose), {os.cpu_count()} cores, "
+            f"{args.reps} interleaved repetitions, medians\n"
+        )
         for name in args.tokenizers.split(","):
             path = TOKENIZERS[name]
             if path.exists():
@@ -148,8 +153,17 @@ def child(kind: str, jsonl: Path, tokenizer: Path, out: Path, threads: int, seq_
         import midmix
 
         def run(path: Path) -> object:
-            return midmix.prepare("bench", [path], tokenizer=tokenizer, seq_len=seq_len, out=out,
-                                  data_root=out.parent / "root", overwrite=True, register=False, threads=threads)
+            return midmix.prepare(
+                "bench",
+                [path],
+                tokenizer=tokenizer,
+                seq_len=seq_len,
+                out=out,
+                data_root=out.parent / "root",
+                overwrite=True,
+                register=False,
+                threads=threads,
+            )
     elif kind == "gigatoken":
         import gigatoken
 
@@ -165,6 +179,7 @@ def child(kind: str, jsonl: Path, tokenizer: Path, out: Path, threads: int, seq_
 
         def run(path: Path) -> object:
             return fast.encode_batch_flat(texts[path], add_special_tokens=False)
+
     run(small)
     print(json.dumps(measure(lambda: run(jsonl))))
 
@@ -173,16 +188,44 @@ def run_one(name: str, path: Path, jsonl: Path, mb: float, work: Path, args: arg
     midmix = str(Path(sys.executable).parent / "midmix")
 
     def cli() -> object:
-        cmd = [midmix, "prepare", "bench", str(jsonl), "--tokenizer", str(path), "--seq-len", str(args.seq_len),
-               "--out", str(work / "midmix"), "--data-root", str(work / "root"), "--quiet", "--overwrite"]
+        cmd = [
+            midmix,
+            "prepare",
+            "bench",
+            str(jsonl),
+            "--tokenizer",
+            str(path),
+            "--seq-len",
+            str(args.seq_len),
+            "--out",
+            str(work / "midmix"),
+            "--data-root",
+            str(work / "root"),
+            "--quiet",
+            "--overwrite",
+        ]
         return subprocess.run(cmd, check=True)
 
     def in_child(kind: str, threads: int) -> Callable[[], Reported]:
-        cmd = [sys.executable, __file__, "--child", kind, str(jsonl), str(path), str(work / f"{kind}-{threads}"),
-               str(threads), str(args.seq_len)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            kind,
+            str(jsonl),
+            str(path),
+            str(work / f"{kind}-{threads}"),
+            str(threads),
+            str(args.seq_len),
+        ]
         env = {**os.environ, "FASTOKENS_BPE_THREADS": str(threads)}
-        return lambda: Reported(tuple(json.loads(subprocess.run(cmd, check=True, env=env, capture_output=True,
-                                                                text=True).stdout.splitlines()[-1])))
+        return lambda: Reported(
+            tuple(
+                json.loads(
+                    subprocess.run(cmd, check=True, env=env, capture_output=True, text=True).stdout.splitlines()[-1]
+                )
+            )
+        )
 
     cores = os.cpu_count() or 1
     contenders: dict[str, Callable[[], object]] = {
@@ -199,8 +242,9 @@ def run_one(name: str, path: Path, jsonl: Path, mb: float, work: Path, args: arg
             result: list[object] = []
             measured = measure(lambda: result.append(fn()))  # noqa: B023
             times[k].append(result[0].times if isinstance(result[0], Reported) else measured)
-    rates = {k: (mb / statistics.median(w for w, _ in v), mb / statistics.median(c for _, c in v))
-             for k, v in times.items()}
+    rates = {
+        k: (mb / statistics.median(w for w, _ in v), mb / statistics.median(c for _, c in v)) for k, v in times.items()
+    }
     cpu_per_wall = {k: statistics.median(c / w for w, c in v) for k, v in times.items()}
     if args.baseline_mb > 0:
         limit = int(args.baseline_mb * 1e6)

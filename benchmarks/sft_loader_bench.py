@@ -2,7 +2,7 @@
 
 Run: `.venv/bin/python benchmarks/sft_loader_bench.py`. Prepares real GSM8K (the shared copy when
 present, else the bundled 600 examples) as one shard and as 1 MiB shards, then reads every example
-in a shuffled order — what an SFT epoch does — through `midmix.data.SftDataset` and through
+in a shuffled order — what an SFT epoch does — through `midmix.loaders.SftDataset` and through
 `streaming.StreamingDataset` (the standard reader of the same MDS files). Prints examples/s and
 examples per CPU-second, and the ratio midmix / streaming. A per-example cost that does not grow with
 the shard size is the point: the reader keeps shards mapped and reads one example.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import midmix
 import numpy as np
-from midmix.data import SftDataset
+from midmix.loaders import SftDataset
 from timing import measure
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,8 +46,9 @@ def main() -> None:
         print(f"{'shards':<16}{'reader':<12}{'examples/s':>12}{'per CPU-s':>12}{'midmix / streaming':>20}")
         for label, limit in (("one shard", None), ("1 MiB shards", 1 << 20)):
             out = work / label.replace(" ", "-")
-            m = midmix.prepare("gsm8k", [src], tokenizer=PYTHIA, seq_len=1024, mode="sft", out=out,
-                               size_limit=limit, register=False)
+            m = midmix.prepare(
+                "gsm8k", [src], tokenizer=PYTHIA, seq_len=1024, mode="sft", out=out, size_limit=limit, register=False
+            )
             n = m.counts.samples
             order = np.random.default_rng(0).permutation(n)
             results = {}

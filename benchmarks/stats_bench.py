@@ -26,7 +26,6 @@ SHARED = ROOT.parent / "shared" / "data"
 PYTHIA = ROOT / "tests" / "fixtures" / "pythia.json"
 
 
-
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="midmix-statsbench-"))
     try:
@@ -35,12 +34,15 @@ def main() -> None:
         else:
             inputs = [ROOT / "demo" / "data" / "prose.jsonl", ROOT / "demo" / "data" / "code.jsonl.zst"]
         ds = work / "ds"
-        t_prep = best_of(1, lambda: midmix.prepare("b", [str(i) for i in inputs], tokenizer=PYTHIA,
-                                                   seq_len=2048, out=ds))
+        t_prep = best_of(
+            1, lambda: midmix.prepare("b", [str(i) for i in inputs], tokenizer=PYTHIA, seq_len=2048, out=ds)
+        )
         report = json.loads((ds / "midmix.json").read_text())
         mb = report["counts"]["text_bytes"] / 1e6
-        print(f"data: {mb:.0f} MB of text, {report['counts']['tokens']:,} tokens in "
-              f"{report['counts']['samples']:,} samples; {os.cpu_count()} cores\n")
+        print(
+            f"data: {mb:.0f} MB of text, {report['counts']['tokens']:,} tokens in "
+            f"{report['counts']['samples']:,} samples; {os.cpu_count()} cores\n"
+        )
 
         print("== from a prepared dataset ==")
         t_ds = best_of(3, lambda: UnigramStats.from_dataset(ds))

@@ -36,7 +36,7 @@ BATCH = 16
 # Runs in a fresh process: the first pass maps (and hashes) every shard, the second reads mapped ones.
 LOADER = """
 import sys, time, resource, numpy as np
-from midmix.data import MixDataset
+from midmix.loaders import MixDataset
 def cpu():
     r = resource.getrusage(resource.RUSAGE_SELF); return r.ru_utime + r.ru_stime
 ds = MixDataset(sys.argv[1], BATCH, rank=0, world_size=1)
@@ -92,8 +92,9 @@ def main() -> None:
         tmp = Path(tmp)
         corpus(tmp / "in.jsonl", args.mb)
         src = tmp / "src"
-        midmix.prepare("bench", [tmp / "in.jsonl"], tokenizer=PYTHIA, seq_len=SEQ_LEN, out=src, register=False,
-                       progress=True)
+        midmix.prepare(
+            "bench", [tmp / "in.jsonl"], tokenizer=PYTHIA, seq_len=SEQ_LEN, out=src, register=False, progress=True
+        )
         files = sorted(src.glob("shard.*.mds"))
         mb = sum(f.stat().st_size for f in files) / 2**20
         hash_files(files, lambda b: None)  # warm the page cache
@@ -118,12 +119,16 @@ def main() -> None:
             sys.exit(f"the loader pass failed:\n{r.stderr}")
         first, second, raw = map(float, r.stdout.split())
         print("\n2. one epoch of the loader (CPU seconds; ratio to the second pass)")
-        for name, cpu in (("first pass (each shard hashed when first mapped)", first),
-                          ("second pass (mapped and checked already)", second),
-                          ("numpy memmap, same batches, no checks", raw)):
+        for name, cpu in (
+            ("first pass (each shard hashed when first mapped)", first),
+            ("second pass (mapped and checked already)", second),
+            ("numpy memmap, same batches, no checks", raw),
+        ):
             print(f"   {name:50s} {cpu:7.2f} s   {cpu / second:5.2f}×   {mb / cpu:7.0f} MB/CPU-s")
-        print(f"\nlazy verification adds {first - second:.2f} CPU-s to the first epoch "
-              f"({100 * (first - second) / second:.0f}% of a pass; {mb / max(first - second, 1e-9):.0f} MB/CPU-s)")
+        print(
+            f"\nlazy verification adds {first - second:.2f} CPU-s to the first epoch "
+            f"({100 * (first - second) / second:.0f}% of a pass; {mb / max(first - second, 1e-9):.0f} MB/CPU-s)"
+        )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,15 @@ def adversarial_texts() -> list[str]:
     for _ in range(20):
         chars = []
         for _ in range(rng.randint(1, 400)):
-            cp = rng.choice([rng.randint(0x20, 0x7e), rng.randint(0xa0, 0x2fff), rng.randint(0x1f300, 0x1faff),
-                             rng.randint(0x4e00, 0x9fff), rng.randint(0, 0x1f)])
+            cp = rng.choice(
+                [
+                    rng.randint(0x20, 0x7E),
+                    rng.randint(0xA0, 0x2FFF),
+                    rng.randint(0x1F300, 0x1FAFF),
+                    rng.randint(0x4E00, 0x9FFF),
+                    rng.randint(0, 0x1F),
+                ]
+            )
             chars.append(chr(cp))
         texts.append("".join(chars))
     return texts

@@ -48,7 +48,7 @@ def shard_samples(path: Path) -> list[bytes]:
     (n,) = struct.unpack_from("<I", data, 0)
     offsets = struct.unpack_from(f"<{n + 1}I", data, 4)
     assert offsets[-1] == len(data)
-    return [data[offsets[i]:offsets[i + 1]] for i in range(n)]
+    return [data[offsets[i] : offsets[i + 1]] for i in range(n)]
 
 
 def read_tokens(directory: Path) -> np.ndarray:
@@ -102,8 +102,16 @@ def mix_of(sources, phases, out, **kw):
 # fixtures are built once), the modules that start the Slurm cluster share one worker (and one cluster, whose
 # munged is machine-wide), and the longest modules are handed out first so no worker starts one late.
 SLURM_MODULES = {"test_slurm_cluster", "test_launchers"}
-LONGEST_FIRST = ["test_launchers", "test_launchers_cpu_grid", "test_train", "test_train_checkpoints",
-                 "test_experiment", "test_tokenizer_exact", "test_training_order", "test_train_tracking"]
+LONGEST_FIRST = [
+    "test_launchers",
+    "test_launchers_cpu_grid",
+    "test_train",
+    "test_train_checkpoints",
+    "test_experiment",
+    "test_tokenizer_exact",
+    "test_training_order",
+    "test_train_tracking",
+]
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
@@ -124,6 +132,7 @@ def pytest_configure(config: pytest.Config) -> None:
     would start two Slurm clusters sharing, and stopping, one machine-wide munged."""
     if config.getoption("dist", "no") != "loadgroup" or os.environ.get("PYTEST_XDIST_WORKER"):
         return
+
     class Probe(pytest.Item):
         def runtest(self) -> None:
             pass
@@ -152,8 +161,9 @@ def data_root_of_the_module(tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 @pytest.fixture(autouse=True)
-def data_root_of_the_test(data_root_of_the_module: Path, tmp_path_factory: pytest.TempPathFactory,
-                          monkeypatch: pytest.MonkeyPatch) -> Path:
+def data_root_of_the_test(
+    data_root_of_the_module: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     """... and each test in one of its own, which starts with what its module's fixtures registered."""
     shared = data_root_of_the_module
     own = tmp_path_factory.mktemp("data-root")
@@ -189,6 +199,7 @@ def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path
 
 # -- Train once, branch many: the tiny runs the training tests share ------------------------------------------
 
+
 @pytest.fixture(scope="session")
 def train_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo data prepared for the tiny runs (`trainutil.prepare_train_data`)."""
@@ -214,9 +225,11 @@ class TinyRuns:
         changes: dict[str, object] = {}
         ranks = 1
         if name == "base":
-            changes = {"data__train__path": str(self.data / "base-mix"),
-                       "checkpoint": {"interval": "5ba", "steps": [BRANCH]},
-                       "callbacks": {"forgetting": {"eval": "general", "interval": "4ba"}, "audit": True}}
+            changes = {
+                "data__train__path": str(self.data / "base-mix"),
+                "checkpoint": {"interval": "5ba", "steps": [BRANCH]},
+                "callbacks": {"forgetting": {"eval": "general", "interval": "4ba"}, "audit": True},
+            }
         elif name == "branch":
             callbacks = recipe(self.data, Path("x"))["callbacks"]
             callbacks["gradient_alignment"] = {"probe": "general", "interval": "3ba"}

@@ -19,8 +19,16 @@ def prepare_sources(root: Path, seq_len: int = 64, compression: str | None = Non
     for name, f in (("prose", "prose.jsonl"), ("code", "code.jsonl.zst")):
         out[name] = root / name
         if not out[name].exists():
-            midmix.prepare(name, [str(DEMO / f)], tokenizer=PYTHIA, seq_len=seq_len, out=out[name],
-                           compression=compression if name == "prose" else None, size_limit=1 << 16, register=False)
+            midmix.prepare(
+                name,
+                [str(DEMO / f)],
+                tokenizer=PYTHIA,
+                seq_len=seq_len,
+                out=out[name],
+                compression=compression if name == "prose" else None,
+                size_limit=1 << 16,
+                register=False,
+            )
     return out
 
 
@@ -32,8 +40,9 @@ def read_mix(directory: Path) -> tuple[np.ndarray, np.ndarray]:
         src = np.fromfile(directory / manifest["index"]["source"]["file"], dtype=np.uint8).astype(np.int64)
         idx = np.fromfile(directory / manifest["index"]["sample"]["file"], dtype="<u4")
         dtype = np.dtype(manifest["columns"]["tokens"].split(":")[1]).newbyteorder("<")
-        per_source = [[np.frombuffer(r, dtype=dtype) for r in source_rows(Path(info["path"]))]
-                      for info in manifest["source_info"]]
+        per_source = [
+            [np.frombuffer(r, dtype=dtype) for r in source_rows(Path(info["path"]))] for info in manifest["source_info"]
+        ]
         return src, np.stack([per_source[s][i] for s, i in zip(src, idx, strict=True)])
     index = json.loads((directory / "index.json").read_text())
     src, rows = [], []
@@ -57,8 +66,9 @@ def source_rows(directory: Path) -> list[bytes]:
 
             import zstandard
 
-            data = zstandard.ZstdDecompressor().decompress((directory / shard["zip_data"]["basename"]).read_bytes(),
-                                                           max_output_size=1 << 31)
+            data = zstandard.ZstdDecompressor().decompress(
+                (directory / shard["zip_data"]["basename"]).read_bytes(), max_output_size=1 << 31
+            )
             with tempfile.TemporaryDirectory() as tmp:
                 raw = Path(tmp) / "shard"
                 raw.write_bytes(data)

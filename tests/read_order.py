@@ -29,7 +29,7 @@ def main() -> None:
         loader = DataLoader(ds, batch_size=per_device, num_workers=workers)
         batches = [[row.numpy().tobytes().hex() for row in b["tokens"]] for b in loader]
     else:
-        from midmix.data import MixDataset, MixLoader
+        from midmix.loaders import MixDataset, MixLoader
 
         ds = MixDataset(directory, per_device * world)
         kill_after, state = int(os.environ.get("KILL_AFTER", "0")), os.environ.get("STATE", "")

@@ -61,8 +61,10 @@ class SlurmCluster:
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         r = subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=60)
         if check and r.returncode != 0:
-            raise RuntimeError(f"{' '.join(args)}: exit {r.returncode}: {r.stderr.strip()}\n"
-                               f"node: {node_state(self)}\nslurmctld.log:\n{log_tail(self.ctld_log)}")
+            raise RuntimeError(
+                f"{' '.join(args)}: exit {r.returncode}: {r.stderr.strip()}\n"
+                f"node: {node_state(self)}\nslurmctld.log:\n{log_tail(self.ctld_log)}"
+            )
         return r
 
     def sbatch(self, *args: str) -> str:

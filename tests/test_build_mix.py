@@ -72,8 +72,13 @@ def test_branch_equivalence(sources, tmp_path) -> None:
     """Before its first weight change, a scheduled mix is byte-identical to the first phase alone."""
     for first in ([("prose", 1.0)], [("prose", 0.9), ("code", 0.1)]):
         sched, alone = tmp_path / f"s{len(first)}", tmp_path / f"a{len(first)}"
-        mix(sources, [("samples", 640, first, False), ("samples", 1000, [("prose", 0.5), ("code", 0.5)], False)],
-            sched, global_batch=64, names=["prose", "code"])
+        mix(
+            sources,
+            [("samples", 640, first, False), ("samples", 1000, [("prose", 0.5), ("code", 0.5)], False)],
+            sched,
+            global_batch=64,
+            names=["prose", "code"],
+        )
         mix(sources, [("samples", 1280, first, False)], alone, global_batch=64, names=["prose", "code"])
         (s1, r1), (s2, r2) = read_mix(sched), read_mix(alone)
         assert (s1[:640] == s2[:640]).all() and (r1[:640] == r2[:640]).all()
@@ -83,15 +88,26 @@ def test_branch_equivalence(sources, tmp_path) -> None:
 def test_global_batch_and_exact_per_batch(sources, tmp_path) -> None:
     names = ["code", "prose"]
     # Phase ends round to the nearest global batch: 1000 samples → 21 batches of 48.
-    rep = mix(sources, [("samples", 1000, [("code", 0.3), ("prose", 0.7)], False)], tmp_path / "g", global_batch=48,
-              names=names)
+    rep = mix(
+        sources,
+        [("samples", 1000, [("code", 0.3), ("prose", 0.7)], False)],
+        tmp_path / "g",
+        global_batch=48,
+        names=names,
+    )
     assert rep["total_samples"] == 1008
-    rep = mix(sources, [("samples", 960, [("code", 0.3), ("prose", 0.7)], False)], tmp_path / "e", global_batch=48,
-              exact_per_batch=True, names=names)
+    rep = mix(
+        sources,
+        [("samples", 960, [("code", 0.3), ("prose", 0.7)], False)],
+        tmp_path / "e",
+        global_batch=48,
+        exact_per_batch=True,
+        names=names,
+    )
     src, _ = read_mix(tmp_path / "e")
     assert len(src) == 960
     for b in range(0, 960, 48):
-        code = int((src[b:b + 48] == 0).sum())
+        code = int((src[b : b + 48] == 0).sum())
         assert code in (14, 15), f"batch {b // 48} has {code} code samples for a share of 14.4"
     assert rep["max_deviation"] < 1
 
@@ -137,9 +153,24 @@ def test_determinism_across_threads(sources, tmp_path) -> None:
 
 def test_bad_configurations(sources, tmp_path) -> None:
     out = tmp_path / "bad"
+
     def run(*args: str):
-        return CliRunner().invoke(main, ["build-mix", "--out", str(out), "--source", f"prose={sources['prose']}",
-                                         "--source", f"code={sources['code']}", "--data-root", str(tmp_path), *args])
+        return CliRunner().invoke(
+            main,
+            [
+                "build-mix",
+                "--out",
+                str(out),
+                "--source",
+                f"prose={sources['prose']}",
+                "--source",
+                f"code={sources['code']}",
+                "--data-root",
+                str(tmp_path),
+                *args,
+            ],
+        )
+
     for args, msg in [
         (["--weights", "prose=-1,code=1"], "non-negative"),
         (["--weights", "prose=0,code=0"], "all zero"),
@@ -163,27 +194,56 @@ def test_bad_configurations(sources, tmp_path) -> None:
 
     # Sources must share tokenizer and seq_len.
     other = tmp_path / "other"
-    midmix.prepare("o", [str(Path(__file__).parent.parent / "demo" / "data" / "prose.jsonl")],
-                   tokenizer=sources["prose"].parent /
-                  "prose" / ".." / ".." / "x" if False else GPT2,
-                   seq_len=64, out=other) if GPT2.exists() else None
+    midmix.prepare(
+        "o",
+        [str(Path(__file__).parent.parent / "demo" / "data" / "prose.jsonl")],
+        tokenizer=sources["prose"].parent / "prose" / ".." / ".." / "x" if False else GPT2,
+        seq_len=64,
+        out=other,
+    ) if GPT2.exists() else None
     if GPT2.exists():
         with pytest.raises(DatasetError, match="must share a tokenizer"):
-            mix_of([("prose", str(sources["prose"])), ("o", str(other))],
-                   [("samples", 10, [("prose", 1.0), ("o", 1.0)], False)], out)
+            mix_of(
+                [("prose", str(sources["prose"])), ("o", str(other))],
+                [("samples", 10, [("prose", 1.0), ("o", 1.0)], False)],
+                out,
+            )
     longer = tmp_path / "longer"
-    midmix.prepare("l", [str(Path(__file__).parent.parent / "demo" / "data" / "prose.jsonl")],
-                   tokenizer=Path(__file__).parent / "fixtures" / "pythia.json", seq_len=128, out=longer)
+    midmix.prepare(
+        "l",
+        [str(Path(__file__).parent.parent / "demo" / "data" / "prose.jsonl")],
+        tokenizer=Path(__file__).parent / "fixtures" / "pythia.json",
+        seq_len=128,
+        out=longer,
+    )
     with pytest.raises(DatasetError, match="seq_len"):
-        mix_of([("prose", str(sources["prose"])), ("l", str(longer))],
-               [("samples", 10, [("prose", 1.0), ("l", 1.0)], False)], out)
+        mix_of(
+            [("prose", str(sources["prose"])), ("l", str(longer))],
+            [("samples", 10, [("prose", 1.0), ("l", 1.0)], False)],
+            out,
+        )
     assert not out.exists()
 
 
 def test_cli_prints_plan_and_inspect_shows_shares(sources, tmp_path) -> None:
-    r = CliRunner().invoke(main, ["build-mix", "--weights", "code=0.2,prose=0.8", "--samples", "1000",
-                                  "--source", f"code={sources['code']}", "--source", f"prose={sources['prose']}",
-                                  "--global-batch", "100", "--out", str(tmp_path / "m")])
+    r = CliRunner().invoke(
+        main,
+        [
+            "build-mix",
+            "--weights",
+            "code=0.2,prose=0.8",
+            "--samples",
+            "1000",
+            "--source",
+            f"code={sources['code']}",
+            "--source",
+            f"prose={sources['prose']}",
+            "--global-batch",
+            "100",
+            "--out",
+            str(tmp_path / "m"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "0.2000" in r.output and "(exact)" in r.output
     r = CliRunner().invoke(main, ["inspect", str(tmp_path / "m"), "--show", "0"])
@@ -197,11 +257,13 @@ def test_shared_corpora_scheduled_mix(tmp_path) -> None:
     byte-identical across thread counts, branch-equivalent to its first phase alone, and the
     exhaustion policies behave."""
     from conftest import PYTHIA
+
     srcs = {}
     for name in ("c4_like", "starcoder_like", "math_like"):
         srcs[name] = tmp_path / name
-        midmix.prepare(name, [str(SHARED / "corpora" / f"{name}.parquet")], tokenizer=PYTHIA, seq_len=512,
-                       out=srcs[name])
+        midmix.prepare(
+            name, [str(SHARED / "corpora" / f"{name}.parquet")], tokenizer=PYTHIA, seq_len=512, out=srcs[name]
+        )
     names = list(srcs)
     phases = [(8192, [1.0, 0.0, 0.0], False), (4096, [0.8, 0.2, 0.0], True), (12288, [0.8, 0.08, 0.12], False)]
     spec = [("samples", n, list(zip(names, w, strict=True)), r) for n, w, r in phases]

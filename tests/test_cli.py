@@ -20,8 +20,7 @@ def invoke(*args: str):
 
 def test_prepare_registers_and_inspect_decodes(tmp_path) -> None:
     root = tmp_path / "root"
-    r = invoke("prepare", "prose", DEMO / "prose.jsonl", "--tokenizer", PYTHIA, "--seq-len", 256,
-               "--data-root", root)
+    r = invoke("prepare", "prose", DEMO / "prose.jsonl", "--tokenizer", PYTHIA, "--seq-len", 256, "--data-root", root)
     assert r.exit_code == 0, r.output
     assert "samples" in r.output and "dropped tail" in r.output
     reg = json.loads((root / "registry.json").read_text())
@@ -44,8 +43,9 @@ def test_errors_are_clean_messages(tmp_path) -> None:
     assert r.exit_code == 1
     assert f"{bad}:2" in r.output and "invalid JSON" in r.output
     assert not (tmp_path / "out").exists()
-    r = invoke("prepare", "x", bad, "--tokenizer", PYTHIA, "--out", tmp_path / "out", "--on-bad-record", "skip",
-               "--quiet")
+    r = invoke(
+        "prepare", "x", bad, "--tokenizer", PYTHIA, "--out", tmp_path / "out", "--on-bad-record", "skip", "--quiet"
+    )
     assert r.exit_code == 0
     assert json.loads((tmp_path / "out" / "midmix.json").read_text())["counts"]["skipped"] == {"invalid_json": 1}
     r = invoke("prepare", "x", "--tokenizer", PYTHIA)
@@ -57,9 +57,25 @@ def test_cli_parts_and_merge(tmp_path) -> None:
     parts = []
     for i in range(2):
         out = tmp_path / f"p{i}"
-        r = invoke("prepare", "mix", DEMO / "prose.jsonl", DEMO / "code.jsonl.zst", "--tokenizer", PYTHIA,
-                   "--seq-len", 300, "--num-tasks", 2, "--task-index", i, "--out", out, "--data-root", root,
-                   "--quiet")
+        r = invoke(
+            "prepare",
+            "mix",
+            DEMO / "prose.jsonl",
+            DEMO / "code.jsonl.zst",
+            "--tokenizer",
+            PYTHIA,
+            "--seq-len",
+            300,
+            "--num-tasks",
+            2,
+            "--task-index",
+            i,
+            "--out",
+            out,
+            "--data-root",
+            root,
+            "--quiet",
+        )
         assert r.exit_code == 0, r.output
         parts.append(out)
     assert not (root / "registry.json").exists()  # parts are not registered
@@ -76,8 +92,20 @@ def test_parse_size() -> None:
 
 @pytest.mark.parametrize("bad", ["abc", "-1", "0", "12XB"])
 def test_bad_size_limit_is_a_usage_error_not_a_traceback(bad, tmp_path) -> None:
-    r = CliRunner().invoke(main, ["prepare", "p", str(DEMO / "prose.jsonl"), "--tokenizer", "x.json",
-                                  "--out", str(tmp_path / "o"), "--size-limit", bad])
+    r = CliRunner().invoke(
+        main,
+        [
+            "prepare",
+            "p",
+            str(DEMO / "prose.jsonl"),
+            "--tokenizer",
+            "x.json",
+            "--out",
+            str(tmp_path / "o"),
+            "--size-limit",
+            bad,
+        ],
+    )
     assert r.exit_code == 2 and "size" in r.output and r.exception is not None and isinstance(r.exception, SystemExit)
 
 
@@ -89,12 +117,33 @@ def test_hf_local_dataset(tmp_path, monkeypatch) -> None:
     saved = tmp_path / "saved"
     datasets.DatasetDict({"train": datasets.Dataset.from_dict({"body": docs, "n": [1, 2, 3]})}).save_to_disk(saved)
     out = tmp_path / "out"
-    r = invoke("prepare", "hfds", "--hf", saved, "--split", "train", "--text-field", "body", "--tokenizer", PYTHIA,
-               "--seq-len", 2, "--out", out, "--data-root", tmp_path / "root", "--num-tasks", 1, "--task-index", 0)
+    r = invoke(
+        "prepare",
+        "hfds",
+        "--hf",
+        saved,
+        "--split",
+        "train",
+        "--text-field",
+        "body",
+        "--tokenizer",
+        PYTHIA,
+        "--seq-len",
+        2,
+        "--out",
+        out,
+        "--data-root",
+        tmp_path / "root",
+        "--num-tasks",
+        1,
+        "--task-index",
+        0,
+    )
     assert r.exit_code == 0, r.output
     rep = json.loads((out / "midmix.json").read_text())
     assert rep["inputs"][0]["path"] == f"hf:{saved}:train"
     import tokenizers
+
     t = tokenizers.Tokenizer.from_file(str(PYTHIA))
     assert token_stream(out).tolist() == [i for d in docs for i in (*t.encode(d, add_special_tokens=False).ids, 0)]
     r = invoke("prepare", "hfds", "--hf", saved, "--split", "test", "--tokenizer", PYTHIA, "--out", tmp_path / "o2")
@@ -104,8 +153,9 @@ def test_hf_local_dataset(tmp_path, monkeypatch) -> None:
     files = tmp_path / "files"
     files.mkdir()
     (files / "train.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
-    r = invoke("prepare", "hf2", "--hf", files, "--tokenizer", PYTHIA, "--seq-len", 2, "--out", tmp_path / "o3",
-               "--quiet")
+    r = invoke(
+        "prepare", "hf2", "--hf", files, "--tokenizer", PYTHIA, "--seq-len", 2, "--out", tmp_path / "o3", "--quiet"
+    )
     assert r.exit_code == 0, r.output
 
 
@@ -121,13 +171,16 @@ def test_recipe_mistakes_are_one_line_before_torch_is_imported(tmp_path: Path) -
 
     recipe = ROOT / "recipes" / "tiny" / "pretrain.yaml"
     run_dir = tmp_path / "run"
-    cases = [(["data.train.path=missing"], "data.train.path: no dataset named 'missing'"),
-             (["optimizer.lrr=1"], "unknown key optimizer.lrr")]
+    cases = [
+        (["data.train.path=missing"], "data.train.path: no dataset named 'missing'"),
+        (["optimizer.lrr=1"], "unknown key optimizer.lrr"),
+    ]
     for overrides, want in cases:
         for cmd in ([sys.executable, "-m", "midmix.cli", "train"], [sys.executable, "-m", "midmix.train"]):
             started = time.monotonic()
-            r = subprocess.run([*cmd, str(recipe), f"run_dir={run_dir}", *overrides], cwd=tmp_path,
-                               capture_output=True, text=True)
+            r = subprocess.run(
+                [*cmd, str(recipe), f"run_dir={run_dir}", *overrides], cwd=tmp_path, capture_output=True, text=True
+            )
             took = time.monotonic() - started
             out = (r.stdout + r.stderr).strip()
             assert r.returncode != 0 and want in out and len(out.splitlines()) == 1, (cmd, out)
@@ -138,8 +191,17 @@ def test_recipe_mistakes_are_one_line_before_torch_is_imported(tmp_path: Path) -
     data = tmp_path / "data"
     for name in ("mix", "val"):
         midmix.prepare(name, [ROOT / "demo" / "data" / "prose_val.jsonl"], tokenizer=PYTHIA, seq_len=64, data_root=data)
-    r = CliRunner().invoke(main, ["train", str(recipe), "--print-config", f"data.train.path={data / 'mix'}",
-                                  f"data.eval.general.path={data / 'val'}", "optimizer.lr=0.01"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            str(recipe),
+            "--print-config",
+            f"data.train.path={data / 'mix'}",
+            f"data.eval.general.path={data / 'val'}",
+            "optimizer.lr=0.01",
+        ],
+    )
     assert r.exit_code == 0, r.output
     import yaml
 
@@ -165,15 +227,27 @@ def test_one_cli_json_everywhere_both_option_styles_and_the_registry(tmp_path: P
     for name, f in (("p", "prose_val.jsonl"), ("c", "code_val.jsonl")):
         ok("prepare", name, str(demo / f), "--tokenizer", str(PYTHIA), "--seq-len", "64", "--quiet", *root)
     mix = tmp_path / "data" / "m"
-    built = json.loads(ok("build-mix", "--weights", "p=0.5,c=0.5", "--samples", "16", "--out", str(mix), "--json",
-                          *root))
+    built = json.loads(
+        ok("build-mix", "--weights", "p=0.5,c=0.5", "--samples", "16", "--out", str(mix), "--json", *root)
+    )
     assert built["kind"] == "mix" and built["total_samples"] == 16
     assert json.loads(ok("verify", "m", "--json", *root))["samples"] == 16
     assert json.loads(ok("stats", "m", "--json", "--top", "3", *root))["samples"] == 16
     exported = json.loads(ok("export", "m", "--out", str(tmp_path / "m-mds"), "--json", *root))
     assert exported["form"] == "mds" and exported["fingerprint"] == built["fingerprint"]
-    r = CliRunner().invoke(main, ["build-mix", "--weights", "p=1", "--schedule", str(ROOT / "demo" / "schedule.yaml"),
-                                  "--out", str(tmp_path / "x"), *root])
+    r = CliRunner().invoke(
+        main,
+        [
+            "build-mix",
+            "--weights",
+            "p=1",
+            "--schedule",
+            str(ROOT / "demo" / "schedule.yaml"),
+            "--out",
+            str(tmp_path / "x"),
+            *root,
+        ],
+    )
     assert r.exit_code == 2 and "not both" in r.output
     a = ok("proximity", "--target", "p", "--base", "c", "--candidates", "m", "--candidates", "p", *root)
     b = ok("proximity", "--target", "p", "--base", "c", "--candidates", "m,p", *root)
@@ -203,8 +277,15 @@ def test_a_newcomers_mistakes_are_caught_and_said(tmp_path: Path) -> None:
     prep = ["--tokenizer", str(PYTHIA), "--seq-len", "64", "--quiet", *root]
     assert run("prepare", "code", str(demo / "code_val.jsonl"), *prep).exit_code == 0
     # Another name into a directory registered as 'code': every mix over 'code' would change.
-    r = run("prepare", "code2", str(demo / "prose_val.jsonl"), "--out", str(tmp_path / "data" / "code"),
-            "--overwrite", *prep)
+    r = run(
+        "prepare",
+        "code2",
+        str(demo / "prose_val.jsonl"),
+        "--out",
+        str(tmp_path / "data" / "code"),
+        "--overwrite",
+        *prep,
+    )
     assert r.exit_code == 1 and "is registered as 'code'" in r.output and "midmix rm code" in r.output, r.output
     for bad in ("bad/name", " ", "", ".."):
         r = run("prepare", bad, str(demo / "prose_val.jsonl"), *prep)
@@ -227,8 +308,19 @@ def test_a_newcomers_mistakes_are_caught_and_said(tmp_path: Path) -> None:
     r = run("train", recipe, "--print-config", "optimizer.lrr=1")
     assert r.exit_code == 1 and "with optimizer.lrr=1: unknown key" in r.output, r.output
     # A budget rounded up to whole global batches says so.
-    r = run("build-mix", "--weights", "code=1", "--samples", "30", "--global-batch", "16", "--out",
-            str(tmp_path / "data" / "m"), "--quiet", *root)
+    r = run(
+        "build-mix",
+        "--weights",
+        "code=1",
+        "--samples",
+        "30",
+        "--global-batch",
+        "16",
+        "--out",
+        str(tmp_path / "data" / "m"),
+        "--quiet",
+        *root,
+    )
     assert r.exit_code == 0 and "30 samples asked; the mix holds 32 samples" in r.output, r.output
     # rm of a name whose directory is DATA_ROOT/NAME says it is still found by that name.
     r = run("rm", "code", "code", *root)

@@ -19,8 +19,18 @@ def test_byte_identical_across_thread_counts(tmp_path, compression) -> None:
     trees = []
     for threads in (1, 2, 8):
         out = tmp_path / f"t{threads}"
-        midmix.prepare("d", inputs, tokenizer=PYTHIA, seq_len=512, out=out, threads=threads,
-                       compression=compression, hashes=["sha1"], size_limit=1 << 17, register=False)
+        midmix.prepare(
+            "d",
+            inputs,
+            tokenizer=PYTHIA,
+            seq_len=512,
+            out=out,
+            threads=threads,
+            compression=compression,
+            hashes=["sha1"],
+            size_limit=1 << 17,
+            register=False,
+        )
         trees.append(tree_bytes(out))
     # Several shards with or without ../shared (the demo data alone fills a few at 128 KiB).
     assert sum(name.startswith("shard.") for name in trees[0]) >= 2

@@ -32,18 +32,41 @@ def experiment(tmp_path_factory) -> tuple[Path, Path, str]:
             head, rest = "\n".join(text.splitlines()[:4]) + "\n", "\n".join(text.splitlines()[4:12])
             f.write(json.dumps({"prompt": head, "response": rest or "pass"}) + "\n")
     grid = {
-        "name": "micro", "out": str(d / "out"), "data_dir": str(DEMO), "tokenizer": str(PYTHIA),
-        "arch": "tiny", "device": "cpu", "seq_len": 32, "global_batch": 4, "steps": 12, "eval_samples": 8,
-        "base": "prose.jsonl", "general_val": "prose_val.jsonl",
-        "mixes": {"code": {"file": "code.jsonl.zst", "weight": 0.3},
-                  "valcode": {"file": "code_val.jsonl", "weight": 0.5}},
-        "starts": [0.5], "controls": {"code": 0.75},
+        "name": "micro",
+        "out": str(d / "out"),
+        "data_dir": str(DEMO),
+        "tokenizer": str(PYTHIA),
+        "arch": "tiny",
+        "device": "cpu",
+        "seq_len": 32,
+        "global_batch": 4,
+        "steps": 12,
+        "eval_samples": 8,
+        "base": "prose.jsonl",
+        "general_val": "prose_val.jsonl",
+        "mixes": {
+            "code": {"file": "code.jsonl.zst", "weight": 0.3},
+            "valcode": {"file": "code_val.jsonl", "weight": 0.5},
+        },
+        "starts": [0.5],
+        "controls": {"code": 0.75},
         "ablation": {"mix": "code", "target": "gsm8k", "starts": [0.25, 0.5], "weights": [0.3, 0.6]},
-        "sft": {"targets": {"gsm8k": {"file": "gsm8k.jsonl", "mask_prompt": True, "train_examples": 8,
-                                      "val_examples": 4},
-                            "code": {"file": str(d / "code_sft.jsonl"), "mask_prompt": False, "train_examples": 8,
-                                     "val_examples": 4}},
-                "seeds": [1], "lrs": [1.0e-3, 3.0e-3], "epochs": 1, "seq_len": 64, "global_batch": 4},
+        "sft": {
+            "targets": {
+                "gsm8k": {"file": "gsm8k.jsonl", "mask_prompt": True, "train_examples": 8, "val_examples": 4},
+                "code": {
+                    "file": str(d / "code_sft.jsonl"),
+                    "mask_prompt": False,
+                    "train_examples": 8,
+                    "val_examples": 4,
+                },
+            },
+            "seeds": [1],
+            "lrs": [1.0e-3, 3.0e-3],
+            "epochs": 1,
+            "seq_len": 64,
+            "global_batch": 4,
+        },
         "proximity": {"max_docs": 50, "max_tokens_per_doc": 128},
     }
     path = d / "micro.yaml"
@@ -54,8 +77,13 @@ def experiment(tmp_path_factory) -> tuple[Path, Path, str]:
 
 def run(path: Path, d: Path) -> str:
     env = {**os.environ, "TMPDIR": str(d), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "-m", "midmix.cli", "experiment", str(path)], env=env,
-                          capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [sys.executable, "-m", "midmix.cli", "experiment", str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     return proc.stdout
 
@@ -75,8 +103,9 @@ def test_every_stage_ran_and_the_tables_come_from_the_runs(experiment) -> None:
     for row in rows:
         losses = {}
         for lr in ("0.001", "0.003"):
-            summary = json.loads((out / "runs" / "sft" / row["model"] / row["target"] / f"seed1-lr{lr}" /
-                                  "summary.json").read_text())
+            summary = json.loads(
+                (out / "runs" / "sft" / row["model"] / row["target"] / f"seed1-lr{lr}" / "summary.json").read_text()
+            )
             losses[float(lr)] = summary["final"]["domain/loss"]
         assert float(row["lr"]) == min(losses, key=losses.get)
         assert float(row["val_loss"]) == pytest.approx(min(losses.values()))
@@ -144,9 +173,23 @@ def test_the_dry_run_estimate_counts_what_the_runs_trained(experiment) -> None:
 def test_a_grid_asking_more_than_its_data_has_lists_every_shortfall_before_building(experiment, tmp_path) -> None:
     _, path, _ = experiment
     env = {**os.environ, "TMPDIR": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "midmix.cli", "experiment", str(path), f"out={tmp_path / 'o'}",
-                           "steps=100000", "sft.targets.gsm8k.train_examples=100000", "--dry-run"],
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "midmix.cli",
+            "experiment",
+            str(path),
+            f"out={tmp_path / 'o'}",
+            "steps=100000",
+            "sft.targets.gsm8k.train_examples=100000",
+            "--dry-run",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 1
     err = proc.stderr
     for mix in ["base", "code-w0.3-from0.5", "valcode-w0.5-from0.5", "code-w1-from0.75", "code-w0.6-from0.25"]:
@@ -200,8 +243,22 @@ def gpu_out(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("grid", GPU_GRIDS, ids=lambda p: p.stem)
 def test_the_gpu_grids_fit_their_data_and_say_what_they_cost(grid: Path, gpu_out: Path, tmp_path) -> None:
     env = {**os.environ, "TMPDIR": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "midmix.cli", "experiment", str(grid), f"data_dir={SHARED}",
-                           f"out={gpu_out}", "--dry-run"], env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "midmix.cli",
+            "experiment",
+            str(grid),
+            f"data_dir={SHARED}",
+            f"out={gpu_out}",
+            "--dry-run",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     text = proc.stdout
     assert "22 midtrained variants, 282 SFT runs" in text
@@ -229,9 +286,23 @@ def test_the_gpu_grids_smoke_has_every_stage_and_fits_its_data(tmp_path) -> None
     a, b = asdict(smoke(load(grid))), asdict(smoke(load(other)))
     assert {k for k in a if a[k] != b[k]} == {"name", "out"}
     env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "-m", "midmix.cli", "experiment", str(grid), f"data_dir={SHARED}",
-                           f"out={tmp_path / 'o'}", "--smoke", "--dry-run"], env=env, capture_output=True, text=True,
-                          timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "midmix.cli",
+            "experiment",
+            str(grid),
+            f"data_dir={SHARED}",
+            f"out={tmp_path / 'o'}",
+            "--smoke",
+            "--dry-run",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     g = smoke(load(grid, [f"data_dir={SHARED}", f"out={tmp_path / 'o'}"]))
     runs = len(sft_jobs(g)) * len(g.sft.seeds) * len(g.sft.lrs)

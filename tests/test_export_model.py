@@ -26,8 +26,9 @@ EARLY = 4  # the first checkpoint of the shared `scheduled` run (one every 4 ste
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "midmix.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "midmix.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=900
+    )
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +36,13 @@ def run(tiny_runs, train_data, tmp_path_factory) -> dict[str, Path]:
     """A copy of the session's tiny `scheduled` run (over an index mix of prose and code prepared with the
     Pythia tokenizer), and the held-out prose as a prepared set for real batches."""
     d = tmp_path_factory.mktemp("export")
-    return {"dir": d, "run": copy_run(tiny_runs["scheduled"], d / "run"), "tokenizer": PYTHIA, "data": train_data,
-            "val": train_data / "prose_val"}
+    return {
+        "dir": d,
+        "run": copy_run(tiny_runs["scheduled"], d / "run"),
+        "tokenizer": PYTHIA,
+        "data": train_data,
+        "val": train_data / "prose_val",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +63,7 @@ def midmix_model(run_dir: Path, checkpoint: Path | None = None):
 
 
 def real_batch(val: Path) -> torch.Tensor:
-    from midmix.dataset import Dataset
+    from midmix.registry import Dataset
 
     tokens, _ = Dataset.open(val).tokens().gather(list(range(8)))
     return torch.from_numpy(tokens.astype("int64"))
@@ -138,8 +144,11 @@ def test_auto_tokenizer_encodes_like_the_tokenizers_library(run, exported) -> No
     assert tok.eos_token == "<|endoftext|>" and tok.eos_token_id == 0
     # The very bytes the data was prepared with: the directory is a tokenizer midmix accepts as recorded.
     sha = hashlib.sha256((exported / "tokenizer.json").read_bytes()).hexdigest()
-    assert sha == midmix.read_manifest(run["data"] / "prose").tokenizer.sha256 == midmix.Tokenizer(exported /
-                                                                                                  "tokenizer.json").sha256
+    assert (
+        sha
+        == midmix.read_manifest(run["data"] / "prose").tokenizer.sha256
+        == midmix.Tokenizer(exported / "tokenizer.json").sha256
+    )
 
 
 def test_cli_refuses_to_overwrite_unless_asked_and_leaves_no_temporary(run, tmp_path) -> None:
@@ -203,12 +212,16 @@ def test_broken_inputs_are_refused_with_the_file_named(run, tmp_path) -> None:
     # Data prepared with a tokenizer that is gone since: refused, unless a copy with its sha256 is given.
     gone = tmp_path / "gone.json"
     shutil.copyfile(PYTHIA, gone)
-    midmix.prepare("d", [str(DEMO / "prose_val.jsonl")], tokenizer=gone, seq_len=SEQ, out=tmp_path / "d",
-                   register=False)
+    midmix.prepare(
+        "d", [str(DEMO / "prose_val.jsonl")], tokenizer=gone, seq_len=SEQ, out=tmp_path / "d", register=False
+    )
     gone.unlink()
     copy = _run_on(run, tmp_path, tmp_path / "d")
-    with pytest.raises(midmix.ConfigError, match=rf"recorded in {tmp_path / 'd' / 'midmix.json'}, {gone}, is gone: "
-                                                 "pass --tokenizer PATH"):
+    with pytest.raises(
+        midmix.ConfigError,
+        match=rf"recorded in {tmp_path / 'd' / 'midmix.json'}, {gone}, is gone: "
+        "pass --tokenizer PATH",
+    ):
         export_model(copy, out)
     other = tmp_path / "other.json"  # the same tokenizer, other bytes: not the file the data was made with
     other.write_text(json.dumps(json.loads(PYTHIA.read_text()), indent=1))
@@ -239,8 +252,16 @@ def test_a_mix_takes_its_eos_and_bos_from_its_sources(run, tmp_path) -> None:
     from midmix.train.export import special_ids
 
     src = tmp_path / "bos"  # a source with a BOS of its own, to tell it from the fallback
-    midmix.prepare("bos", [str(DEMO / "prose_val.jsonl")], tokenizer=run["tokenizer"], seq_len=SEQ, out=src,
-                   bos="0", eos="none", register=False)
+    midmix.prepare(
+        "bos",
+        [str(DEMO / "prose_val.jsonl")],
+        tokenizer=run["tokenizer"],
+        seq_len=SEQ,
+        out=src,
+        bos="0",
+        eos="none",
+        register=False,
+    )
     mix_of([("bos", str(src))], [("samples", 8, [("bos", 1.0)], False)], tmp_path / "mix", register=False)
     mix = midmix.read_manifest(tmp_path / "mix")
     assert special_ids(mix, run["tokenizer"]) == (None, 0)

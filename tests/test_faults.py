@@ -21,7 +21,7 @@ from pathlib import Path
 import midmix
 import numpy as np
 import pytest
-from midmix import dataset
+from midmix import registry
 from midmix.errors import MidmixError
 
 TOKENIZER = Path(__file__).parent / "fixtures" / "pythia.json"
@@ -48,8 +48,15 @@ def _build(root: Path, order: int) -> None:
     if order:  # the other root's is another valid tokenizer (what "replace" copies over the clean one)
         _edit_json(tokenizer, _edit_tokenizer)
     midmix.prepare("a", [root / "a.jsonl"], tokenizer=tokenizer, seq_len=SEQ_LEN, data_root=data, size_limit=1024)
-    midmix.prepare("b", [root / "b.jsonl"], tokenizer=tokenizer, seq_len=SEQ_LEN, data_root=data, size_limit=1024,
-                   compression="zstd")
+    midmix.prepare(
+        "b",
+        [root / "b.jsonl"],
+        tokenizer=tokenizer,
+        seq_len=SEQ_LEN,
+        data_root=data,
+        size_limit=1024,
+        compression="zstd",
+    )
     phases = [midmix.Phase.samples(MIX_SAMPLES, {"a": 0.5, "b": 0.5})]
     midmix.build_mix(phases, data / "mix", data_root=data, seed=3)
 
@@ -142,6 +149,7 @@ DAMAGES = ["truncate", "flip", "edit", "delete", "replace", "move"]
 
 # -- readers: each returns a digest of what it read -------------------------------------------------------
 
+
 def _digest(*parts: object) -> str:
     h = hashlib.sha256()
     for p in parts:
@@ -168,13 +176,17 @@ def read_samples(root: Path, out: Path) -> str:
 
 def verify(root: Path, out: Path) -> str:
     data = root / "data"
-    return _digest([(lambda r: (r.kind, r.samples, r.shards, r.tokens_checked))(midmix.verify(n, data_root=data))
-                    for n in ("a", "b", "mix")])
+    return _digest(
+        [
+            (lambda r: (r.kind, r.samples, r.shards, r.tokens_checked))(midmix.verify(n, data_root=data))
+            for n in ("a", "b", "mix")
+        ]
+    )
 
 
 def stats(root: Path, out: Path) -> str:
     data = root / "data"
-    return _digest([midmix.count_unigrams_dataset(dataset.resolve(n, data)).counts for n in ("a", "b", "mix")])
+    return _digest([midmix.count_unigrams_dataset(registry.resolve(n, data)).counts for n in ("a", "b", "mix")])
 
 
 def build_mix(root: Path, out: Path) -> str:
@@ -189,9 +201,9 @@ def export(root: Path, out: Path) -> str:
 
 
 def loader(root: Path, out: Path) -> str:
-    from midmix.data import MixDataset, MixLoader
+    from midmix.loaders import MixDataset, MixLoader
 
-    ds = MixDataset(dataset.resolve("mix", root / "data"), BATCH, rank=0, world_size=1)
+    ds = MixDataset(registry.resolve("mix", root / "data"), BATCH, rank=0, world_size=1)
     return _digest([b["input_ids"].numpy() for b in MixLoader(ds)], ds.fingerprint)
 
 
@@ -212,7 +224,7 @@ def inspect(root: Path, out: Path) -> str:
     shown = []
     for name in ("a", "b", "mix"):
         text = _cli(root, "inspect", name, "--show", "0", "--show", "5")
-        shown.append(text[text.index("--- sample"):])
+        shown.append(text[text.index("--- sample") :])
     return _digest(shown)
 
 
@@ -221,8 +233,16 @@ def proximity(root: Path, out: Path) -> str:
     return _digest(json.loads((out / "p.json").read_text()))
 
 
-READERS: list[Callable[[Path, Path], str]] = [read_samples, verify, stats, build_mix, export, loader, inspect,
-                                              proximity]
+READERS: list[Callable[[Path, Path], str]] = [
+    read_samples,
+    verify,
+    stats,
+    build_mix,
+    export,
+    loader,
+    inspect,
+    proximity,
+]
 
 
 @pytest.fixture(scope="module")
@@ -254,8 +274,9 @@ def _fresh(dst: Path, order: int = 0) -> Path:
 
 @pytest.mark.parametrize("damage", DAMAGES)
 @pytest.mark.parametrize("artifact", ARTIFACTS)
-def test_damage_is_an_error_naming_the_file_or_changes_nothing(roots, artifact: str, damage: str,
-                                                               tmp_path: Path, monkeypatch) -> None:
+def test_damage_is_an_error_naming_the_file_or_changes_nothing(
+    roots, artifact: str, damage: str, tmp_path: Path, monkeypatch
+) -> None:
     clean, other, expected = roots
     if (artifact, damage) == ("data/registry.json", "replace"):
         pytest.skip("a whole other valid registry is the user naming other data, which is theirs to do")
@@ -295,12 +316,12 @@ def test_an_error_in_a_dataloader_worker_reaches_the_loop_naming_the_sample(root
     process stops the loop with that error instead of the worker's batches silently going missing."""
     import pickle
 
-    from midmix.data import MixDataset, MixLoader
+    from midmix.loaders import MixDataset, MixLoader
 
     root = _fresh(tmp_path / "root")
     shard = root / "data" / "a" / "shard.00000.mds"
     _flip(shard)
-    ds = MixDataset(dataset.resolve("mix", root / "data"), BATCH, rank=0, world_size=1)
+    ds = MixDataset(registry.resolve("mix", root / "data"), BATCH, rank=0, world_size=1)
     with pytest.raises(midmix.DatasetError) as caught:
         list(MixLoader(ds, num_workers=2))
     assert "shard.00000.mds" in str(caught.value) and "position" in str(caught.value), caught.value
@@ -334,7 +355,7 @@ def test_training_with_two_workers_stops_at_a_damaged_batch_naming_it(tmp_path: 
 def test_a_tmpdir_too_long_for_the_workers_sockets_is_refused_not_a_hang(monkeypatch, tmp_path: Path) -> None:
     """With it, torch's worker fails to hand over each batch in a background thread and the loop waits for ever."""
     pytest.importorskip("composer")
-    from midmix.train.datasets import check_worker_tmpdir
+    from midmix.train.recipe_loaders import check_worker_tmpdir
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / ("x" * 80)))
     with pytest.raises(midmix.ConfigError, match="needs a shorter TMPDIR"):
@@ -344,19 +365,22 @@ def test_a_tmpdir_too_long_for_the_workers_sockets_is_refused_not_a_hang(monkeyp
 
 
 @pytest.mark.parametrize("damage", ["flip", "replace"])
-@pytest.mark.parametrize("artifact", ["data/a/shard.00000.mds", "data/b/shard.00001.mds.zstd",
-                                      "data/mix/mix.source.u8", "data/mix/mix.sample.u32"])
-def test_a_file_rewritten_while_open_is_an_error_or_changes_nothing(roots, artifact: str, damage: str,
-                                                                   tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    "artifact",
+    ["data/a/shard.00000.mds", "data/b/shard.00001.mds.zstd", "data/mix/mix.source.u8", "data/mix/mix.sample.u32"],
+)
+def test_a_file_rewritten_while_open_is_an_error_or_changes_nothing(
+    roots, artifact: str, damage: str, tmp_path: Path, monkeypatch
+) -> None:
     """The damage lands after the loader and a dataset reader were opened and before they read: a second
     process rewriting a file in place. (Once a shard has been read and verified, a later rewrite in place
     is beyond what a reader can see without hashing every read: the lazy check is once per process.)"""
-    from midmix.data import MixDataset, MixLoader
+    from midmix.loaders import MixDataset, MixLoader
 
     clean, other, expected = roots
     root = _fresh(tmp_path / "root")
     monkeypatch.setenv("MIDMIX_CACHE_DIR", str(root / "cache"))
-    ds = MixDataset(dataset.resolve("mix", root / "data"), BATCH, rank=0, world_size=1)
+    ds = MixDataset(registry.resolve("mix", root / "data"), BATCH, rank=0, world_size=1)
     reader = midmix.Dataset.open(root / "data" / "mix").tokens()
     path = root / artifact
     if damage == "flip":
@@ -364,8 +388,10 @@ def test_a_file_rewritten_while_open_is_an_error_or_changes_nothing(roots, artif
     else:
         with path.open("r+b") as f:  # in place: the same inode, as a second writer would
             f.write((other / artifact).read_bytes()[: path.stat().st_size])
-    for name, read in (("loader", lambda: _digest([b["input_ids"].numpy() for b in MixLoader(ds)], ds.fingerprint)),
-                       ("reader", lambda: _digest(*reader.read_strided(0, 1, reader.num_samples)))):
+    for name, read in (
+        ("loader", lambda: _digest([b["input_ids"].numpy() for b in MixLoader(ds)], ds.fingerprint)),
+        ("reader", lambda: _digest(*reader.read_strided(0, 1, reader.num_samples))),
+    ):
         try:
             got = read()
         except MidmixError as e:

@@ -19,8 +19,14 @@ pytest.importorskip("composer")
 def test_the_device_check_runs_its_loader_and_synthetic_runs_on_cpu(tmp_path) -> None:
     out = tmp_path / "gpu_check.json"
     env = {**os.environ, "TMPDIR": str(tmp_path)}
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--smoke", "--no-compile",
-                           "--out", str(out)], env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--smoke", "--no-compile", "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     result = json.loads(out.read_text())
     assert set(result["runs"]) == {"loader", "synthetic"}

@@ -31,8 +31,7 @@ def index_mix(sources: dict[str, Path], out: Path, **kw) -> midmix.MixManifest:
 def test_export_is_byte_identical_to_materialize(sources, tmp_path) -> None:
     m = index_mix(sources, tmp_path / "index")
     assert m.is_index and m.index is not None and m.index.positions == m.total_samples == 400
-    assert sorted(p.name for p in (tmp_path / "index").iterdir()) == ["midmix.json", "mix.sample.u32",
-                                                                        "mix.source.u8"]
+    assert sorted(p.name for p in (tmp_path / "index").iterdir()) == ["midmix.json", "mix.sample.u32", "mix.source.u8"]
     index_mix(sources, tmp_path / "mds", materialize=True)
     exported = midmix.export(tmp_path / "index", tmp_path / "exported")
     assert exported.form == "mds" and exported.index is None
@@ -74,9 +73,11 @@ def test_a_changed_source_is_refused_by_name(sources, tmp_path) -> None:
     # Re-prepared: the same name and place, other content.
     shutil.rmtree(sources["code"])
     midmix.prepare("code", [str(DEMO / "prose.jsonl")], tokenizer=PYTHIA, seq_len=32, out=sources["code"])
-    for open_it in (lambda: midmix.Dataset.open(tmp_path / "index").tokens(),
-                    lambda: midmix.verify(tmp_path / "index"),
-                    lambda: midmix.export(tmp_path / "index", tmp_path / "e")):
+    for open_it in (
+        lambda: midmix.Dataset.open(tmp_path / "index").tokens(),
+        lambda: midmix.verify(tmp_path / "index"),
+        lambda: midmix.export(tmp_path / "index", tmp_path / "e"),
+    ):
         with pytest.raises(midmix.DatasetError, match="source 'code' is not the data this mix was built on"):
             open_it()
     assert not (tmp_path / "e").exists()
@@ -115,7 +116,7 @@ def test_a_damaged_index_is_refused_naming_the_file(sources, tmp_path) -> None:
 
 def test_resume_on_another_mix_is_refused(sources, tmp_path) -> None:
     pytest.importorskip("torch")
-    from midmix.data import MixDataset
+    from midmix.loaders import MixDataset
 
     index_mix(sources, tmp_path / "a")
     index_mix(sources, tmp_path / "b", seed=1)
@@ -137,8 +138,11 @@ def test_two_compressed_datasets_in_one_process_read_their_own_tokens(tmp_path) 
         got, _ = reader.gather(list(range(len(want))))
         assert (got == want).all()
     # The same inside one index mix over both (each source decompresses into its own cache).
-    mix_of([("prose", str(a)), ("other", str(b))], [("samples", 400, [("prose", 0.5), ("other", 0.5)], False)],
-           tmp_path / "mix")
+    mix_of(
+        [("prose", str(a)), ("other", str(b))],
+        [("samples", 400, [("prose", 0.5), ("other", 0.5)], False)],
+        tmp_path / "mix",
+    )
     src, rows = read_mix(tmp_path / "mix")
     got, got_src = midmix.Dataset.open(tmp_path / "mix").tokens().gather(list(range(400)))
     assert (got == rows).all() and (got_src == src).all() and set(src.tolist()) == {0, 1}
@@ -146,8 +150,9 @@ def test_two_compressed_datasets_in_one_process_read_their_own_tokens(tmp_path) 
 
 def test_megatron_blend_rule_reproduces_build_blending_indices(sources, tmp_path) -> None:
     weights = {"prose": 0.2, "code": 0.8}
-    m = midmix.build_mix([midmix.Phase.samples(1000, weights)], tmp_path / "meg", sources=sources,
-                         blend_rule="megatron")
+    m = midmix.build_mix(
+        [midmix.Phase.samples(1000, weights)], tmp_path / "meg", sources=sources, blend_rule="megatron"
+    )
     src, _ = read_mix(tmp_path / "meg")
     # Megatron-LM's rule (megatron/core/datasets/helpers.cpp), written out independently in numpy terms.
     w, current, want = np.array([0.2, 0.8]), np.zeros(2), []
@@ -160,9 +165,12 @@ def test_megatron_blend_rule_reproduces_build_blending_indices(sources, tmp_path
     ours, _ = read_mix(tmp_path / "ours")
     assert ours.tolist() != want  # midmix's own rule differs
     with pytest.raises(midmix.ConfigError, match="one phase of fixed weights"):
-        midmix.build_mix([midmix.Phase.samples(500, weights), midmix.Phase.samples(500, weights)],
-                         tmp_path / "two", sources=sources, blend_rule="megatron")
-
+        midmix.build_mix(
+            [midmix.Phase.samples(500, weights), midmix.Phase.samples(500, weights)],
+            tmp_path / "two",
+            sources=sources,
+            blend_rule="megatron",
+        )
 
 
 def test_readers_decompress_each_shard_once_into_a_per_dataset_cache(tmp_path, monkeypatch) -> None:

@@ -38,12 +38,28 @@ def micro_grid(d: Path) -> Path:
     data = d / "data"
     shutil.copytree(DEMO, data)  # a copy: one test edits a corpus
     grid = {
-        "name": "micro", "out": str(d / "serial"), "data_dir": str(data), "tokenizer": str(PYTHIA),
-        "arch": "tiny", "device": "cpu", "seq_len": 32, "global_batch": 4, "steps": 12, "eval_samples": 8,
-        "base": "prose.jsonl", "general_val": "prose_val.jsonl",
-        "mixes": {"code": {"file": "code.jsonl.zst", "weight": 0.3}}, "starts": [0.5],
-        "sft": {"targets": {"gsm8k": {"file": "gsm8k.jsonl", "train_examples": 8, "val_examples": 4}},
-                "seeds": [1], "lrs": [1.0e-3, 3.0e-3], "epochs": 1, "seq_len": 64, "global_batch": 4},
+        "name": "micro",
+        "out": str(d / "serial"),
+        "data_dir": str(data),
+        "tokenizer": str(PYTHIA),
+        "arch": "tiny",
+        "device": "cpu",
+        "seq_len": 32,
+        "global_batch": 4,
+        "steps": 12,
+        "eval_samples": 8,
+        "base": "prose.jsonl",
+        "general_val": "prose_val.jsonl",
+        "mixes": {"code": {"file": "code.jsonl.zst", "weight": 0.3}},
+        "starts": [0.5],
+        "sft": {
+            "targets": {"gsm8k": {"file": "gsm8k.jsonl", "train_examples": 8, "val_examples": 4}},
+            "seeds": [1],
+            "lrs": [1.0e-3, 3.0e-3],
+            "epochs": 1,
+            "seq_len": 64,
+            "global_batch": 4,
+        },
         "proximity": {"max_docs": 50, "max_tokens_per_doc": 128},
     }
     path = d / "micro.yaml"
@@ -53,8 +69,14 @@ def micro_grid(d: Path) -> Path:
 
 def launch(grid: Path, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(grid.parent)}
-    proc = subprocess.run([sys.executable, "-m", "midmix.cli", "experiment", str(grid), *args], env=env,
-                          capture_output=True, text=True, timeout=timeout, cwd=grid.parent)
+    proc = subprocess.run(
+        [sys.executable, "-m", "midmix.cli", "experiment", str(grid), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=grid.parent,
+    )
     if check:
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     return proc
@@ -99,9 +121,25 @@ def test_a_killed_launcher_resumes_without_redoing_finished_jobs(serial) -> None
     out = grid.parent / "killed"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(grid.parent)}
     log = open(grid.parent / "killed.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "midmix.cli", "experiment", str(grid), f"out={out}",
-                             "--launcher", "local", "--jobs", "2"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            cwd=grid.parent, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "midmix.cli",
+            "experiment",
+            str(grid),
+            f"out={out}",
+            "--launcher",
+            "local",
+            "--jobs",
+            "2",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=grid.parent,
+        start_new_session=True,
+    )
     # Kill the launcher and its workers (as a lost node or Ctrl-\ would) once SFT has begun.
     deadline = time.time() + 600
     sft = out / "stamps" / "sft"
@@ -126,10 +164,22 @@ def test_two_launchers_on_one_directory_build_each_output_once(serial) -> None:
     grid, want = serial
     out = grid.parent / "together"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(grid.parent)}
-    cmd = [sys.executable, "-m", "midmix.cli", "experiment", str(grid), f"out={out}", "--launcher", "local",
-           "--jobs", "1"]
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              cwd=grid.parent) for _ in range(2)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "midmix.cli",
+        "experiment",
+        str(grid),
+        f"out={out}",
+        "--launcher",
+        "local",
+        "--jobs",
+        "1",
+    ]
+    procs = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=grid.parent)
+        for _ in range(2)
+    ]
     logs = [p.communicate(timeout=900)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], logs
     builds = [j for log in logs for j in built(log) if j != "tables"]
@@ -159,8 +209,12 @@ def test_a_changed_corpus_or_seq_len_is_not_served_from_the_cache(serial, tmp_pa
     with open(gsm8k, "a") as f:
         f.write(json.dumps({"prompt": "What is 2 + 2?", "response": "4"}) + "\n")
     stale = {j.id for j in exp.jobs} - plan(exp, exp.jobs)
-    assert stale == {"prepare/sft-gsm8k", "stats/target-gsm8k", "tables",
-                     *(j.id for j in exp.jobs if j.kind == "sft" and "/gsm8k/" in j.id)}
+    assert stale == {
+        "prepare/sft-gsm8k",
+        "stats/target-gsm8k",
+        "tables",
+        *(j.id for j in exp.jobs if j.kind == "sft" and "/gsm8k/" in j.id),
+    }
 
     # seq_len: the data and the mixes are rebuilt; the runs trained on the old ones are refused, by name.
     proc = launch(grid, *where, "seq_len=48", check=False)
@@ -181,8 +235,9 @@ def test_a_changed_corpus_or_seq_len_is_not_served_from_the_cache(serial, tmp_pa
 def test_a_failed_job_stops_the_local_launcher_naming_it_and_its_log(serial, tmp_path) -> None:
     grid, _ = serial
     out = tmp_path / "failed"
-    proc = launch(grid, f"out={out}", "mixes.code.file=missing.jsonl", "--launcher", "local", "--jobs", "2",
-                  check=False)
+    proc = launch(
+        grid, f"out={out}", "mixes.code.file=missing.jsonl", "--launcher", "local", "--jobs", "2", check=False
+    )
     assert proc.returncode == 1
     assert "prepare/code: ConfigError" in proc.stderr and "missing.jsonl: not found" in proc.stderr
     # No job starts after a failure: at most the other data and stats jobs (6) ran beside it.
@@ -201,8 +256,14 @@ def test_the_slurm_launcher_gives_the_serial_tables(serial, slurm_cluster: Slurm
     env = {**slurm_cluster.env, "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp_path)}
 
     def submit() -> str:
-        proc = subprocess.run([sys.executable, "-m", "midmix.cli", "experiment", str(grid), *args], env=env,
-                              capture_output=True, text=True, timeout=900, cwd=grid.parent)
+        proc = subprocess.run(
+            [sys.executable, "-m", "midmix.cli", "experiment", str(grid), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            cwd=grid.parent,
+        )
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
         return proc.stdout
 
@@ -226,8 +287,14 @@ def test_a_failed_slurm_stage_cancels_what_depends_on_it(serial, slurm_cluster: 
     out = tmp_path / "slurm-failed"
     args = [f"out={out}", "mixes.code.file=missing.jsonl", "--launcher", "slurm", "--wait", "--gpus-per-job", "0"]
     env = {**slurm_cluster.env, "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "midmix.cli", "experiment", str(grid), *args], env=env,
-                          capture_output=True, text=True, timeout=600, cwd=grid.parent)
+    proc = subprocess.run(
+        [sys.executable, "-m", "midmix.cli", "experiment", str(grid), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=grid.parent,
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     # prepare/code and all that waits for it (mixes, runs, SFT, tables); the other data and stats jobs ran.
     assert "the Slurm jobs ended with 10 job(s) incomplete" in proc.stderr and "prepare/code (log:" in proc.stderr
@@ -236,21 +303,34 @@ def test_a_failed_slurm_stage_cancels_what_depends_on_it(serial, slurm_cluster: 
     assert (out / "stamps" / "prepare" / "base.json").exists()  # the data stage's other tasks ran
 
 
-def test_a_second_slurm_submission_while_the_first_is_queued_is_refused(serial, slurm_cluster: SlurmCluster,
-                                                                        tmp_path) -> None:
+def test_a_second_slurm_submission_while_the_first_is_queued_is_refused(
+    serial, slurm_cluster: SlurmCluster, tmp_path
+) -> None:
     grid, _ = serial
     out = tmp_path / "queued"
     # Held for a minute by sbatch_args, so it is certainly still queued when the second one comes.
     args = [f"out={out}", "slurm.sbatch_args=[--begin=now+60]", "--launcher", "slurm", "--gpus-per-job", "0"]
     env = {**slurm_cluster.env, "TMPDIR": str(tmp_path)}
-    first = subprocess.run([sys.executable, "-m", "midmix.cli", "experiment", str(grid), *args], env=env,
-                           capture_output=True, text=True, timeout=300, cwd=grid.parent)
+    first = subprocess.run(
+        [sys.executable, "-m", "midmix.cli", "experiment", str(grid), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=grid.parent,
+    )
     assert first.returncode == 0, first.stderr
     ids = json.loads((out / "slurm" / "queued.json").read_text())["job_ids"]
     assert len(ids) == 7
     assert all("#SBATCH --begin=now+60" in p.read_text() for p in (out / "slurm").glob("*/*.sbatch"))
-    second = subprocess.run([sys.executable, "-m", "midmix.cli", "experiment", str(grid), *args], env=env,
-                            capture_output=True, text=True, timeout=300, cwd=grid.parent)
+    second = subprocess.run(
+        [sys.executable, "-m", "midmix.cli", "experiment", str(grid), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=grid.parent,
+    )
     assert second.returncode == 1
     assert "still queued or running" in second.stderr and f"scancel {' '.join(sorted(ids))}" in second.stderr
     slurm_cluster.run("scancel", *ids)

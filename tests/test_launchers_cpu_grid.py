@@ -26,9 +26,25 @@ def test_the_cpu_grid_smoke_runs_every_stage_and_fills_every_table(tmp_path) -> 
     out = tmp_path / "cpu"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp_path)}
     args = [f"data_dir={SHARED}", f"out={out}"]
-    proc = subprocess.run([sys.executable, "-m", "midmix.cli", "experiment", str(GRID), *args, "--smoke",
-                           "--launcher", "local", "--jobs", "2"], env=env, capture_output=True, text=True,
-                          timeout=1800)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "midmix.cli",
+            "experiment",
+            str(GRID),
+            *args,
+            "--smoke",
+            "--launcher",
+            "local",
+            "--jobs",
+            "2",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     g = smoke(load(GRID, args))
     res = Path(f"{out}-smoke") / "results"

@@ -38,8 +38,9 @@ def files(directory: Path) -> dict[str, bytes]:
 
 
 def prepare_demo(out: Path, **kw) -> None:
-    midmix.prepare("prose", [str(DEMO / "prose.jsonl")], tokenizer=PYTHIA, seq_len=kw.pop("seq_len", 128),
-                   out=out, **kw)
+    midmix.prepare(
+        "prose", [str(DEMO / "prose.jsonl")], tokenizer=PYTHIA, seq_len=kw.pop("seq_len", 128), out=out, **kw
+    )
 
 
 @pytest.mark.parametrize("hashes", [[], ["sha1", "xxh3_64"], ["md5", "sha256", "xxh128", "xxh64"]])
@@ -50,8 +51,9 @@ def test_pretrain_output_is_byte_identical_to_mdswriter(tmp_path, hashes) -> Non
     assert len(json.loads((ours / "index.json").read_text())["shards"]) > 3  # several shards
 
     theirs = tmp_path / "theirs"
-    with MDSWriter(out=str(theirs), columns={"tokens": "ndarray:uint16:128"}, hashes=recorded(hashes),
-                   size_limit=50_000) as w:
+    with MDSWriter(
+        out=str(theirs), columns={"tokens": "ndarray:uint16:128"}, hashes=recorded(hashes), size_limit=50_000
+    ) as w:
         for row in tokens:
             w.write({"tokens": row})
     assert files(ours) == files(theirs)
@@ -62,8 +64,9 @@ def test_no_size_limit_gives_one_shard_like_mdswriter(tmp_path) -> None:
     prepare_demo(ours, size_limit=None)
     tokens = read_tokens(ours)
     theirs = tmp_path / "theirs"
-    with MDSWriter(out=str(theirs), columns={"tokens": "ndarray:uint16:128"}, size_limit=None,
-                   hashes=recorded([])) as w:
+    with MDSWriter(
+        out=str(theirs), columns={"tokens": "ndarray:uint16:128"}, size_limit=None, hashes=recorded([])
+    ) as w:
         for row in tokens:
             w.write({"tokens": row})
     assert files(ours) == files(theirs)
@@ -75,7 +78,8 @@ def test_zstd_shards_decode_to_mdswriter_bytes(tmp_path) -> None:
     index = json.loads((ours / "index.json").read_text())
     # Only the compressed files are on disk, as with MDSWriter.
     assert sorted(p.name for p in ours.iterdir()) == sorted(
-        ["index.json", "midmix.json"] + [s["zip_data"]["basename"] for s in index["shards"]])
+        ["index.json", "midmix.json"] + [s["zip_data"]["basename"] for s in index["shards"]]
+    )
     raw = tmp_path / "raw"
     raw.mkdir()
     for s in index["shards"]:
@@ -83,12 +87,18 @@ def test_zstd_shards_decode_to_mdswriter_bytes(tmp_path) -> None:
         # The frame header carries the content size (old python-zstd releases need it).
         assert zstandard.get_frame_parameters(frame).content_size == s["raw_data"]["bytes"]
         (raw / s["raw_data"]["basename"]).write_bytes(zstandard.ZstdDecompressor().decompress(frame))
-    tokens = np.stack([np.frombuffer(x, np.uint16) for s in index["shards"]
-                       for x in shard_samples(raw / s["raw_data"]["basename"])])
+    tokens = np.stack(
+        [np.frombuffer(x, np.uint16) for s in index["shards"] for x in shard_samples(raw / s["raw_data"]["basename"])]
+    )
 
     theirs = tmp_path / "theirs"
-    with MDSWriter(out=str(theirs), columns={"tokens": "ndarray:uint16:128"}, compression="zstd:7",
-                   hashes=recorded(["sha1"]), size_limit=50_000) as w:
+    with MDSWriter(
+        out=str(theirs),
+        columns={"tokens": "ndarray:uint16:128"},
+        compression="zstd:7",
+        hashes=recorded(["sha1"]),
+        size_limit=50_000,
+    ) as w:
         for row in tokens:
             w.write({"tokens": row})
     their_index = json.loads((theirs / "index.json").read_text())
@@ -118,16 +128,23 @@ def test_streaming_dataset_and_mdsreader_read_prepared_output(tmp_path) -> None:
 
 def test_sft_output_is_byte_identical_to_mdswriter(tmp_path) -> None:
     src = tmp_path / "sft.jsonl"
-    rows = [{"prompt": f"Question {i}: what is {i} + {i}?\nAnswer:", "response": f" {2 * i}" + " ok" * (i % 7)}
-            for i in range(300)]
+    rows = [
+        {"prompt": f"Question {i}: what is {i} + {i}?\nAnswer:", "response": f" {2 * i}" + " ok" * (i % 7)}
+        for i in range(300)
+    ]
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     ours = tmp_path / "ours"
-    midmix.prepare("s", [str(src)], tokenizer=PYTHIA, seq_len=16, out=ours, mode="sft", size_limit=4000,
-                   on_bad_record="skip")
+    midmix.prepare(
+        "s", [str(src)], tokenizer=PYTHIA, seq_len=16, out=ours, mode="sft", size_limit=4000, on_bad_record="skip"
+    )
     theirs = tmp_path / "theirs"
     index = json.loads((ours / "index.json").read_text())
-    with MDSWriter(out=str(theirs), columns={"input_ids": "ndarray:uint16", "labels": "ndarray:int32"},
-                   size_limit=4000, hashes=recorded([])) as w:
+    with MDSWriter(
+        out=str(theirs),
+        columns={"input_ids": "ndarray:uint16", "labels": "ndarray:int32"},
+        size_limit=4000,
+        hashes=recorded([]),
+    ) as w:
         for s in index["shards"]:
             reader = MDSReader.from_json(str(ours), None, s)
             for i in range(reader.samples):

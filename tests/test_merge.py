@@ -38,8 +38,7 @@ def test_merged_parts_equal_single_run(tmp_path, tasks, mode) -> None:
     parts = []
     for i in range(tasks):
         part = tmp_path / f"part{i}"
-        midmix.prepare("p", inputs, tokenizer=PYTHIA, seq_len=1000, out=part, num_tasks=tasks, task_index=i,
-                       **kw)
+        midmix.prepare("p", inputs, tokenizer=PYTHIA, seq_len=1000, out=part, num_tasks=tasks, task_index=i, **kw)
         parts.append(part)
     merged = tmp_path / "merged"
     rep = midmix.merge(list(reversed(parts)), merged).to_dict()  # order of arguments does not matter
@@ -91,8 +90,16 @@ def test_merge_refuses_parts_of_another_prepare_run(tmp_path) -> None:
     for f in Path(inputs[0]).iterdir():  # the same files, with the text under another key
         rows = [json.loads(line) for line in f.read_text().splitlines()]
         (records / "in" / f.name).write_text("".join(json.dumps({"body": r["text"]}) + "\n" for r in rows))
-    midmix.prepare("p", [str(records / "in")], tokenizer=PYTHIA, seq_len=64, out=tmp_path / "field1", num_tasks=2,
-                   task_index=1, text_field="body")
+    midmix.prepare(
+        "p",
+        [str(records / "in")],
+        tokenizer=PYTHIA,
+        seq_len=64,
+        out=tmp_path / "field1",
+        num_tasks=2,
+        task_index=1,
+        text_field="body",
+    )
     with pytest.raises(DatasetError, match="text field differs"):
         midmix.merge([parts[0], tmp_path / "field1"], tmp_path / "m")
     assert not (tmp_path / "m").exists()

@@ -32,8 +32,16 @@ def expected_stream(docs: list[str]) -> list[int]:
 
 def run(tmp_path: Path, inputs: list[Path | str], **kw) -> Path:
     out = tmp_path / kw.pop("out_name", "out")
-    midmix.prepare("t", [str(i) for i in inputs], tokenizer=PYTHIA, seq_len=kw.pop("seq_len", 8), out=out,
-                   num_tasks=1, task_index=0, **kw)
+    midmix.prepare(
+        "t",
+        [str(i) for i in inputs],
+        tokenizer=PYTHIA,
+        seq_len=kw.pop("seq_len", 8),
+        out=out,
+        num_tasks=1,
+        task_index=0,
+        **kw,
+    )
     return out
 
 

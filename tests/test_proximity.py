@@ -34,9 +34,15 @@ def paper_metrics(tokens_a: list[int], tokens_b: list[int]) -> dict[str, float]:
     kl1 = sum(pi * math.log(pi / (mi + 1e-10) + 1e-10) for pi, mi in zip(p, m, strict=True) if pi > 0)
     kl2 = sum(qi * math.log(qi / (mi + 1e-10) + 1e-10) for qi, mi in zip(q, m, strict=True) if qi > 0)
     jsd = (kl1 + kl2) / 2
-    return {"vocab_jaccard": jac, "overlap_ratio": inter / min(len(ca), len(cb)), "cosine": cos, "jsd": jsd,
-            "js_similarity": 1 / (1 + jsd), "combined": 0.4 * cos + 0.3 * jac + 0.3 / (1 + jsd),
-            "jsd_normalized": 1 - jsd / math.log(2)}
+    return {
+        "vocab_jaccard": jac,
+        "overlap_ratio": inter / min(len(ca), len(cb)),
+        "cosine": cos,
+        "jsd": jsd,
+        "js_similarity": 1 / (1 + jsd),
+        "combined": 0.4 * cos + 0.3 * jac + 0.3 / (1 + jsd),
+        "jsd_normalized": 1 - jsd / math.log(2),
+    }
 
 
 def stats_of(tokens: list[int], name: str, vocab: int = 64) -> UnigramStats:
@@ -66,7 +72,8 @@ def test_mixture_is_the_exact_weighted_sum_and_pa() -> None:
     assert np.allclose(m.probs, 0.75 * base.probs + 0.25 * cand.probs)
     assert set(np.nonzero(m.counts)[0]) == {1, 2, 3, 5, 6}
     assert proximity_advantage(m, target, base) == pytest.approx(
-        proximity(m, target)["combined"] - proximity(base, target)["combined"])
+        proximity(m, target)["combined"] - proximity(base, target)["combined"]
+    )
     assert proximity_advantage(m, target, base) > 0
 
 
@@ -125,8 +132,9 @@ def test_an_eos_id_in_the_documents_own_text_is_counted_not_dropped(tmp_path) ->
 
 def test_mixture_aware_stats_agree_with_a_built_mix(tmp_path) -> None:
     srcs = prepare_sources(tmp_path, seq_len=64)
-    rep = mix_of([(n, str(p)) for n, p in srcs.items()], [("fill", 0, [("prose", 0.8), ("code", 0.2)], False)],
-                 tmp_path / "mix").to_dict()
+    rep = mix_of(
+        [(n, str(p)) for n, p in srcs.items()], [("fill", 0, [("prose", 0.8), ("code", 0.2)], False)], tmp_path / "mix"
+    ).to_dict()
     built = UnigramStats.from_dataset(tmp_path / "mix")
     prose, code = UnigramStats.from_dataset(srcs["prose"]), UnigramStats.from_dataset(srcs["code"])
     exact = prose.mix(code, 0.2)
@@ -146,10 +154,25 @@ def test_cli_stats_matrix_and_plots(tmp_path) -> None:
     assert "entropy" in r.output and "distinct ids" in r.output
     assert "'.'" in r.output or "','" in r.output  # top tokens, decoded
     assert (tmp_path / "p.npz").exists()
-    r = CliRunner().invoke(main, ["proximity", "--matrix", "--target", f"prose={srcs['prose']}",
-                                  "--candidates", f"code={srcs['code']},raw={DEMO / 'prose.jsonl'}",
-                                  "--tokenizer", str(PYTHIA), "--json", str(tmp_path / "m.json"),
-                                  "--csv", str(tmp_path / "m.csv"), "--plot", str(tmp_path / "m.png")])
+    r = CliRunner().invoke(
+        main,
+        [
+            "proximity",
+            "--matrix",
+            "--target",
+            f"prose={srcs['prose']}",
+            "--candidates",
+            f"code={srcs['code']},raw={DEMO / 'prose.jsonl'}",
+            "--tokenizer",
+            str(PYTHIA),
+            "--json",
+            str(tmp_path / "m.json"),
+            "--csv",
+            str(tmp_path / "m.csv"),
+            "--plot",
+            str(tmp_path / "m.png"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "m.json").read_text())["matrix"]
     assert m["prose"]["prose"]["combined"] == 1.0
@@ -157,8 +180,20 @@ def test_cli_stats_matrix_and_plots(tmp_path) -> None:
     assert m["prose"]["raw"]["jsd"] < 1e-6
     assert len((tmp_path / "m.csv").read_text().splitlines()) == 1 + 9
     assert (tmp_path / "m.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    r = CliRunner().invoke(main, ["proximity", "--target", f"prose={srcs['prose']}", "--base", f"p={srcs['prose']}",
-                                  "--candidates", f"code={srcs['code']}", "--mix", "math=0.1"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "proximity",
+            "--target",
+            f"prose={srcs['prose']}",
+            "--base",
+            f"p={srcs['prose']}",
+            "--candidates",
+            f"code={srcs['code']}",
+            "--mix",
+            "math=0.1",
+        ],
+    )
     assert r.exit_code != 0 and "not --candidates" in r.output
 
 
@@ -167,13 +202,30 @@ def test_study_pa_ordering_on_shared_corpora(tmp_path) -> None:
     """The math mix has a higher PA toward GSM8K than the code mix; the code mix the highest toward pycode."""
     c = SHARED / "corpora"
     out = tmp_path / "pa.json"
-    r = CliRunner().invoke(main, [
-        "proximity", "--tokenizer", str(PYTHIA),
-        "--target", f"gsm8k={SHARED / 'sft' / 'gsm8k.parquet'}",
-        "--target", f"pycode={SHARED / 'sft' / 'pycode.parquet'}",
-        "--base", f"c4={c / 'c4_like.parquet'}",
-        "--candidates", f"math={c / 'math_like.parquet'},starcoder={c / 'starcoder_like.parquet'}",
-        "--mix", "math=0.12", "--mix", "starcoder=0.2", "--json", str(out), "--plot", str(tmp_path / "pa.png")])
+    r = CliRunner().invoke(
+        main,
+        [
+            "proximity",
+            "--tokenizer",
+            str(PYTHIA),
+            "--target",
+            f"gsm8k={SHARED / 'sft' / 'gsm8k.parquet'}",
+            "--target",
+            f"pycode={SHARED / 'sft' / 'pycode.parquet'}",
+            "--base",
+            f"c4={c / 'c4_like.parquet'}",
+            "--candidates",
+            f"math={c / 'math_like.parquet'},starcoder={c / 'starcoder_like.parquet'}",
+            "--mix",
+            "math=0.12",
+            "--mix",
+            "starcoder=0.2",
+            "--json",
+            str(out),
+            "--plot",
+            str(tmp_path / "pa.png"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     t = json.loads(out.read_text())["targets"]
     assert t["gsm8k"]["math=0.12+c4"]["pa"] > t["gsm8k"]["starcoder=0.2+c4"]["pa"]

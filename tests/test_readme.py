@@ -43,7 +43,7 @@ def blocks() -> list[Block]:
         while j < len(lines) and not lines[j].startswith("```"):
             j += 1
         note = NOT_RUN.match(lines[start - 1]) if start else None
-        out.append(Block(start + 1, lang, "\n".join(lines[start + 1:j]) + "\n", note.group(1) if note else None))
+        out.append(Block(start + 1, lang, "\n".join(lines[start + 1 : j]) + "\n", note.group(1) if note else None))
         i = j + 1
     return out
 
@@ -66,8 +66,11 @@ def test_the_readme_blocks_run_on_the_demo_data(tmp_path: Path) -> None:
         shutil.copytree(ROOT / part, work / part)
     (work / "tests").mkdir()
     shutil.copytree(ROOT / "tests" / "fixtures", work / "tests" / "fixtures")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "MIDMIX_CACHE_DIR": str(work / "cache")}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MIDMIX_CACHE_DIR": str(work / "cache"),
+    }
     env.pop("MIDMIX_DATA_ROOT", None)  # the README's default data root: ./data
     ran = 0
     for b in blocks():
@@ -75,14 +78,17 @@ def test_the_readme_blocks_run_on_the_demo_data(tmp_path: Path) -> None:
             continue
         cmd = ["bash", "-euo", "pipefail", "-c", b.text] if b.lang == "bash" else [sys.executable, "-c", b.text]
         r = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600)
-        assert r.returncode == 0, f"README line {b.line} ({b.lang}) failed:\n{b.text}\n--- output\n{r.stdout[-3000:]}" \
-                                  f"\n{r.stderr[-3000:]}"
+        assert r.returncode == 0, (
+            f"README line {b.line} ({b.lang}) failed:\n{b.text}\n--- output\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+        )
         ran += 1
     assert ran >= 6, f"only {ran} blocks ran"
     # The README's first command, `make demo`, is demo/run.sh in a fresh .venv; here with this environment's.
     shutil.copytree(ROOT / "demo", work / "fresh" / "demo")
     shutil.copytree(ROOT / "tests" / "fixtures", work / "fresh" / "tests" / "fixtures")
-    r = subprocess.run(["bash", "demo/run.sh"], cwd=work / "fresh", env=env, capture_output=True, text=True,
-                       timeout=600)
-    assert r.returncode == 0 and (work / "fresh" / "demo-out" / "mix-mds" / "index.json").exists(), \
+    r = subprocess.run(
+        ["bash", "demo/run.sh"], cwd=work / "fresh", env=env, capture_output=True, text=True, timeout=600
+    )
+    assert r.returncode == 0 and (work / "fresh" / "demo-out" / "mix-mds" / "index.json").exists(), (
         r.stdout[-3000:] + r.stderr[-3000:]
+    )

@@ -26,8 +26,9 @@ def samples(directory) -> list[dict]:
 def test_gsm8k_prompt_masking(tmp_path, mask) -> None:
     out = tmp_path / "gsm8k"
     seq_len = 256
-    rep = midmix.prepare("gsm8k", [str(GSM8K)], tokenizer=PYTHIA, seq_len=seq_len, out=out, mode="sft",
-                         mask_prompt=mask).to_dict()
+    rep = midmix.prepare(
+        "gsm8k", [str(GSM8K)], tokenizer=PYTHIA, seq_len=seq_len, out=out, mode="sft", mask_prompt=mask
+    ).to_dict()
     table = pq.read_table(GSM8K).to_pylist()
     tok = tokenizers.Tokenizer.from_file(str(PYTHIA))
     got = samples(out)
@@ -36,14 +37,14 @@ def test_gsm8k_prompt_masking(tmp_path, mask) -> None:
     for row, s in zip(table, got, strict=True):
         p = tok.encode(row["prompt"], add_special_tokens=False).ids
         r = tok.encode(row["response"], add_special_tokens=False).ids
-        full = (p + r + [0])
+        full = p + r + [0]
         truncated += len(full) > seq_len
         full = full[:seq_len]
         assert s["input_ids"].tolist() == full
-        labels = [-100] * len(p) + full[len(p):] if mask else full
+        labels = [-100] * len(p) + full[len(p) :] if mask else full
         assert s["labels"].tolist() == labels[:seq_len]
         if mask:  # the trained part decodes to the answer, ending "#### N"
-            assert tok.decode(s["input_ids"][len(p):].tolist()).startswith(row["response"][:20])
+            assert tok.decode(s["input_ids"][len(p) :].tolist()).startswith(row["response"][:20])
     assert rep["counts"]["truncated_samples"] == truncated
     assert rep["sft"] == {"prompt_field": "prompt", "response_field": "response", "mask_prompt": mask}
 
@@ -55,8 +56,9 @@ def test_prompt_longer_than_seq_len(tmp_path) -> None:
     with pytest.raises(InputError, match="prompt alone fills") as err:
         midmix.prepare("s", [str(src)], tokenizer=PYTHIA, seq_len=16, out=tmp_path / "out", **kw)
     assert err.value.line == 1
-    rep = midmix.prepare("s", [str(src)], tokenizer=PYTHIA, seq_len=16, out=tmp_path / "out",
-                         on_bad_record="skip", **kw).to_dict()
+    rep = midmix.prepare(
+        "s", [str(src)], tokenizer=PYTHIA, seq_len=16, out=tmp_path / "out", on_bad_record="skip", **kw
+    ).to_dict()
     assert rep["counts"]["skipped"] == {"prompt_too_long": 1} and rep["counts"]["samples"] == 1
     s = midmix.Dataset.open(tmp_path / "out").sample(0)
     assert isinstance(s["labels"], np.ndarray) and (s["labels"] != -100).sum() == 2  # "yes" + EOS

@@ -26,7 +26,7 @@ SFT_SEQ, EVAL = 48, 12
 def general_docs() -> list[str]:
     """Held-out prose of many lengths: whole documents (cut by SFT_SEQ) and short heads of others."""
     texts = [json.loads(line)["text"] for line in (DEMO / "prose_val.jsonl").read_text().splitlines()[:EVAL]]
-    return [t if i % 3 == 0 else t[:7 * (i + 1)] for i, t in enumerate(texts)]
+    return [t if i % 3 == 0 else t[: 7 * (i + 1)] for i, t in enumerate(texts)]
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +40,27 @@ def experiment(tmp_path_factory):
             f.write(json.dumps({"text": text}) + "\n")
             if i == 4:
                 f.write(json.dumps({"text": ""}) + "\n")  # an empty document is no example (and counted)
-    grid = {"name": "docs", "out": str(d / "out"), "data_dir": str(DEMO), "tokenizer": str(PYTHIA), "arch": "tiny",
-            "device": "cpu", "seq_len": 32, "global_batch": 4, "steps": 4, "eval_samples": EVAL,
-            "base": "prose.jsonl", "general_val": str(d / "general_val.jsonl"),
-            "sft": {"targets": {"gsm8k": {"file": "gsm8k.jsonl", "train_examples": 8, "val_examples": 4}},
-                    "epochs": 1, "seq_len": SFT_SEQ, "global_batch": 4, "general_loss": "documents"}}
+    grid = {
+        "name": "docs",
+        "out": str(d / "out"),
+        "data_dir": str(DEMO),
+        "tokenizer": str(PYTHIA),
+        "arch": "tiny",
+        "device": "cpu",
+        "seq_len": 32,
+        "global_batch": 4,
+        "steps": 4,
+        "eval_samples": EVAL,
+        "base": "prose.jsonl",
+        "general_val": str(d / "general_val.jsonl"),
+        "sft": {
+            "targets": {"gsm8k": {"file": "gsm8k.jsonl", "train_examples": 8, "val_examples": 4}},
+            "epochs": 1,
+            "seq_len": SFT_SEQ,
+            "global_batch": 4,
+            "general_loss": "documents",
+        },
+    }
     (d / "grid.yaml").write_text(yaml.safe_dump(grid))
     exp = Experiment(load(d / "grid.yaml"))
     exp.prepare()
@@ -59,7 +75,7 @@ def oracle_ids() -> list[list[int]]:
 
 
 def test_documents_form_is_one_unmasked_example_per_document(experiment) -> None:
-    from midmix.data import SftDataset
+    from midmix.loaders import SftDataset
 
     d, exp = experiment
     data = exp.data / "general_val-docs"
@@ -78,7 +94,9 @@ def test_documents_form_is_one_unmasked_example_per_document(experiment) -> None
     exp.g.sft.general_loss = "packed"
     try:
         assert exp.sft_recipe("base", "gsm8k", 1, 1e-3)["data"]["eval"]["general"] == {
-            "path": str(exp.data / "general_val"), "max_samples": EVAL}
+            "path": str(exp.data / "general_val"),
+            "max_samples": EVAL,
+        }
     finally:
         exp.g.sft.general_loss = "documents"
 
@@ -95,7 +113,7 @@ def test_grid_refuses_an_unknown_general_loss_form(tmp_path) -> None:
 def test_in_loop_general_loss_equals_hf_loss_over_each_document(experiment) -> None:
     """forgetting/loss at the SFT run's start (before any step) is the mean cross entropy over every
     next-token prediction of every document, as Hugging Face computes it one document at a time."""
-    from midmix.report import read_metrics
+    from midmix.run_report import read_metrics
     from midmix.train.models import neox_config
     from transformers import GPTNeoXForCausalLM
 
@@ -107,8 +125,13 @@ def test_in_loop_general_loss_equals_hf_loss_over_each_document(experiment) -> N
     r["model"]["init_from"] = str(start)  # (the grid's base run is not trained here)
     r["data"]["eval_batch_size"] = 5  # batches of 5, 5 and 1 examples: padding differs per batch
     (d / "sft.yaml").write_text(yaml.safe_dump(r))
-    proc = subprocess.run([sys.executable, "-m", "midmix.cli", "train", str(d / "sft.yaml")], capture_output=True,
-                          text=True, env={**os.environ, "TMPDIR": str(d)}, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "midmix.cli", "train", str(d / "sft.yaml")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TMPDIR": str(d)},
+        timeout=900,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     (step, _, got), *_ = read_metrics(Path(r["run_dir"]) / "metrics.jsonl")["forgetting/loss"]
     assert step == 0

@@ -29,6 +29,7 @@ def prose(tmp_path_factory) -> Path:
 
 # -- duplicates never win silently --------------------------------------------------------------------
 
+
 def test_duplicate_weight_in_a_schedule_is_an_error(tmp_path) -> None:
     sched = tmp_path / "s.yaml"
     sched.write_text("phases:\n  - samples: 10\n    weights: {c4: 0.2, math: 0.8, c4: 0.5}\n")
@@ -53,13 +54,15 @@ def test_duplicate_key_in_a_recipe_is_an_error(tmp_path) -> None:
 
 
 def test_same_source_name_twice_is_an_error(prose, tmp_path) -> None:
-    r = run("build-mix", "--weights", "c4=1", "--source", f"c4={prose}", "--source", f"c4={prose}x",
-            "--out", tmp_path / "m")
+    r = run(
+        "build-mix", "--weights", "c4=1", "--source", f"c4={prose}", "--source", f"c4={prose}x", "--out", tmp_path / "m"
+    )
     assert r.exit_code == 2 and "'c4' is given twice" in r.output
     assert not (tmp_path / "m").exists()
 
 
 # -- errors, not tracebacks ---------------------------------------------------------------------------
+
 
 def test_inspect_of_a_registered_name_whose_directory_was_deleted(tmp_path) -> None:
     root = tmp_path / "root"
@@ -113,13 +116,15 @@ def test_stats_of_a_missing_path_and_a_junk_npz(tmp_path) -> None:
 
 # -- loader state ---------------------------------------------------------------------------------------
 
+
 def test_loader_refuses_bad_or_foreign_state(prose, tmp_path) -> None:
     pytest.importorskip("torch")
-    from midmix.data import MixDataset
+    from midmix.loaders import MixDataset
 
     mix = mix_of([("prose", prose)], [("samples", 64, [("prose", 1.0)], False)], tmp_path / "a", global_batch=8)
-    other = mix_of([("prose", prose)], [("samples", 64, [("prose", 1.0)], False)], tmp_path / "b", global_batch=8,
-                   seed=1)
+    other = mix_of(
+        [("prose", prose)], [("samples", 64, [("prose", 1.0)], False)], tmp_path / "b", global_batch=8, seed=1
+    )
     assert mix.total_samples == other.total_samples == 64
     ds = MixDataset(tmp_path / "a", 8, rank=0, world_size=1)
     with pytest.raises(midmix.ConfigError, match="no 'sample_in_epoch'"):
@@ -135,10 +140,12 @@ def test_loader_refuses_bad_or_foreign_state(prose, tmp_path) -> None:
 
 # -- midmix verify ----------------------------------------------------------------------------------------
 
+
 def test_verify_passes_a_good_dataset_and_names_a_flipped_byte(tmp_path) -> None:
     out = tmp_path / "h"
-    midmix.prepare("h", [DEMO / "prose.jsonl"], tokenizer=PYTHIA, seq_len=64, out=out, hashes=["sha1", "xxh3_64"],
-                   register=False)
+    midmix.prepare(
+        "h", [DEMO / "prose.jsonl"], tokenizer=PYTHIA, seq_len=64, out=out, hashes=["sha1", "xxh3_64"], register=False
+    )
     r = run("verify", out)
     assert r.exit_code == 0 and "2 recorded shard hashes" in r.output, r.output
     report = midmix.verify(out)
@@ -152,6 +159,7 @@ def test_verify_passes_a_good_dataset_and_names_a_flipped_byte(tmp_path) -> None
 
 
 # -- readers check what is cheap to check -----------------------------------------------------------------
+
 
 def test_reader_refuses_an_index_that_disagrees_with_the_manifest(prose, tmp_path) -> None:
     copy = tmp_path / "copy"
@@ -173,6 +181,7 @@ def test_loader_refuses_a_token_id_past_the_vocabulary(prose, tmp_path) -> None:
     reader = midmix.Dataset.open(copy).tokens()  # opening maps no shard
     # The shard no longer matches its content hash: refused when it is first mapped, before any id is
     # served (ids past the vocabulary are checked too, for data whose hashes cannot tell).
-    with pytest.raises(midmix.DatasetError,
-                       match=r"shard.00000.mds: its bytes hash to xxh3_64 .* \(reading position 0"):
+    with pytest.raises(
+        midmix.DatasetError, match=r"shard.00000.mds: its bytes hash to xxh3_64 .* \(reading position 0"
+    ):
         reader.read_strided(0, 1, 1)

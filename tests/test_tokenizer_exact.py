@@ -49,9 +49,20 @@ def test_added_tokens_in_text_keep_their_ids(name: str) -> None:
     path = TOKENIZERS[name]
     if not path.exists():
         pytest.skip(f"{path} is not present")
-    texts = ["plain prose with single spaces only.", "x<|endoftext|>y", "<|endoftext|><|endoftext|>",
-             "a <|padding|> b", "<|endoftext", "<|endoftext|", "| <| |>", "def f():\n    return  1",
-             " " * 50 + "wide", "tabs\tand  two spaces", "\u037e;\u212aK`\u1fef  ", ""]
+    texts = [
+        "plain prose with single spaces only.",
+        "x<|endoftext|>y",
+        "<|endoftext|><|endoftext|>",
+        "a <|padding|> b",
+        "<|endoftext",
+        "<|endoftext|",
+        "| <| |>",
+        "def f():\n    return  1",
+        " " * 50 + "wide",
+        "tabs\tand  two spaces",
+        "\u037e;\u212aK`\u1fef  ",
+        "",
+    ]
     texts += [t + " tail" for t in texts] + ["prose " * 2000 + "<|endoftext|>" + " end"]
     oracle = hf(path)
     expected = [e.ids for e in oracle.encode_batch(texts, add_special_tokens=False)]
@@ -101,14 +112,16 @@ def test_prepared_stream_equals_hf_on_shared_corpus(tmp_path, corpus: str, name:
     eos = oracle.token_to_id("<|endoftext|>")
     pos = 0
     for start in range(0, len(texts), 2000):  # in chunks: the oracle's lists are large
-        chunk = texts[start:start + 2000]
+        chunk = texts[start : start + 2000]
         for i, enc in enumerate(oracle.encode_batch(chunk, add_special_tokens=False)):
             expected = np.array(enc.ids + [eos], dtype=np.int64)
-            got = stream[pos:pos + len(expected)]
+            got = stream[pos : pos + len(expected)]
             if not np.array_equal(got, expected):
                 doc = start + i
-                pytest.fail(f"{corpus}/{name}: document {doc} ({texts[doc][:80]!r}) differs at stream "
-                            f"position {pos}: {got[:20].tolist()}… vs {expected[:20].tolist()}…")
+                pytest.fail(
+                    f"{corpus}/{name}: document {doc} ({texts[doc][:80]!r}) differs at stream "
+                    f"position {pos}: {got[:20].tolist()}… vs {expected[:20].tolist()}…"
+                )
             pos += len(expected)
     assert pos == len(stream), "the prepared stream has extra tokens"
     rep = json.loads((out / "midmix.json").read_text())

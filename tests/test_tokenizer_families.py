@@ -15,8 +15,10 @@ import pytest
 from adversarial import adversarial_texts
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-GPT4_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-              r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+GPT4_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 PROSE = [
     "The quick brown fox jumps over the lazy dog. " * 3,
     "def add(a, b):\n    return a + b\n\nclass Point:\n    x: int = 0\n",
@@ -33,13 +35,21 @@ def _corpus() -> list[str]:
 def _byte_level_regex() -> Tokenizer:
     """Llama 3 / GPT-4 style: a regex Split, then byte-level without its own regex."""
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(GPT4_SPLIT), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(GPT4_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(_corpus(), trainers.BpeTrainer(
-        vocab_size=1200, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        special_tokens=["<|begin_of_text|>", "<|end_of_text|>"]))
+    tok.train_from_iterator(
+        _corpus(),
+        trainers.BpeTrainer(
+            vocab_size=1200,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            special_tokens=["<|begin_of_text|>", "<|end_of_text|>"],
+        ),
+    )
     return tok
 
 
@@ -47,11 +57,14 @@ def _sentencepiece_bpe() -> Tokenizer:
     """Llama 2 / Mistral style: "▁" for spaces in the normalizer, BPE with byte fallback, no pre-tokenizer."""
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
     tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
-    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
-                                     decoders.Strip(" ", 1, 0)])
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
     byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
-    tok.train_from_iterator(_corpus(), trainers.BpeTrainer(
-        vocab_size=1200, special_tokens=["<unk>", "<s>", "</s>", *byte_tokens], limit_alphabet=100))
+    tok.train_from_iterator(
+        _corpus(),
+        trainers.BpeTrainer(vocab_size=1200, special_tokens=["<unk>", "<s>", "</s>", *byte_tokens], limit_alphabet=100),
+    )
     return tok
 
 
@@ -60,8 +73,10 @@ def _unigram() -> Tokenizer:
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")])
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
-    tok.train_from_iterator(_corpus(), trainers.UnigramTrainer(
-        vocab_size=3000, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>"))
+    tok.train_from_iterator(
+        _corpus(),
+        trainers.UnigramTrainer(vocab_size=3000, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>"),
+    )
     return tok
 
 
@@ -70,19 +85,40 @@ def _wordpiece() -> Tokenizer:
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
-    tok.train_from_iterator(_corpus(), trainers.WordPieceTrainer(
-        vocab_size=3000, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
+    tok.train_from_iterator(
+        _corpus(),
+        trainers.WordPieceTrainer(vocab_size=3000, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]),
+    )
     return tok
 
 
-FAMILIES = {"byte-level-regex": _byte_level_regex, "sentencepiece-bpe": _sentencepiece_bpe,
-            "unigram": _unigram, "wordpiece": _wordpiece}
+FAMILIES = {
+    "byte-level-regex": _byte_level_regex,
+    "sentencepiece-bpe": _sentencepiece_bpe,
+    "unigram": _unigram,
+    "wordpiece": _wordpiece,
+}
 
 
-def _added(id_: int, content: str, *, special: bool = False, normalized: bool | None = None,
-           lstrip: bool = False, rstrip: bool = False, single_word: bool = False) -> dict:
-    return {"id": id_, "content": content, "single_word": single_word, "lstrip": lstrip, "rstrip": rstrip,
-            "normalized": (not special) if normalized is None else normalized, "special": special}
+def _added(
+    id_: int,
+    content: str,
+    *,
+    special: bool = False,
+    normalized: bool | None = None,
+    lstrip: bool = False,
+    rstrip: bool = False,
+    single_word: bool = False,
+) -> dict:
+    return {
+        "id": id_,
+        "content": content,
+        "single_word": single_word,
+        "lstrip": lstrip,
+        "rstrip": rstrip,
+        "normalized": (not special) if normalized is None else normalized,
+        "special": special,
+    }
 
 
 def _with_added(spec: dict, extra: list[dict]) -> dict:
@@ -98,20 +134,38 @@ def _variants(spec: dict) -> dict[str, dict]:
     return {
         "plain": spec,
         # ids that skip (HF numbers them after the vocabulary, in the order listed) or fall inside it
-        "skipping-ids": _with_added(spec, [_added(vocab + 40, "<|skip|>", special=True),
-                                          _added(vocab + 20, "<|skip2|>"), _added(7, "<|inside|>", special=True)]),
+        "skipping-ids": _with_added(
+            spec,
+            [
+                _added(vocab + 40, "<|skip|>", special=True),
+                _added(vocab + 20, "<|skip2|>"),
+                _added(7, "<|inside|>", special=True),
+            ],
+        ),
         # a token that is also a vocabulary entry gets the entry's id
         "entry": _with_added(spec, [_added(vocab, some_entry, special=True)]),
-        "strip-and-word": _with_added(spec, [
-            _added(vocab, "<mask>", special=True, lstrip=True), _added(vocab + 1, "[R]", rstrip=True),
-            _added(vocab + 2, "word", single_word=True), _added(vocab + 3, "  ", normalized=True)]),
+        "strip-and-word": _with_added(
+            spec,
+            [
+                _added(vocab, "<mask>", special=True, lstrip=True),
+                _added(vocab + 1, "[R]", rstrip=True),
+                _added(vocab + 2, "word", single_word=True),
+                _added(vocab + 3, "  ", normalized=True),
+            ],
+        ),
     }
 
 
 TEXTS = [
-    "a <|skip|> b<|skip2|>c <|inside|> d", "the theme <mask> x  <mask>y", "[R]   z [R]", "a word words sword word.",
-    "  two  spaces   three", "<|begin_of_text|>hi<|end_of_text|>", "<s>x</s><unk> [CLS] a [SEP] [MASK]",
-    "unknown ☃ emoji 😀 and é", "",
+    "a <|skip|> b<|skip2|>c <|inside|> d",
+    "the theme <mask> x  <mask>y",
+    "[R]   z [R]",
+    "a word words sword word.",
+    "  two  spaces   three",
+    "<|begin_of_text|>hi<|end_of_text|>",
+    "<s>x</s><unk> [CLS] a [SEP] [MASK]",
+    "unknown ☃ emoji 😀 and é",
+    "",
 ]
 
 
@@ -142,16 +196,22 @@ def test_every_family_and_added_token_kind_gives_hf_ids(families: dict[str, Path
             got = ours.encode_batch(texts)
             bad = [i for i, (g, w) in enumerate(zip(got, want, strict=True)) if g != w]
             if bad:
-                wrong.append(f"{name} ({encoder}, {ours.backend}): {len(bad)} texts differ, "
-                             f"first {texts[bad[0]][:40]!r}: {got[bad[0]][:12]} vs HF {want[bad[0]][:12]}")
+                wrong.append(
+                    f"{name} ({encoder}, {ours.backend}): {len(bad)} texts differ, "
+                    f"first {texts[bad[0]][:40]!r}: {got[bad[0]][:12]} vs HF {want[bad[0]][:12]}"
+                )
             top = max(max(w, default=0) for w in want)
             if ours.vocab_size <= top or ours.vocab_size != max(oracle.get_vocab(True).values()) + 1:
-                wrong.append(f"{name} ({encoder}): vocab_size {ours.vocab_size}, HF's largest id "
-                             f"{max(oracle.get_vocab(True).values())}")
+                wrong.append(
+                    f"{name} ({encoder}): vocab_size {ours.vocab_size}, HF's largest id "
+                    f"{max(oracle.get_vocab(True).values())}"
+                )
             for content in ("<|skip|>", "<|inside|>", "<mask>", "the"):
                 if ours.token_to_id(content) != oracle.token_to_id(content):
-                    wrong.append(f"{name} ({encoder}): token_to_id({content!r}) = {ours.token_to_id(content)}, "
-                                 f"HF {oracle.token_to_id(content)}")
+                    wrong.append(
+                        f"{name} ({encoder}): token_to_id({content!r}) = {ours.token_to_id(content)}, "
+                        f"HF {oracle.token_to_id(content)}"
+                    )
             sample = want[0] + want[len(TEXTS) - 2]
             if ours.decode(sample) != oracle.decode(sample, skip_special_tokens=False):
                 wrong.append(f"{name} ({encoder}): decode differs")
@@ -164,8 +224,15 @@ def test_a_prepared_stream_of_each_family_equals_hf(families: dict[str, Path], f
     path = families[f"{family}-skipping-ids"]
     docs = [t for t in TEXTS + PROSE if t]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
-    midmix.prepare("f", [tmp_path / "in.jsonl"], tokenizer=path, seq_len=8, data_root=tmp_path / "data",
-                   eos="<|skip|>", register=False)
+    midmix.prepare(
+        "f",
+        [tmp_path / "in.jsonl"],
+        tokenizer=path,
+        seq_len=8,
+        data_root=tmp_path / "data",
+        eos="<|skip|>",
+        register=False,
+    )
     reader = midmix.Dataset.open(tmp_path / "data" / "f").tokens()
     tokens, _ = reader.read_strided(0, 1, reader.num_samples)
     oracle = Tokenizer.from_file(str(path))
@@ -195,8 +262,9 @@ def test_an_encoder_that_panics_is_an_error_naming_the_record(tmp_path: Path) ->
     path = tmp_path / "strip.json"
     path.write_text(json.dumps(spec))
     tok = midmix.Tokenizer(path)
-    assert tok.encode("plain ascii") == Tokenizer.from_file(str(path)).encode("plain ascii",
-                                                                               add_special_tokens=False).ids
+    assert (
+        tok.encode("plain ascii") == Tokenizer.from_file(str(path)).encode("plain ascii", add_special_tokens=False).ids
+    )
     with pytest.raises(midmix.TokenizerError, match="panicked"):
         tok.encode("café")
     (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in ["ok", "also ok", "café"]))

@@ -33,6 +33,7 @@ from trainutil import (
 torch = pytest.importorskip("torch")
 pytest.importorskip("composer")
 
+
 @pytest.fixture(scope="module")
 def data(train_data: Path) -> Path:
     return train_data
@@ -47,8 +48,18 @@ def runs(tiny_runs: TinyRuns) -> TinyRuns:
 
 def test_tiny_runs_log_finite_metrics(runs) -> None:
     m = metrics(runs["branch"])
-    for key in ["loss/train/total", "forgetting/loss", "forgetting/delta", "domain/loss", "domain/delta",
-                "mixture/prose/share", "mixture/code/planned", "alignment/cosine", "alignment/dot", "lr-AdamW/group0"]:
+    for key in [
+        "loss/train/total",
+        "forgetting/loss",
+        "forgetting/delta",
+        "domain/loss",
+        "domain/delta",
+        "mixture/prose/share",
+        "mixture/code/planned",
+        "alignment/cosine",
+        "alignment/dot",
+        "lr-AdamW/group0",
+    ]:
         assert key in m, key
         assert all(math.isfinite(v) for _, _, v in m[key]), key
     assert all(-1 <= v <= 1 for _, _, v in m["alignment/cosine"])
@@ -138,7 +149,7 @@ def test_two_gloo_ranks_with_fsdp2_match_one_process(runs) -> None:
 
 def test_streaming_loader_refuses_an_index_mix(data) -> None:
     from midmix.train.config import DataSetConfig
-    from midmix.train.datasets import dataset_info, train_loader
+    from midmix.train.recipe_loaders import dataset_info, train_loader
 
     cfg = DataSetConfig(path=str(data / "code-mix"), loader="streaming")
     with pytest.raises(midmix.ConfigError, match="is an index mix over its sources: use loader: midmix"):
@@ -148,8 +159,13 @@ def test_streaming_loader_refuses_an_index_mix(data) -> None:
 def test_streaming_loader_feeds_the_same_batches(runs, data, tmp_path) -> None:
     exported = midmix.export(data / "code-mix", tmp_path / "code-mix-mds")
     assert exported.form == "mds"
-    r = recipe(data, tmp_path / "streaming", duration="6ba", data__train__loader="streaming",
-               data__train__path=str(tmp_path / "code-mix-mds"))
+    r = recipe(
+        data,
+        tmp_path / "streaming",
+        duration="6ba",
+        data__train__loader="streaming",
+        data__train__path=str(tmp_path / "code-mix-mds"),
+    )
     train(r)
     got, reference = audit(Path(r["run_dir"])), audit(runs["scheduled"])
     assert sorted(got) == list(range(6))
@@ -158,17 +174,27 @@ def test_streaming_loader_feeds_the_same_batches(runs, data, tmp_path) -> None:
 
 def test_report_table_and_png(runs, tmp_path) -> None:
     png = tmp_path / "curves.png"
-    out = subprocess.run([sys.executable, "-m", "midmix.cli", "report", str(runs["base"]), str(runs["branch"]),
-                          "--out", str(png)], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "midmix.cli", "report", str(runs["base"]), str(runs["branch"]), "--out", str(png)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "base" in out and "branch" in out and png.stat().st_size > 10_000
-    rows = json.loads(subprocess.run([sys.executable, "-m", "midmix.cli", "report", str(runs["branch"]), "--json"],
-                                     capture_output=True, text=True, check=True).stdout)
+    rows = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "midmix.cli", "report", str(runs["branch"]), "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     final = metrics(runs["branch"])["forgetting/loss"][-1][2]
     assert rows[0]["general loss"] == f"{final:.4f}"
 
 
 def test_sft_masks_the_prompt_of_real_gsm8k_and_trains(data, tmp_path) -> None:
-    from midmix.data import SftDataset, pad_examples
+    from midmix.loaders import SftDataset, pad_examples
     from midmix.train.models import CausalLM, neox_config, shifted_loss
     from tokenizers import Tokenizer
 
@@ -180,7 +206,7 @@ def test_sft_masks_the_prompt_of_real_gsm8k_and_trains(data, tmp_path) -> None:
         response = tok.encode(row["response"], add_special_tokens=False).ids
         full = (prompt + response + [0])[:256]
         assert ids.tolist() == full
-        assert labels.tolist() == ([-100] * len(prompt) + full[len(prompt):])[:256]
+        assert labels.tolist() == ([-100] * len(prompt) + full[len(prompt) :])[:256]
     # The loss is the mean over response tokens only, whatever the padding.
     from transformers import GPTNeoXForCausalLM
 
@@ -189,20 +215,33 @@ def test_sft_masks_the_prompt_of_real_gsm8k_and_trains(data, tmp_path) -> None:
     with torch.no_grad():
         logits = model(batch)
         loss = float(model.loss(logits, batch))
-        per_token = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), batch["input_ids"][:, 1:],
-                                                      reduction="none")
+        per_token = torch.nn.functional.cross_entropy(
+            logits[:, :-1].transpose(1, 2), batch["input_ids"][:, 1:], reduction="none"
+        )
         scored = batch["labels"][:, 1:] != -100
         assert loss == pytest.approx(float(per_token[scored].mean()), rel=1e-5)
-        assert float(shifted_loss(logits, batch["labels"], "sum")) == pytest.approx(float(per_token[scored].sum()),
-                                                                                    rel=1e-5)
-    r = recipe(data, tmp_path / "sft", duration="2ep", data={
-        "train": {"path": str(data / "gsm8k"), "kind": "sft", "select": ":16"},
-        "eval": {"gsm8k": {"path": str(data / "gsm8k"), "kind": "sft", "select": "560:", "max_samples": 8},
-                 "general": {"path": str(data / "prose_val"), "max_samples": 8}},
-        "global_batch_size": G, "eval_batch_size": 4},
-        callbacks={"domain": {"eval": "gsm8k", "interval": "4ba"},
-                   "forgetting": {"eval": "general", "interval": "4ba"}},
-        checkpoint={"interval": None, "weights_only": True})
+        assert float(shifted_loss(logits, batch["labels"], "sum")) == pytest.approx(
+            float(per_token[scored].sum()), rel=1e-5
+        )
+    r = recipe(
+        data,
+        tmp_path / "sft",
+        duration="2ep",
+        data={
+            "train": {"path": str(data / "gsm8k"), "kind": "sft", "select": ":16"},
+            "eval": {
+                "gsm8k": {"path": str(data / "gsm8k"), "kind": "sft", "select": "560:", "max_samples": 8},
+                "general": {"path": str(data / "prose_val"), "max_samples": 8},
+            },
+            "global_batch_size": G,
+            "eval_batch_size": 4,
+        },
+        callbacks={
+            "domain": {"eval": "gsm8k", "interval": "4ba"},
+            "forgetting": {"eval": "general", "interval": "4ba"},
+        },
+        checkpoint={"interval": None, "weights_only": True},
+    )
     summary = train(r)
     assert summary["steps"] == 2 * 16 // G
     lr = [v for *_, v in metrics(tmp_path / "sft")["lr-AdamW/group0"]]
@@ -212,13 +251,21 @@ def test_sft_masks_the_prompt_of_real_gsm8k_and_trains(data, tmp_path) -> None:
 
 def test_sft_killed_mid_epoch_resumes_with_the_same_batches(data, tmp_path) -> None:
     """SFT reads a map-style set through Composer's sampler; a resume must land mid-epoch on the same order."""
+
     def sft(run_dir: Path) -> dict:  # 24 examples, 6 batches per epoch; the checkpoint at batch 7 is mid-epoch 2
-        return recipe(data, run_dir, duration="2ep", data={
-            "train": {"path": str(data / "gsm8k"), "kind": "sft", "select": ":24"},
-            "eval": {"general": {"path": str(data / "prose_val"), "max_samples": 8}},
-            "global_batch_size": G, "eval_batch_size": 4},
+        return recipe(
+            data,
+            run_dir,
+            duration="2ep",
+            data={
+                "train": {"path": str(data / "gsm8k"), "kind": "sft", "select": ":24"},
+                "eval": {"general": {"path": str(data / "prose_val"), "max_samples": 8}},
+                "global_batch_size": G,
+                "eval_batch_size": 4,
+            },
             callbacks={"forgetting": {"eval": "general", "interval": "3ba"}, "audit": True},
-            checkpoint={"interval": "7ba"})
+            checkpoint={"interval": "7ba"},
+        )
 
     train(sft(tmp_path / "reference"))
     killed = sft(tmp_path / "killed")
@@ -260,9 +307,10 @@ def test_schedules_are_continuous_and_end_at_the_floor() -> None:
     from midmix.train.config import ScheduleConfig
     from midmix.train.schedules import lr_multiplier
 
-    for cfg in [ScheduleConfig(name="cosine", warmup=0.1),
-                *(ScheduleConfig(name="wsd", warmup=0.1, decay_start=0.7, decay_shape=s)
-                  for s in ("linear", "cosine", "sqrt"))]:
+    for cfg in [
+        ScheduleConfig(name="cosine", warmup=0.1),
+        *(ScheduleConfig(name="wsd", warmup=0.1, decay_start=0.7, decay_shape=s) for s in ("linear", "cosine", "sqrt")),
+    ]:
         xs = np.linspace(0, 1, 2001)
         ys = np.array([lr_multiplier(cfg, x, 0.01) for x in xs])
         assert ys[0] == 0 and ys[-1] == pytest.approx(0.01) and ys.max() == pytest.approx(1.0)

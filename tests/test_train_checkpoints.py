@@ -57,7 +57,7 @@ def resumed(tiny_runs: TinyRuns, tmp_path_factory) -> dict[str, dict]:
 
 def batch_sha(mix: Path, step: int, rank: int, world: int) -> str:
     """What DataAudit records for a rank's part of global step `step`."""
-    from midmix.data import MixDataset
+    from midmix.loaders import MixDataset
 
     ids = MixDataset(mix, G, rank=rank, world_size=world).batch(step)["input_ids"]
     return hashlib.sha256(ids.numpy().astype("<i8").tobytes()).hexdigest()
@@ -82,8 +82,9 @@ def test_a_checkpoint_resumes_on_another_world_size(resumed, data, form) -> None
         want = {s: v for s, _, v in run["reference"][key] if s >= CHECKPOINT}
         got = {s: v for s, _, v in now[key] if s >= CHECKPOINT}
         assert got.keys() == want.keys() and got, key
-        np.testing.assert_allclose([got[s] for s in sorted(got)], [want[s] for s in sorted(want)], rtol=2e-4,
-                                   err_msg=key)
+        np.testing.assert_allclose(
+            [got[s] for s in sorted(got)], [want[s] for s in sorted(want)], rtol=2e-4, err_msg=key
+        )
 
 
 def test_a_branch_starts_from_a_sharded_base_on_another_world_size(resumed, data, tmp_path) -> None:
@@ -99,16 +100,23 @@ def test_a_branch_starts_from_a_sharded_base_on_another_world_size(resumed, data
         want = {s: v for s, _, v in ref[key] if s >= CHECKPOINT}
         have = {s: v for s, _, v in mb[key]}  # (LRMonitor logs step t's rate as t + 1: from CHECKPOINT + 1)
         assert have and have.keys() <= want.keys(), key
-        np.testing.assert_allclose([have[s] for s in sorted(have)], [want[s] for s in sorted(have)], rtol=2e-4,
-                                   err_msg=key)
+        np.testing.assert_allclose(
+            [have[s] for s in sorted(have)], [want[s] for s in sorted(have)], rtol=2e-4, err_msg=key
+        )
     first_delta = mb["forgetting/delta"][0]
     assert first_delta[0] == CHECKPOINT and first_delta[2] == 0.0  # the branch's callbacks start afresh
 
 
 def test_init_from_a_sharded_run_reads_its_last_weights(tiny_runs, data, tmp_path) -> None:
     base = tiny_runs["sharded"]
-    r = recipe(data, tmp_path / "init", duration="1ba", model={"arch": "tiny", "init_from": str(base)},
-               checkpoint={"enabled": False}, callbacks={"forgetting": {"eval": "general", "interval": "4ba"}})
+    r = recipe(
+        data,
+        tmp_path / "init",
+        duration="1ba",
+        model={"arch": "tiny", "init_from": str(base)},
+        checkpoint={"enabled": False},
+        callbacks={"forgetting": {"eval": "general", "interval": "4ba"}},
+    )
     train(r, ranks=1)  # one process, no FSDP: the DCP weights load into a plain model
     start = metrics(tmp_path / "init")["forgetting/loss"][0]
     final = metrics(base)["forgetting/loss"][-1]  # measured at the base's end, on its last weights
@@ -128,11 +136,17 @@ def test_a_checkpoint_of_the_other_form_is_refused_with_the_setting_to_change(re
         r["fsdp"] = fsdp
         return from_dict(r)
 
-    with pytest.raises(midmix.ConfigError, match=r"branch: the base's checkpoint at step 4, .*ep0-ba4 is a sharded "
-                                                 r"checkpoint.*set fsdp.state_dict_type: sharded"):
+    with pytest.raises(
+        midmix.ConfigError,
+        match=r"branch: the base's checkpoint at step 4, .*ep0-ba4 is a sharded "
+        r"checkpoint.*set fsdp.state_dict_type: sharded",
+    ):
         branch_checkpoint(cfg(sharded, None))
-    with pytest.raises(midmix.ConfigError, match=r"ep0-ba4-rank0.pt is a full checkpoint, and this recipe saves and "
-                                                 r"loads sharded ones; set fsdp.state_dict_type: full"):
+    with pytest.raises(
+        midmix.ConfigError,
+        match=r"ep0-ba4-rank0.pt is a full checkpoint, and this recipe saves and "
+        r"loads sharded ones; set fsdp.state_dict_type: full",
+    ):
         branch_checkpoint(cfg(full, {"state_dict_type": "sharded"}))
     assert branch_checkpoint(cfg(sharded, {"state_dict_type": "sharded"})).name == "ep0-ba4"
     assert branch_checkpoint(cfg(full, {"state_dict_type": "full"})).name == "ep0-ba4-rank0.pt"
@@ -141,8 +155,11 @@ def test_a_checkpoint_of_the_other_form_is_refused_with_the_setting_to_change(re
         c.branch.step = 3
         branch_checkpoint(c)
     # Resuming a run under the other form is refused the same way.
-    with pytest.raises(midmix.ConfigError, match=r"fsdp.state_dict_type: the run's latest checkpoint, .* is a "
-                                                 r"sharded checkpoint"):
+    with pytest.raises(
+        midmix.ConfigError,
+        match=r"fsdp.state_dict_type: the run's latest checkpoint, .* is a "
+        r"sharded checkpoint",
+    ):
         check_resume(cfg(sharded, {"state_dict_type": "full"}), sharded / "checkpoints" / "latest-rank0.pt")
     # Sharded weights of another architecture do not load.
     with pytest.raises(midmix.ConfigError, match=r"model.init_from: .*ep0-ba8 does not match model.arch"):

@@ -14,7 +14,7 @@ pytest.importorskip("composer")
 import torch.nn.functional as F  # noqa: E402
 from composer.core.precision import Precision  # noqa: E402
 from composer.devices import DeviceCPU  # noqa: E402
-from midmix.data import IGNORE  # noqa: E402
+from midmix.loaders import IGNORE  # noqa: E402
 from midmix.train import models  # noqa: E402
 from midmix.train.callbacks import GradientAlignment  # noqa: E402
 
@@ -43,8 +43,10 @@ def test_chunked_loss_equals_the_plain_loss(monkeypatch, reduction) -> None:
     c = logits.bfloat16().requires_grad_()
     models.shifted_loss(c, labels, reduction).backward()
     assert c.grad.dtype == torch.bfloat16
-    assert abs(float(models.shifted_loss(logits.bfloat16(), labels, reduction))
-               - float(plain_loss(logits.bfloat16(), labels, reduction))) < 1e-5 * max(1.0, abs(float(ref)))
+    assert abs(
+        float(models.shifted_loss(logits.bfloat16(), labels, reduction))
+        - float(plain_loss(logits.bfloat16(), labels, reduction))
+    ) < 1e-5 * max(1.0, abs(float(ref)))
 
 
 def saved_bytes(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> int:

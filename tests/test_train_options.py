@@ -39,8 +39,14 @@ def test_compile_deterministic_and_loader_options_reach_the_trainer(data, tmp_pa
     from midmix.train.config import from_dict
     from midmix.train.run import build_trainer, torch_flags_restored
 
-    r = recipe(data, tmp_path / "opts", compile=True, deterministic=True, data__train__num_workers=2,
-               data__train__pin_memory=True)
+    r = recipe(
+        data,
+        tmp_path / "opts",
+        compile=True,
+        deterministic=True,
+        data__train__num_workers=2,
+        data__train__pin_memory=True,
+    )
     assert not torch.are_deterministic_algorithms_enabled()
     with torch_flags_restored():
         trainer = build_trainer(from_dict(r), r)
@@ -76,7 +82,7 @@ def test_compile_deterministic_and_loader_options_reach_the_trainer(data, tmp_pa
 @pytest.mark.parametrize("kind", ["tokens", "sft"])
 def test_worker_options_apply_to_every_train_loader(data, kind) -> None:
     from midmix.train.config import DataSetConfig
-    from midmix.train.datasets import dataset_info, train_loader
+    from midmix.train.recipe_loaders import dataset_info, train_loader
 
     path = data / ("code-mix" if kind == "tokens" else "gsm8k")
     cfg = DataSetConfig(path=str(path), kind=kind, num_workers=2)
@@ -91,7 +97,7 @@ def test_worker_options_apply_to_every_train_loader(data, kind) -> None:
 def test_a_persistent_worker_starts_the_next_pass_at_the_beginning(data) -> None:
     """Composer restores a resumed run's position into the dataset before its first pass; the workers
     copy the dataset once, and a persistent one keeps its copy for the next epoch."""
-    from midmix.data import MixDataset, MixLoader
+    from midmix.loaders import MixDataset, MixLoader
 
     def steps(loader: MixLoader) -> list[int]:
         return [step_of[b["input_ids"].numpy().tobytes()] for b in loader]
@@ -120,5 +126,9 @@ def test_option_errors_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(midmix.ConfigError, match=r"deterministic: expected bool"):
         from_dict({**base, "deterministic": 1})
     cfg = from_dict({"data": {"train": {"path": "x", "num_workers": 2}}})
-    assert (cfg.compile, cfg.deterministic, cfg.data.train.pin_memory, cfg.data.train.persistent_workers) == \
-        (False, False, None, None)
+    assert (cfg.compile, cfg.deterministic, cfg.data.train.pin_memory, cfg.data.train.persistent_workers) == (
+        False,
+        False,
+        None,
+        None,
+    )

@@ -32,11 +32,19 @@ def data(train_data: Path) -> Path:
 def tracked(data, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("tracked")
     uri = f"file:{root / 'mlruns'}"
-    r = recipe(data, root / "run", duration=f"{STEPS}ba", checkpoint={"interval": f"{CHECKPOINT}ba"},
-               loggers={"progress_bar": False, "console_interval": "100ba", "speed_window": 2,
-                        "wandb": {"project": "midmix-tests", "mode": "offline", "tags": ["tiny", "cpu"]},
-                        "mlflow": {"tracking_uri": uri, "experiment_name": MLFLOW_EXPERIMENT,
-                                   "log_system_metrics": False}})
+    r = recipe(
+        data,
+        root / "run",
+        duration=f"{STEPS}ba",
+        checkpoint={"interval": f"{CHECKPOINT}ba"},
+        loggers={
+            "progress_bar": False,
+            "console_interval": "100ba",
+            "speed_window": 2,
+            "wandb": {"project": "midmix-tests", "mode": "offline", "tags": ["tiny", "cpu"]},
+            "mlflow": {"tracking_uri": uri, "experiment_name": MLFLOW_EXPERIMENT, "log_system_metrics": False},
+        },
+    )
     with pytest.MonkeyPatch.context() as mp:
         # Nothing leaves the machine, and nothing is written outside the test's directories.
         mp.setenv("WANDB_MODE", "offline")
@@ -64,15 +72,17 @@ def test_wandb_offline_files_carry_the_runs_metrics_and_recipe(tracked) -> None:
     jsonl = metrics(tracked["run_dir"])
     first, resumed = runs
     # Every step's training loss reached W&B, equal to the JSONL log's (both take the same float).
-    losses = {s: row["loss/train/total"] for run in runs for s, row in run["history"].items()
-              if "loss/train/total" in row}
+    losses = {
+        s: row["loss/train/total"] for run in runs for s, row in run["history"].items() if "loss/train/total" in row
+    }
     assert sorted(losses) == list(range(STEPS))
     for step, _, value in jsonl["loss/train/total"]:
         assert losses[step] == pytest.approx(value, rel=1e-6), step
     # SpeedMonitor's throughput (a 2-batch window), from both parts of the run.
     for run in runs:
-        tps = [row["throughput/tokens_per_sec"] for row in run["history"].values()
-               if "throughput/tokens_per_sec" in row]
+        tps = [
+            row["throughput/tokens_per_sec"] for row in run["history"].values() if "throughput/tokens_per_sec" in row
+        ]
         assert tps and all(v > 0 and math.isfinite(v) for v in tps)
     assert any("throughput/device/flops_per_sec" in row for row in resumed["history"].values())
     # The resumed part starts after the checkpoint.
@@ -128,8 +138,11 @@ def test_tracker_recipe_errors_name_the_key(tmp_path, monkeypatch) -> None:
     for key, section in (("wandb", {}), ("mlflow", {"tracking_uri": "file:/x"})):
         with monkeypatch.context() as mp:
             mp.setitem(sys.modules, key, None)  # what `import` and find_spec see for a missing package
-            with pytest.raises(midmix.ConfigError, match=rf"loggers\.{key}: needs the {key} package, which is not "
-                                                         r"installed \(pip install 'midmix\[track\]'"):
+            with pytest.raises(
+                midmix.ConfigError,
+                match=rf"loggers\.{key}: needs the {key} package, which is not "
+                r"installed \(pip install 'midmix\[track\]'",
+            ):
                 config.from_dict({**base, "loggers": {key: section}})
     # mlflow-skinny has no database store: mlflow's own default (sqlite) needs the full package.
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -138,9 +151,12 @@ def test_tracker_recipe_errors_name_the_key(tmp_path, monkeypatch) -> None:
     if mlflow.get_tracking_uri().startswith("sqlite:"):  # mlflow 3's default store (2's was ./mlruns)
         databases.append({})
     for section in databases:
-        with pytest.raises(midmix.ConfigError, match=r"loggers\.mlflow\.tracking_uri: (postgresql|sqlite).* is a "
-                                                     r"database, which needs the full mlflow package "
-                                                     r"\(pip install mlflow\)"):
+        with pytest.raises(
+            midmix.ConfigError,
+            match=r"loggers\.mlflow\.tracking_uri: (postgresql|sqlite).* is a "
+            r"database, which needs the full mlflow package "
+            r"\(pip install mlflow\)",
+        ):
             config.from_dict({**base, "loggers": {"mlflow": section}})
     config.from_dict({**base, "loggers": {"mlflow": {"tracking_uri": "http://tracking:5000"}}})
     with pytest.raises(midmix.ConfigError, match=r"loggers\.wandb\.mode: 'cloud' is not one of online, offline"):

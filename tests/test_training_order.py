@@ -48,8 +48,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_ranks(kind: str, directory: Path, per_device: int, ranks: int, workers: int, tmp: Path,
-              kill_after: int = 0, resume: bool = False) -> list[list[list[str]]]:
+def run_ranks(
+    kind: str,
+    directory: Path,
+    per_device: int,
+    ranks: int,
+    workers: int,
+    tmp: Path,
+    kill_after: int = 0,
+    resume: bool = False,
+) -> list[list[list[str]]]:
     """Each rank's batches. `kill_after` k: each rank saves its loader state after k batches and is killed
     (SIGKILL); `resume`: each rank starts from the state its killed run saved."""
     port = free_port()
@@ -60,12 +68,33 @@ def run_ranks(kind: str, directory: Path, per_device: int, ranks: int, workers: 
     procs, outs = [], []
     for r in range(ranks):
         out = tmp / f"{kind}-{ranks}-{workers}-{r}.json"
-        env = dict(os.environ, RANK=str(r), WORLD_SIZE=str(ranks), LOCAL_RANK=str(r), LOCAL_WORLD_SIZE=str(ranks),
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), TMPDIR=str(short), KILL_AFTER=str(kill_after),
-                   STATE=str(tmp.parent / f"state-{r}.json") if kill_after or resume else "",
-                   PYTHONPATH=os.pathsep.join([str(HERE.parent / "python"), os.environ.get("PYTHONPATH", "")]))
-        procs.append(subprocess.Popen([sys.executable, str(HERE / "read_order.py"), kind, str(directory),
-                                       str(per_device), str(workers), str(out)], env=env))
+        env = dict(
+            os.environ,
+            RANK=str(r),
+            WORLD_SIZE=str(ranks),
+            LOCAL_RANK=str(r),
+            LOCAL_WORLD_SIZE=str(ranks),
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            TMPDIR=str(short),
+            KILL_AFTER=str(kill_after),
+            STATE=str(tmp.parent / f"state-{r}.json") if kill_after or resume else "",
+            PYTHONPATH=os.pathsep.join([str(HERE.parent / "python"), os.environ.get("PYTHONPATH", "")]),
+        )
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(HERE / "read_order.py"),
+                    kind,
+                    str(directory),
+                    str(per_device),
+                    str(workers),
+                    str(out),
+                ],
+                env=env,
+            )
+        )
         outs.append(out)
     try:
         for p in procs:
@@ -78,11 +107,11 @@ def run_ranks(kind: str, directory: Path, per_device: int, ranks: int, workers: 
 def expected_steps(directory: Path, g: int) -> list[list[str]]:
     _, rows = read_mix(directory)
     hexes = [r.astype("<u2").tobytes().hex() for r in rows]
-    return [hexes[s:s + g] for s in range(0, len(hexes), g)]
+    return [hexes[s : s + g] for s in range(0, len(hexes), g)]
 
 
 def test_index_and_export_hold_the_same_samples(mixes) -> None:
-    from midmix.data import MixDataset
+    from midmix.loaders import MixDataset
 
     index_src, index_rows = read_mix(mixes["index"])
     export_src, export_rows = read_mix(mixes["export"])
@@ -92,7 +121,7 @@ def test_index_and_export_hold_the_same_samples(mixes) -> None:
     for step in range(len(a)):
         x, y = a.batch(step), b.batch(step)
         assert (x["input_ids"] == y["input_ids"]).all() and (x["source"] == y["source"]).all()
-        assert (x["input_ids"].numpy() == export_rows[step * 8:(step + 1) * 8]).all()
+        assert (x["input_ids"].numpy() == export_rows[step * 8 : (step + 1) * 8]).all()
     assert a.fingerprint == b.fingerprint  # the same data: a run may resume on the export
     # The index is 5 bytes per sample; the export copies every token.
     index_bytes = sum(f.stat().st_size for f in mixes["index"].iterdir())
@@ -127,7 +156,7 @@ def test_midmix_loader_resumes_at_the_next_batch_after_a_kill(mixes, tmp_path, r
 
 
 def test_state_dict_round_trip(mixed) -> None:
-    from midmix.data import MixDataset, MixLoader
+    from midmix.loaders import MixDataset, MixLoader
 
     ds = MixDataset(mixed, 8, rank=0, world_size=1)
     state = ds.state_dict(24, True)

@@ -35,35 +35,55 @@ def prepare_train_data(d: Path) -> None:
     import midmix
     from conftest import mix_of
 
-    for name, src in [("prose", "prose.jsonl"), ("code", "code.jsonl.zst"), ("prose_val", "prose_val.jsonl"),
-                      ("code_val", "code_val.jsonl")]:
+    for name, src in [
+        ("prose", "prose.jsonl"),
+        ("code", "code.jsonl.zst"),
+        ("prose_val", "prose_val.jsonl"),
+        ("code_val", "code_val.jsonl"),
+    ]:
         midmix.prepare(name, [str(DEMO / src)], tokenizer=PYTHIA, seq_len=SEQ, out=d / name, register=False)
-    midmix.prepare("gsm8k", [str(DEMO / "gsm8k.jsonl")], tokenizer=PYTHIA, seq_len=256, out=d / "gsm8k",
-                   mode="sft", register=False)
+    midmix.prepare(
+        "gsm8k", [str(DEMO / "gsm8k.jsonl")], tokenizer=PYTHIA, seq_len=256, out=d / "gsm8k", mode="sft", register=False
+    )
     sources = [("prose", str(d / "prose")), ("code", str(d / "code"))]
     half = STEPS * G // 2
-    mix_of(sources[:1], [("samples", STEPS * G, [("prose", 1.0)], False)], d / "base-mix", global_batch=G,
-           register=False)
-    mix_of(sources,
-           [("samples", half, [("prose", 1.0)], False),
-            ("samples", half, [("prose", 0.5), ("code", 0.5)], True)],
-           d / "code-mix", global_batch=G, register=False)
+    mix_of(
+        sources[:1], [("samples", STEPS * G, [("prose", 1.0)], False)], d / "base-mix", global_batch=G, register=False
+    )
+    mix_of(
+        sources,
+        [("samples", half, [("prose", 1.0)], False), ("samples", half, [("prose", 0.5), ("code", 0.5)], True)],
+        d / "code-mix",
+        global_batch=G,
+        register=False,
+    )
 
 
 def recipe(datadir: Path, run_dir: Path, **changes: Any) -> dict:
     """The tiny recipe over `datadir`'s code-mix, with `changes` (`a__b=v` sets key a.b)."""
     r: dict[str, Any] = {
-        "run_name": run_dir.name, "run_dir": str(run_dir), "seed": 5, "duration": f"{STEPS}ba",
+        "run_name": run_dir.name,
+        "run_dir": str(run_dir),
+        "seed": 5,
+        "duration": f"{STEPS}ba",
         "model": {"arch": "tiny"},
-        "data": {"train": {"path": str(datadir / "code-mix")},
-                 "eval": {"general": {"path": str(datadir / "prose_val"), "max_samples": 16},
-                          "code": {"path": str(datadir / "code_val"), "max_samples": 16}},
-                 "global_batch_size": G, "eval_batch_size": 8},
+        "data": {
+            "train": {"path": str(datadir / "code-mix")},
+            "eval": {
+                "general": {"path": str(datadir / "prose_val"), "max_samples": 16},
+                "code": {"path": str(datadir / "code_val"), "max_samples": 16},
+            },
+            "global_batch_size": G,
+            "eval_batch_size": 8,
+        },
         "optimizer": {"lr": 3e-3},
         "schedule": {"name": "cosine", "warmup": 0.25},
-        "callbacks": {"forgetting": {"eval": "general", "interval": "4ba"},
-                      "domain": {"eval": "code", "interval": "4ba"},
-                      "mixture": {"interval": "4ba"}, "audit": True},
+        "callbacks": {
+            "forgetting": {"eval": "general", "interval": "4ba"},
+            "domain": {"eval": "code", "interval": "4ba"},
+            "mixture": {"interval": "4ba"},
+            "audit": True,
+        },
         "loggers": {"progress_bar": False, "console_interval": "100ba", "speed_window": 4},
         "checkpoint": {"interval": "4ba"},
     }
@@ -86,8 +106,7 @@ def command(path: Path, ranks: int) -> list[str]:
     if ranks == 1:  # `midmix train`, the one-process entry point
         return [sys.executable, "-m", "midmix.cli", "train", str(path)]
     launcher = Path(sys.executable).parent / "composer"
-    return [str(launcher), "-n", str(ranks), "--master_port", str(free_port()), "-m", "midmix.train",
-            str(path)]
+    return [str(launcher), "-n", str(ranks), "--master_port", str(free_port()), "-m", "midmix.train", str(path)]
 
 
 def recipe_path(run_dir: Path) -> Path:
@@ -137,7 +156,7 @@ def audit(run_dir: Path, rank: int = 0) -> dict[int, dict]:
 
 
 def metrics(run_dir: Path) -> dict[str, list[tuple[int, int, float]]]:
-    from midmix.report import read_metrics
+    from midmix.run_report import read_metrics
 
     return read_metrics(run_dir / "metrics.jsonl")
 
@@ -202,7 +221,7 @@ def _wandb_records(path: Path) -> Iterator[bytes]:
         if kind == 0:  # padding to the block's end
             pos += left
             continue
-        chunk = data[pos + 7:pos + 7 + length]
+        chunk = data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind == 1:
             yield chunk

@@ -22,10 +22,10 @@ from midmix.api import (
     prepare,
     verify,
 )
-from midmix.dataset import Dataset, data_root
 from midmix.errors import ConfigError, DatasetError, InputError, MidmixError, TokenizerError
 from midmix.manifest import Manifest, MixManifest, PreparedManifest, read_manifest
 from midmix.mixspec import Phase, load_schedule
+from midmix.registry import Dataset, data_root
 from midmix.tokenizer import Tokenizer
 
 __all__ = [

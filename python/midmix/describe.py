@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from midmix.dataset import Dataset
 from midmix.manifest import MixManifest, PreparedManifest
+from midmix.registry import Dataset
 
 
 def human_bytes(n: float) -> str:
@@ -30,8 +30,10 @@ def prepared_lines(m: PreparedManifest) -> list[str]:
     if m.mode == "pretrain":
         lines.append(f"dropped tail  {c.dropped_tail_tokens:,} tokens (final partial sample)")
     else:
-        lines.append(f"truncated     {c.truncated_samples:,} samples ({c.truncated_tokens:,} tokens); "
-                     f"label tokens {c.label_tokens:,}")
+        lines.append(
+            f"truncated     {c.truncated_samples:,} samples ({c.truncated_tokens:,} tokens); "
+            f"label tokens {c.label_tokens:,}"
+        )
     if c.skipped:
         lines.append("skipped       " + ", ".join(f"{k} {v:,}" for k, v in sorted(c.skipped.items())))
     else:
@@ -51,8 +53,10 @@ def index_lines(d: Dataset) -> list[str]:
     index mix, its index files and the sources it reads."""
     if (mix := d.index_mix) is not None and mix.index is not None:
         stored = mix.index.source.bytes + mix.index.sample.bytes
-        lines = [f"form          index: {mix.index.positions:,} positions in {human_bytes(stored)} "
-                 f"(`midmix export` writes MDS shards)"]
+        lines = [
+            f"form          index: {mix.index.positions:,} positions in {human_bytes(stored)} "
+            f"(`midmix export` writes MDS shards)"
+        ]
         lines += [f"source        {s.name:<16}{s.path}  ({s.samples:,} samples)" for s in mix.source_info]
         return lines
     shards, samples = d.shards, d.num_samples
@@ -120,6 +124,10 @@ def sample_lines(sample: dict[str, Any], tok: Any) -> list[str]:
     if "input_ids" in sample:
         ids, labels = sample["input_ids"].tolist(), sample["labels"].tolist()
         masked = sum(1 for x in labels if x == -100)
-        return [f"[prompt, {masked} masked tokens]", tok.decode(ids[:masked]),
-                f"[trained, {len(ids) - masked} tokens]", tok.decode(ids[masked:])]
+        return [
+            f"[prompt, {masked} masked tokens]",
+            tok.decode(ids[:masked]),
+            f"[trained, {len(ids) - masked} tokens]",
+            tok.decode(ids[masked:]),
+        ]
     return [repr(sample)]

@@ -16,9 +16,7 @@ from midmix.errors import ConfigError
 
 
 @contextmanager
-def export_to_parquet(
-    name: str, config: str | None, split: str, columns: list[str]
-) -> Iterator[tuple[Path, str]]:
+def export_to_parquet(name: str, config: str | None, split: str, columns: list[str]) -> Iterator[tuple[Path, str]]:
     """Yield (parquet path, label) for the requested split's columns; the file is removed after."""
     try:
         import datasets
@@ -37,8 +35,7 @@ def export_to_parquet(
     missing = [c for c in columns if c not in ds.column_names]
     if missing:
         raise ConfigError(
-            f"hf:{name}: no column {', '.join(repr(c) for c in missing)} "
-            f"(columns: {', '.join(ds.column_names)})"
+            f"hf:{name}: no column {', '.join(repr(c) for c in missing)} (columns: {', '.join(ds.column_names)})"
         )
     label = f"hf:{name}" + (f":{config}" if config else "") + f":{split}"
     with tempfile.TemporaryDirectory(prefix="midmix-hf-") as tmp:

@@ -246,6 +246,7 @@ def read_manifest(directory: Path | str) -> Manifest | None:
 
 # -- JSON → dataclasses ------------------------------------------------------------------------------
 
+
 def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
     hints = typing.get_type_hints(cls)
     values = {}

@@ -63,37 +63,82 @@ class UnigramStats:
         tok = manifest.tokenizer if manifest else None
         if tok and tok.vocab_size:
             counts = _fit(counts, tok.vocab_size)
-        return cls(name or path.name, counts, docs, tokens, tok.sha256 if tok else None,
-                   {"source": str(path), "kind": "dataset", "excluded_ids": exclude, "kept_ids": kept})
+        return cls(
+            name or path.name,
+            counts,
+            docs,
+            tokens,
+            tok.sha256 if tok else None,
+            {"source": str(path), "kind": "dataset", "excluded_ids": exclude, "kept_ids": kept},
+        )
 
     @classmethod
-    def from_files(cls, inputs: list[str | Path], tokenizer: str | Path, name: str | None = None, *,
-                   fields: list[str] | None = None, max_docs: int | None = None,
-                   max_tokens_per_doc: int | None = None, seed: int = 0, threads: int | None = None) -> UnigramStats:
+    def from_files(
+        cls,
+        inputs: list[str | Path],
+        tokenizer: str | Path,
+        name: str | None = None,
+        *,
+        fields: list[str] | None = None,
+        max_docs: int | None = None,
+        max_tokens_per_doc: int | None = None,
+        seed: int = 0,
+        threads: int | None = None,
+    ) -> UnigramStats:
         """From raw files, tokenized exactly as `prepare` does (no special tokens added). Every
         field listed is counted (default `text`; e.g. `prompt,response` for SFT files)."""
         fields = fields or ["text"]
         counts, docs, tokens, skipped = api.count_unigrams_files(
-            inputs, tokenizer, fields=fields, max_docs=max_docs, max_tokens_per_doc=max_tokens_per_doc, seed=seed,
-            threads=threads)
+            inputs,
+            tokenizer,
+            fields=fields,
+            max_docs=max_docs,
+            max_tokens_per_doc=max_tokens_per_doc,
+            seed=seed,
+            threads=threads,
+        )
         tok = Tokenizer(tokenizer)
-        return cls(name or Path(str(inputs[0])).stem, _fit(counts, tok.vocab_size), docs, tokens, tok.sha256,
-                   {"source": [str(i) for i in inputs], "kind": "raw", "fields": fields, "max_docs": max_docs,
-                    "max_tokens_per_doc": max_tokens_per_doc, "seed": seed, "skipped": skipped})
+        return cls(
+            name or Path(str(inputs[0])).stem,
+            _fit(counts, tok.vocab_size),
+            docs,
+            tokens,
+            tok.sha256,
+            {
+                "source": [str(i) for i in inputs],
+                "kind": "raw",
+                "fields": fields,
+                "max_docs": max_docs,
+                "max_tokens_per_doc": max_tokens_per_doc,
+                "seed": seed,
+                "skipped": skipped,
+            },
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> UnigramStats:
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
-                return cls(meta.pop("name"), z["counts"], meta.pop("documents"), meta.pop("tokens"),
-                           meta.pop("tokenizer_sha256"), meta)
+                return cls(
+                    meta.pop("name"),
+                    z["counts"],
+                    meta.pop("documents"),
+                    meta.pop("tokens"),
+                    meta.pop("tokenizer_sha256"),
+                    meta,
+                )
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise ConfigError(f"{path}: not unigram statistics saved by `midmix stats --out` ({e!r})") from e
 
     def save(self, path: str | Path) -> None:
-        meta = {"name": self.name, "documents": self.documents, "tokens": self.tokens,
-                "tokenizer_sha256": self.tokenizer_sha256, **self.meta}
+        meta = {
+            "name": self.name,
+            "documents": self.documents,
+            "tokens": self.tokens,
+            "tokenizer_sha256": self.tokenizer_sha256,
+            **self.meta,
+        }
         path = Path(path)
         tmp = path.with_name(f".{path.name}.tmp.npz")
         np.savez_compressed(tmp, counts=self.counts, meta=np.array(json.dumps(meta)))
@@ -117,8 +162,14 @@ class UnigramStats:
         n = max(len(self.counts), len(other.counts))
         p = (1 - weight) * _fit(self.probs, n) + weight * _fit(other.probs, n)
         tokens = int(round((1 - weight) * self.tokens + weight * other.tokens))
-        return UnigramStats(f"{other.name}={weight:g}+{self.name}", p * tokens, 0, tokens, self.tokenizer_sha256,
-                            {"kind": "mixture", "base": self.name, "candidate": other.name, "weight": weight})
+        return UnigramStats(
+            f"{other.name}={weight:g}+{self.name}",
+            p * tokens,
+            0,
+            tokens,
+            self.tokenizer_sha256,
+            {"kind": "mixture", "base": self.name, "candidate": other.name, "weight": weight},
+        )
 
     def entropy(self) -> float:
         """Shannon entropy of the unigram distribution, in nats."""

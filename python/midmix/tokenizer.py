@@ -19,8 +19,10 @@ def open_recorded_tokenizer(path: str | Path, sha256: str, dataset: str | Path) 
     (its ids would decode to other text)."""
     tok = Tokenizer(path)
     if tok.sha256 != sha256:
-        raise DatasetError(f"{path}: changed since {dataset} was prepared with it (sha256 {tok.sha256[:12]}…, "
-                           f"recorded {sha256[:12]}…): restore it, or pass --tokenizer to decode with another")
+        raise DatasetError(
+            f"{path}: changed since {dataset} was prepared with it (sha256 {tok.sha256[:12]}…, "
+            f"recorded {sha256[:12]}…): restore it, or pass --tokenizer to decode with another"
+        )
     return tok
 
 
@@ -37,8 +39,10 @@ def resolve_tokenizer(spec: str | Path) -> Path:
     if path.exists():
         return path
     if not HUB_ID.fullmatch(text) or path.suffix:
-        raise ConfigError(f"{text}: no such tokenizer file (give a tokenizer.json, a directory holding one, or a "
-                          "hub id such as EleutherAI/pythia-70m)")
+        raise ConfigError(
+            f"{text}: no such tokenizer file (give a tokenizer.json, a directory holding one, or a "
+            "hub id such as EleutherAI/pythia-70m)"
+        )
     try:
         from huggingface_hub import hf_hub_download
     except ImportError as e:
@@ -47,8 +51,9 @@ def resolve_tokenizer(spec: str | Path) -> Path:
         return Path(hf_hub_download(text, "tokenizer.json", local_files_only=not _hub_reachable()))
     except Exception as e:  # offline, no such repo, no tokenizer.json: one line, not the hub's traceback
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"{text}: not a local file, and the hub did not give its tokenizer.json "
-                          f"({type(e).__name__}: {first[:200]})") from None
+        raise ConfigError(
+            f"{text}: not a local file, and the hub did not give its tokenizer.json ({type(e).__name__}: {first[:200]})"
+        ) from None
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from midmix.data import SftDataset
 from midmix.experiment.grid import Grid, all_variants, branch_step
+from midmix.loaders import SftDataset
 
 if TYPE_CHECKING:
     from midmix.experiment.run import Experiment
@@ -95,7 +95,7 @@ def estimate(exp: Experiment) -> list[StageCost]:
         ds = SftDataset(exp.data / f"sft-{name}")
         n = len(ds)
         all_lengths = np.array([len(ds[i][0]) for i in range(n)])
-        lengths[name] = (all_lengths[:t.train_examples], all_lengths[n - t.val_examples:])
+        lengths[name] = (all_lengths[: t.train_examples], all_lengths[n - t.val_examples :])
     general = eval_tokens  # packed general_val samples, or (documents) the first eval_samples documents
     if s.general_loss == "documents":
         docs = SftDataset(exp.data / "general_val-docs")
@@ -117,12 +117,23 @@ def render(g: Grid, stages: list[StageCost], mfu: float, peak: float, startup_s:
         return (st.flops / (peak * mfu) + st.runs * startup_s) / 3600
 
     for st in stages:
-        lines.append(f"{st.stage:<26}{st.runs:>6}{st.train_tokens:>15,}{st.eval_tokens:>14,}"
-                     f"{st.flops / 1e15:>10.1f}{hours(st):>11.2f}")
-    total = StageCost("total", sum(st.runs for st in stages), sum(st.train_tokens for st in stages),
-                      sum(st.eval_tokens for st in stages), sum(st.flops for st in stages))
-    lines.append(f"{total.stage:<26}{total.runs:>6}{total.train_tokens:>15,}{total.eval_tokens:>14,}"
-                 f"{total.flops / 1e15:>10.1f}{hours(total):>11.2f}")
-    lines.append(f"(hours at {mfu:.0%} MFU of {peak / 1e12:.0f} TFLOP/s plus {startup_s:g} s start-up per run; "
-                 f"model {g.arch}; SFT tokens padded per batch, from one simulated shuffle)")
+        lines.append(
+            f"{st.stage:<26}{st.runs:>6}{st.train_tokens:>15,}{st.eval_tokens:>14,}"
+            f"{st.flops / 1e15:>10.1f}{hours(st):>11.2f}"
+        )
+    total = StageCost(
+        "total",
+        sum(st.runs for st in stages),
+        sum(st.train_tokens for st in stages),
+        sum(st.eval_tokens for st in stages),
+        sum(st.flops for st in stages),
+    )
+    lines.append(
+        f"{total.stage:<26}{total.runs:>6}{total.train_tokens:>15,}{total.eval_tokens:>14,}"
+        f"{total.flops / 1e15:>10.1f}{hours(total):>11.2f}"
+    )
+    lines.append(
+        f"(hours at {mfu:.0%} MFU of {peak / 1e12:.0f} TFLOP/s plus {startup_s:g} s start-up per run; "
+        f"model {g.arch}; SFT tokens padded per batch, from one simulated shuffle)"
+    )
     return "\n".join(lines)

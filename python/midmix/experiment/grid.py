@@ -212,8 +212,10 @@ def validate(g: Grid) -> None:
     if g.on_exhaust not in ("error", "repeat"):
         raise ConfigError(f"on_exhaust: {g.on_exhaust!r} is not one of error, repeat")
     if (g.on_exhaust == "repeat") != (g.max_repeat is not None):
-        raise ConfigError("on_exhaust: repeat needs max_repeat (the most passes over any source), and max_repeat "
-                          "goes only with repeat")
+        raise ConfigError(
+            "on_exhaust: repeat needs max_repeat (the most passes over any source), and max_repeat "
+            "goes only with repeat"
+        )
     if g.max_repeat is not None and g.max_repeat < 2:
         raise ConfigError(f"max_repeat: {g.max_repeat} must be at least 2 (1 pass is on_exhaust: error)")
     if g.steps < 2 or g.global_batch < 1:
@@ -241,8 +243,10 @@ def validate(g: Grid) -> None:
     if g.slurm.runs_per_task < 1 or g.slurm.cpus_per_job < 1:
         raise ConfigError("slurm: runs_per_task and cpus_per_job must be at least 1")
     if g.slurm.gpus_per_job not in (0, 1):
-        raise ConfigError(f"slurm.gpus_per_job: {g.slurm.gpus_per_job} must be 0 or 1 (the grid's models train on "
-                          "one GPU each; a node's GPUs run one run each)")
+        raise ConfigError(
+            f"slurm.gpus_per_job: {g.slurm.gpus_per_job} must be 0 or 1 (the grid's models train on "
+            "one GPU each; a node's GPUs run one run each)"
+        )
     for stage in g.slurm.stage_time:
         if stage not in STAGES:
             raise ConfigError(f"slurm.stage_time.{stage}: not a stage ({', '.join(STAGES)})")
@@ -271,14 +275,32 @@ def smoke(g: Grid) -> Grid:
     target, but the tiny model in fp32, short sequences, a few steps, one SFT seed and learning rate, 4
     SFT examples, and of the ablation only its corners (first and last start × first and last weight).
     It checks the grid's structure and data, not its findings. Its outputs go to OUT-smoke."""
-    s = replace(g, name=f"{g.name}-smoke", out=str(g.out_dir) + "-smoke", arch="tiny", device="cpu", seq_len=64,
-                global_batch=4, micro_batch=None, steps=24, eval_samples=8)
-    s.sft = replace(g.sft, seeds=g.sft.seeds[:1], lrs=g.sft.lrs[:1], epochs=1, seq_len=128, global_batch=4,
-                    targets={k: replace(t, train_examples=4, val_examples=4) for k, t in g.sft.targets.items()})
+    s = replace(
+        g,
+        name=f"{g.name}-smoke",
+        out=str(g.out_dir) + "-smoke",
+        arch="tiny",
+        device="cpu",
+        seq_len=64,
+        global_batch=4,
+        micro_batch=None,
+        steps=24,
+        eval_samples=8,
+    )
+    s.sft = replace(
+        g.sft,
+        seeds=g.sft.seeds[:1],
+        lrs=g.sft.lrs[:1],
+        epochs=1,
+        seq_len=128,
+        global_batch=4,
+        targets={k: replace(t, train_examples=4, val_examples=4) for k, t in g.sft.targets.items()},
+    )
     if g.ablation is not None:
         a = g.ablation
-        s.ablation = replace(a, starts=sorted({a.starts[0], a.starts[-1]}),
-                             weights=sorted({a.weights[0], a.weights[-1]}))
+        s.ablation = replace(
+            a, starts=sorted({a.starts[0], a.starts[-1]}), weights=sorted({a.weights[0], a.weights[-1]})
+        )
     s.proximity = replace(g.proximity, max_docs=50, max_tokens_per_doc=128)
     return s
 

@@ -125,18 +125,30 @@ def _facts(exp: Experiment, job: Job) -> dict[str, Any]:
     known = stamp(exp, job).known_files()
     if job.kind == "prepare":
         spec = exp.prepare_specs()[job.name]
-        files = {"input": file_facts(spec.src, known.get("input")),
-                 "tokenizer": file_facts(g.path(g.tokenizer), known.get("tokenizer"))}
+        files = {
+            "input": file_facts(spec.src, known.get("input")),
+            "tokenizer": file_facts(g.path(g.tokenizer), known.get("tokenizer")),
+        }
         return {"files": files, "options": spec.options()}
     if job.kind == "stats":
         src, fields = exp.stats_specs()[job.name]
-        files = {"input": file_facts(src, known.get("input")),
-                 "tokenizer": file_facts(g.path(g.tokenizer), known.get("tokenizer"))}
+        files = {
+            "input": file_facts(src, known.get("input")),
+            "tokenizer": file_facts(g.path(g.tokenizer), known.get("tokenizer")),
+        }
         return {"files": files, "options": {"fields": fields, **dataclasses.asdict(g.proximity)}}
     if job.kind == "mix":
         phases = [dataclasses.asdict(p) for p in mix_phases(g, exp.variant(job.name))]
-        return {"options": {"phases": phases, "seed": g.seed, "global_batch": g.global_batch,
-                            "on_exhaust": g.on_exhaust, "max_repeat": g.max_repeat}, "upstream": upstream}
+        return {
+            "options": {
+                "phases": phases,
+                "seed": g.seed,
+                "global_batch": g.global_batch,
+                "on_exhaust": g.on_exhaust,
+                "max_repeat": g.max_repeat,
+            },
+            "upstream": upstream,
+        }
     if job.kind in ("train", "sft"):
         return {"recipe": _relative(recipe(exp, job), str(exp.out)), "upstream": upstream}
     return {}
@@ -149,7 +161,7 @@ def _relative(value: Any, out: str) -> Any:
     if isinstance(value, list):
         return [_relative(v, out) for v in value]
     if isinstance(value, str) and (value == out or value.startswith(out + "/")):
-        return "$OUT" + value[len(out):]
+        return "$OUT" + value[len(out) :]
     return value
 
 
@@ -189,9 +201,12 @@ def run_job(exp: Experiment, job: Job, redo_stale: bool = False) -> str:
             # A run on disk that was started on other inputs (or before stamps existed).
             if run_dir(exp, job).exists() and (recorded is None or changes is not None):
                 if not redo_stale:
-                    raise ConfigError(f"{job.id}: {run_dir(exp, job)} was trained on other inputs; changed:\n  "
-                                      + "\n  ".join(changes or []) + "\nre-run with --redo-stale to train it "
-                                      "again (the old run is moved to OUT/stale/), or restore what changed")
+                    raise ConfigError(
+                        f"{job.id}: {run_dir(exp, job)} was trained on other inputs; changed:\n  "
+                        + "\n  ".join(changes or [])
+                        + "\nre-run with --redo-stale to train it "
+                        "again (the old run is moved to OUT/stale/), or restore what changed"
+                    )
                 aside = exp.out / "stale" / f"{job.id.replace('/', '~')}-{time.strftime('%Y%m%d-%H%M%S')}"
                 aside.parent.mkdir(parents=True, exist_ok=True)
                 run_dir(exp, job).rename(aside)

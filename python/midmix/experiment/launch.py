@@ -62,8 +62,10 @@ def describe(exp: Experiment) -> str:
     for stage in STAGES:
         jobs = [j for j in exp.jobs if j.stage == stage]
         after = sorted({stage_of[d] for j in jobs for d in j.deps}, key=STAGES.index)
-        lines.append(f"  {stage:<9} {len(jobs):>4} jobs, {sum(j.id in done for j in jobs):>4} complete"
-                     + (f"; after {', '.join(after)}" if after else ""))
+        lines.append(
+            f"  {stage:<9} {len(jobs):>4} jobs, {sum(j.id in done for j in jobs):>4} complete"
+            + (f"; after {', '.join(after)}" if after else "")
+        )
     return "\n".join(lines)
 
 
@@ -100,9 +102,15 @@ class Worker:
 
     def __init__(self, index: int, spec_path: Path, env: dict[str, str], cwd: str) -> None:
         self.index, self.job = index, None
-        self.proc = subprocess.Popen([sys.executable, "-m", "midmix.experiment.worker", str(spec_path)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
-                                     env={**os.environ, **env, "PYTHONUNBUFFERED": "1"}, cwd=cwd)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "midmix.experiment.worker", str(spec_path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+            cwd=cwd,
+        )
         self.started = 0.0
 
     def send(self, job: Job) -> None:
@@ -126,8 +134,10 @@ def run_local(exp: Experiment, spec: LaunchSpec, n: int) -> int:
     todo = [j for j in jobs if j.id not in finished]
     n = min(n, max(1, len(todo)))
     envs = devices_for(exp, n)
-    exp.log(f"local launcher: {len(finished)} of {len(jobs)} jobs complete, {len(todo)} to run on {n} workers "
-            f"(logs in {exp.out / 'logs'})")
+    exp.log(
+        f"local launcher: {len(finished)} of {len(jobs)} jobs complete, {len(todo)} to run on {n} workers "
+        f"(logs in {exp.out / 'logs'})"
+    )
     spec_path = spec.write(exp.out / "launch" / f"local-{os.getpid()}.json")
     workers = [Worker(i, spec_path, envs[i], spec.cwd) for i in range(n)]
     sel = selectors.DefaultSelector()
@@ -170,8 +180,10 @@ def run_local(exp: Experiment, spec: LaunchSpec, n: int) -> int:
                     done = total - len(todo) - sum(x.job is not None for x in workers)
                     rate = (time.perf_counter() - t0) / max(done, 1)
                     eta = rate * (len(todo) + sum(x.job is not None for x in workers)) / n
-                    exp.log(f"[{done}/{total}] {job.id}: {status['result']} in {status['seconds']:.1f}s"
-                            + (f" (ETA {eta / 60:.0f} min)" if todo else ""))
+                    exp.log(
+                        f"[{done}/{total}] {job.id}: {status['result']} in {status['seconds']:.1f}s"
+                        + (f" (ETA {eta / 60:.0f} min)" if todo else "")
+                    )
                 else:
                     failed.append((job.id, f"{status['error']} (log: {log_path(exp, job)})"))
                     exp.log(f"FAILED {job.id}: {status['error'].splitlines()[0]}")
@@ -187,8 +199,9 @@ def run_local(exp: Experiment, spec: LaunchSpec, n: int) -> int:
     if todo and not failed:
         failed.append(("(workers)", "every worker process exited; see the log above"))
     if failed:
-        raise ExperimentFailed("\n  ".join([f"{len(failed)} job(s) failed, {len(todo)} not started:"]
-                                           + [f"{j}: {e}" for j, e in failed]))
+        raise ExperimentFailed(
+            "\n  ".join([f"{len(failed)} job(s) failed, {len(todo)} not started:"] + [f"{j}: {e}" for j, e in failed])
+        )
     exp.log(f"done: {total} jobs in {(time.perf_counter() - t0) / 60:.1f} min; tables in {exp.out / 'results'}")
     return 0
 

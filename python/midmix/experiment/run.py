@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from midmix import api
-from midmix.dataset import Dataset
 from midmix.errors import ConfigError
 from midmix.experiment import tables
 from midmix.experiment.estimate import H100_BF16_PEAK
@@ -43,6 +42,7 @@ from midmix.experiment.grid import (
 )
 from midmix.experiment.jobs import Job, graph, run_job, sft_key
 from midmix.manifest import MixManifest, read_manifest
+from midmix.registry import Dataset
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,13 @@ class PrepareSpec:
         return "skip" if self.mode == "sft" else "error"
 
     def options(self) -> dict[str, Any]:
-        return {"name": self.name, "seq_len": self.seq_len, "mode": self.mode, "fields": self.fields,
-                "on_bad_record": self.on_bad_record}
+        return {
+            "name": self.name,
+            "seq_len": self.seq_len,
+            "mode": self.mode,
+            "fields": self.fields,
+            "on_bad_record": self.on_bad_record,
+        }
 
 
 class Eta:
@@ -96,14 +101,24 @@ class Experiment:
     def prepare_specs(self) -> dict[str, PrepareSpec]:
         """Every prepared dataset of the grid, by its directory name under OUT/data."""
         g = self.g
-        specs = {name: PrepareSpec(name, g.path(rel), g.seq_len, "pretrain")
-                 for name, rel in [("base", g.base), ("general_val", g.general_val),
-                                   *((m, s.file) for m, s in g.mixes.items())]}
+        specs = {
+            name: PrepareSpec(name, g.path(rel), g.seq_len, "pretrain")
+            for name, rel in [
+                ("base", g.base),
+                ("general_val", g.general_val),
+                *((m, s.file) for m, s in g.mixes.items()),
+            ]
+        }
         for name, t in g.sft.targets.items():
             specs[f"sft-{name}"] = PrepareSpec(name, g.path(t.file), g.sft.seq_len, "sft")
         if g.sft.general_loss == "documents":  # each held-out document an SFT example with an empty prompt
-            specs["general_val-docs"] = PrepareSpec("general_val-docs", g.path(g.general_val), g.sft.seq_len, "sft",
-                                                    {"prompt_field": "", "response_field": "text"})
+            specs["general_val-docs"] = PrepareSpec(
+                "general_val-docs",
+                g.path(g.general_val),
+                g.sft.seq_len,
+                "sft",
+                {"prompt_field": "", "response_field": "text"},
+            )
         return specs
 
     def prepare(self) -> None:
@@ -112,13 +127,24 @@ class Experiment:
 
     def prepare_one(self, dir_name: str) -> None:
         spec = self.prepare_specs()[dir_name]  # its input exists: jobs.facts hashed it
-        m = api.prepare(spec.name, [spec.src], tokenizer=self.g.path(self.g.tokenizer), seq_len=spec.seq_len,
-                        out=self.data / dir_name, mode=spec.mode, overwrite=True, register=False,
-                        on_bad_record=spec.on_bad_record, **spec.fields)
+        m = api.prepare(
+            spec.name,
+            [spec.src],
+            tokenizer=self.g.path(self.g.tokenizer),
+            seq_len=spec.seq_len,
+            out=self.data / dir_name,
+            mode=spec.mode,
+            overwrite=True,
+            register=False,
+            on_bad_record=spec.on_bad_record,
+            **spec.fields,
+        )
         c = m.counts
         skipped = sum(c.skipped.values())
-        self.log(f"prepared {spec.name}: {c.documents:,} documents → {c.samples:,} samples of ≤{spec.seq_len} tokens"
-                 + (f" ({skipped} skipped: {c.skipped})" if skipped else ""))
+        self.log(
+            f"prepared {spec.name}: {c.documents:,} documents → {c.samples:,} samples of ≤{spec.seq_len} tokens"
+            + (f" ({skipped} skipped: {c.skipped})" if skipped else "")
+        )
 
     # -- 2. mixes ----------------------------------------------------------------------------------
     def mix_dir(self, variant: Variant | None) -> Path:
@@ -140,22 +166,28 @@ class Experiment:
         short = []
         for mix, source, need, have in self.source_needs():
             if need > allowed * have:
-                short.append(f"mix {mix}: needs {need:,.0f} samples of {source!r} ({need / have:.2f} passes), "
-                             f"which has {have:,}")
+                short.append(
+                    f"mix {mix}: needs {need:,.0f} samples of {source!r} ({need / have:.2f} passes), which has {have:,}"
+                )
         for name, t in g.sft.targets.items():
             have = Dataset.open(self.data / f"sft-{name}").num_samples
             if t.train_examples + t.val_examples > have:
-                short.append(f"sft.targets.{name}: train_examples {t.train_examples} + val_examples "
-                             f"{t.val_examples} > its {have:,} examples (after skipped ones)")
+                short.append(
+                    f"sft.targets.{name}: train_examples {t.train_examples} + val_examples "
+                    f"{t.val_examples} > its {have:,} examples (after skipped ones)"
+                )
         for name in ["general_val"] + (["general_val-docs"] if g.sft.general_loss == "documents" else []):
             val = Dataset.open(self.data / name).num_samples
             if g.eval_samples > val:
                 short.append(f"eval_samples: {g.eval_samples} > the {val:,} samples of {name}")
         if short:
-            limit = ("on_exhaust: error (one pass)" if g.max_repeat is None else f"max_repeat: {g.max_repeat}")
-            raise ConfigError(f"grid {g.name}: the data cannot give what the grid asks under {limit}:\n  "
-                              + "\n  ".join(short) + "\nresize the grid (steps, weights, examples) or allow "
-                              "repetition (on_exhaust: repeat, max_repeat: N)")
+            limit = "on_exhaust: error (one pass)" if g.max_repeat is None else f"max_repeat: {g.max_repeat}"
+            raise ConfigError(
+                f"grid {g.name}: the data cannot give what the grid asks under {limit}:\n  "
+                + "\n  ".join(short)
+                + "\nresize the grid (steps, weights, examples) or allow "
+                "repetition (on_exhaust: repeat, max_repeat: N)"
+            )
 
     def build_mixes(self) -> None:
         """Every variant as an index mix over the prepared data: a variant costs 5 bytes per sample, not a
@@ -185,33 +217,59 @@ class Experiment:
         g, out = self.g, self.mix_dir(v)
         phases = mix_phases(g, v)
         sources = {name: self.data / name for name in samples_needed(phases)}
-        m = api.build_mix(phases, out, sources=sources, seed=g.seed, global_batch=g.global_batch,
-                          on_exhaust=g.on_exhaust, max_repeat=g.max_repeat, overwrite=True, register=False)
+        m = api.build_mix(
+            phases,
+            out,
+            sources=sources,
+            seed=g.seed,
+            global_batch=g.global_batch,
+            on_exhaust=g.on_exhaust,
+            max_repeat=g.max_repeat,
+            overwrite=True,
+            register=False,
+        )
         repeated = {k: p for k, p in m.passes.items() if p > 1}
-        self.log(f"built mix {out.name}" + (f" (passes: {', '.join(f'{k} {p:.2f}' for k, p in repeated.items())})"
-                                            if repeated else ""))
+        self.log(
+            f"built mix {out.name}"
+            + (f" (passes: {', '.join(f'{k} {p:.2f}' for k, p in repeated.items())})" if repeated else "")
+        )
 
     # -- 3–5. training -----------------------------------------------------------------------------
     def _recipe(self, name: str, run_dir: Path) -> dict[str, Any]:
         g = self.g
-        return {"run_name": name, "run_dir": str(run_dir), "seed": g.seed, "device": g.device,
-                "model": {"arch": g.arch},
-                "loggers": {"progress_bar": False, "console": False},
-                "data": {"eval": {"general": {"path": str(self.data / "general_val"), "max_samples": g.eval_samples}},
-                         "eval_batch_size": 16}}
+        return {
+            "run_name": name,
+            "run_dir": str(run_dir),
+            "seed": g.seed,
+            "device": g.device,
+            "model": {"arch": g.arch},
+            "loggers": {"progress_bar": False, "console": False},
+            "data": {
+                "eval": {"general": {"path": str(self.data / "general_val"), "max_samples": g.eval_samples}},
+                "eval_batch_size": 16,
+            },
+        }
 
     def pretrain_recipe(self, v: Variant | None) -> dict[str, Any]:
         g, p = self.g, self.g.pretrain
         name = "base" if v is None else v.name
         r = self._recipe(name, self.runs / name)
         every = f"{max(g.steps // 4, 1)}ba"
-        r.update({"duration": f"{g.steps}ba",
-                  "optimizer": {"lr": p.lr, "weight_decay": p.weight_decay},
-                  "schedule": {"name": p.schedule, "warmup": p.warmup, "min_lr": p.min_lr},
-                  "callbacks": {"forgetting": {"eval": "general", "interval": every},
-                                "mixture": {"interval": every}}})
-        r["data"].update({"train": {"path": str(self.mix_dir(v))}, "global_batch_size": g.global_batch,
-                          "micro_batch_size": g.micro_batch})
+        r.update(
+            {
+                "duration": f"{g.steps}ba",
+                "optimizer": {"lr": p.lr, "weight_decay": p.weight_decay},
+                "schedule": {"name": p.schedule, "warmup": p.warmup, "min_lr": p.min_lr},
+                "callbacks": {"forgetting": {"eval": "general", "interval": every}, "mixture": {"interval": every}},
+            }
+        )
+        r["data"].update(
+            {
+                "train": {"path": str(self.mix_dir(v))},
+                "global_batch_size": g.global_batch,
+                "micro_batch_size": g.micro_batch,
+            }
+        )
         if v is None:  # full checkpoints at every branch point; the rest of the run is cheap to redo
             steps = sorted({branch_step(g, x.start) for x in all_variants(g)})
             r["checkpoint"] = {"interval": None, "steps": steps}
@@ -229,20 +287,39 @@ class Experiment:
         total = Dataset.open(data).num_samples  # check_data saw train + val examples fit
         val, train = t.val_examples, t.train_examples
         r = self._recipe(f"sft-{target}-{model}", self.sft_dir(model, target, seed, lr))
-        r.update({"seed": seed, "duration": f"{s.epochs}ep",
-                  "model": {"arch": g.arch, "init_from": str(self.runs / model)},
-                  "optimizer": {"lr": lr}, "schedule": {"name": "cosine", "warmup": 0.1, "min_lr": min(1e-6, lr)},
-                  "callbacks": {"domain": {"eval": "domain", "interval": "1000000ba"},
-                                "forgetting": {"eval": "general", "interval": "1000000ba"}},
-                  "checkpoint": {"interval": None, "weights_only": True} if s.save_weights else {"enabled": False}})
-        r["data"].update({"train": {"path": str(data), "kind": "sft", "select": f"0:{train}",
-                                    "mask_prompt": t.mask_prompt},
-                          "global_batch_size": s.global_batch})
-        r["data"]["eval"]["domain"] = {"path": str(data), "kind": "sft", "select": f"{total - val}:",
-                                       "max_samples": val, "mask_prompt": t.mask_prompt}
+        r.update(
+            {
+                "seed": seed,
+                "duration": f"{s.epochs}ep",
+                "model": {"arch": g.arch, "init_from": str(self.runs / model)},
+                "optimizer": {"lr": lr},
+                "schedule": {"name": "cosine", "warmup": 0.1, "min_lr": min(1e-6, lr)},
+                "callbacks": {
+                    "domain": {"eval": "domain", "interval": "1000000ba"},
+                    "forgetting": {"eval": "general", "interval": "1000000ba"},
+                },
+                "checkpoint": {"interval": None, "weights_only": True} if s.save_weights else {"enabled": False},
+            }
+        )
+        r["data"].update(
+            {
+                "train": {"path": str(data), "kind": "sft", "select": f"0:{train}", "mask_prompt": t.mask_prompt},
+                "global_batch_size": s.global_batch,
+            }
+        )
+        r["data"]["eval"]["domain"] = {
+            "path": str(data),
+            "kind": "sft",
+            "select": f"{total - val}:",
+            "max_samples": val,
+            "mask_prompt": t.mask_prompt,
+        }
         if s.general_loss == "documents":
-            r["data"]["eval"]["general"] = {"path": str(self.data / "general_val-docs"), "kind": "sft",
-                                            "max_samples": g.eval_samples}
+            r["data"]["eval"]["general"] = {
+                "path": str(self.data / "general_val-docs"),
+                "kind": "sft",
+                "max_samples": g.eval_samples,
+            }
         return r
 
     def train(self, recipe: dict[str, Any], label: str) -> dict[str, Any]:
@@ -289,8 +366,15 @@ class Experiment:
 
         src, fields = self.stats_specs()[name]
         p = self.g.proximity
-        stats = UnigramStats.from_files([src], self.g.path(self.g.tokenizer), name, fields=fields,
-                                        max_docs=p.max_docs, max_tokens_per_doc=p.max_tokens_per_doc, seed=p.seed)
+        stats = UnigramStats.from_files(
+            [src],
+            self.g.path(self.g.tokenizer),
+            name,
+            fields=fields,
+            max_docs=p.max_docs,
+            max_tokens_per_doc=p.max_tokens_per_doc,
+            seed=p.seed,
+        )
         path = self.stats_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         stats.save(path)  # written under a temporary name, then renamed
@@ -349,8 +433,10 @@ class Experiment:
     def run(self) -> dict[str, Any]:
         """The whole grid in this process, one job after another (`launch.py` spreads it over processes)."""
         self.out.mkdir(parents=True, exist_ok=True)
-        self.log(f"experiment {self.g.name} → {self.out}: {len(all_variants(self.g))} midtrained variants, "
-                 f"{len(self.sft_runs())} SFT runs")
+        self.log(
+            f"experiment {self.g.name} → {self.out}: {len(all_variants(self.g))} midtrained variants, "
+            f"{len(self.sft_runs())} SFT runs"
+        )
         for stage in STAGES:
             self.run_stage(stage)
         return json.loads((self.out / "results" / "results.json").read_text())
@@ -364,25 +450,40 @@ class Experiment:
         self.out.mkdir(parents=True, exist_ok=True)
         self.prepare()
         self.check_data()
-        lines = [f"grid {g.name}: {g.arch}, {g.steps} steps × {g.global_batch} × {g.seq_len} tokens, "
-                 f"{len(all_variants(g))} midtrained variants, "
-                 f"{len(self.sft_runs())} SFT runs"]
+        lines = [
+            f"grid {g.name}: {g.arch}, {g.steps} steps × {g.global_batch} × {g.seq_len} tokens, "
+            f"{len(all_variants(g))} midtrained variants, "
+            f"{len(self.sft_runs())} SFT runs"
+        ]
         worst: dict[str, tuple[float, str, int]] = {}
         for mix, source, need, have in self.source_needs():
             if need / have > worst.get(source, (0.0, "", 0))[0]:
                 worst[source] = (need / have, mix, have)
-        lines.append("most passes over each source: " + ", ".join(
-            f"{k} {p:.2f} ({where}; {have:,} samples)" for k, (p, where, have) in worst.items()))
+        lines.append(
+            "most passes over each source: "
+            + ", ".join(f"{k} {p:.2f} ({where}; {have:,} samples)" for k, (p, where, have) in worst.items())
+        )
         lines.append(render(g, estimate(self), mfu, peak, startup_s))
         text = "\n".join(lines)
         print(text, flush=True)
         return text
 
 
-def main(grid_path: str, overrides: list[str] | tuple[str, ...] = (), *, smoke_run: bool = False,
-         dry_run: bool = False, mfu: float = 0.3, peak: float = H100_BF16_PEAK, startup_s: float = 20.0,
-         launcher: str = "serial", jobs: int = 1, redo_stale: bool = False,
-         slurm_options: dict[str, Any] | None = None, wait: bool = False) -> int:
+def main(
+    grid_path: str,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    smoke_run: bool = False,
+    dry_run: bool = False,
+    mfu: float = 0.3,
+    peak: float = H100_BF16_PEAK,
+    startup_s: float = 20.0,
+    launcher: str = "serial",
+    jobs: int = 1,
+    redo_stale: bool = False,
+    slurm_options: dict[str, Any] | None = None,
+    wait: bool = False,
+) -> int:
     from midmix.experiment import launch
 
     spec = launch.LaunchSpec(str(Path(grid_path).resolve()), list(overrides), smoke_run, redo_stale, os.getcwd())

@@ -49,14 +49,33 @@ def queued() -> set[str]:
     return {x.strip() for x in _slurm(["squeue", "-h", "-o", "%F"]).split() if x.strip()}
 
 
-def script(exp: Experiment, spec_path: Path, tasks_path: Path, stage: str, s: SlurmSpec, n_tasks: int,
-           after: list[str], sub: Path, cwd: str) -> str:
-    lines = ["#!/bin/bash", f"#SBATCH --job-name=midmix-{exp.g.name}-{stage}",
-             f"#SBATCH --array=0-{n_tasks - 1}" + (f"%{s.max_parallel}" if s.max_parallel else ""),
-             f"#SBATCH --output={sub / 'logs' / stage}-%a.out", f"#SBATCH --chdir={cwd}",
-             f"#SBATCH --cpus-per-task={s.cpus_per_job}", "#SBATCH --ntasks=1"]
-    for key, value in (("partition", s.partition), ("account", s.account), ("qos", s.qos), ("mem", s.mem),
-                       ("time", s.stage_time.get(stage, s.time))):
+def script(
+    exp: Experiment,
+    spec_path: Path,
+    tasks_path: Path,
+    stage: str,
+    s: SlurmSpec,
+    n_tasks: int,
+    after: list[str],
+    sub: Path,
+    cwd: str,
+) -> str:
+    lines = [
+        "#!/bin/bash",
+        f"#SBATCH --job-name=midmix-{exp.g.name}-{stage}",
+        f"#SBATCH --array=0-{n_tasks - 1}" + (f"%{s.max_parallel}" if s.max_parallel else ""),
+        f"#SBATCH --output={sub / 'logs' / stage}-%a.out",
+        f"#SBATCH --chdir={cwd}",
+        f"#SBATCH --cpus-per-task={s.cpus_per_job}",
+        "#SBATCH --ntasks=1",
+    ]
+    for key, value in (
+        ("partition", s.partition),
+        ("account", s.account),
+        ("qos", s.qos),
+        ("mem", s.mem),
+        ("time", s.stage_time.get(stage, s.time)),
+    ):
         if value:
             lines.append(f"#SBATCH --{key}={value}")
     if stage in TRAINING_STAGES and s.gpus_per_job and exp.g.device != "cpu":
@@ -64,21 +83,24 @@ def script(exp: Experiment, spec_path: Path, tasks_path: Path, stage: str, s: Sl
     if after:
         lines += [f"#SBATCH --dependency=afterok:{':'.join(after)}", "#SBATCH --kill-on-invalid-dep=yes"]
     lines += [f"#SBATCH {a}" for a in s.sbatch_args]
-    lines += ["# one task of this stage: its jobs are listed in the tasks file; each job logs to OUT/logs/",
-              f"exec {shlex.quote(sys.executable)} -m midmix.experiment.worker {shlex.quote(str(spec_path))} "
-              f"--tasks {shlex.quote(str(tasks_path))} --index \"$SLURM_ARRAY_TASK_ID\""]
+    lines += [
+        "# one task of this stage: its jobs are listed in the tasks file; each job logs to OUT/logs/",
+        f"exec {shlex.quote(sys.executable)} -m midmix.experiment.worker {shlex.quote(str(spec_path))} "
+        f'--tasks {shlex.quote(str(tasks_path))} --index "$SLURM_ARRAY_TASK_ID"',
+    ]
     return "\n".join(lines) + "\n"
 
 
-def submit(exp: Experiment, spec: LaunchSpec, options: dict[str, Any], wait: bool = False,
-           poll_s: float = 5.0) -> int:
+def submit(exp: Experiment, spec: LaunchSpec, options: dict[str, Any], wait: bool = False, poll_s: float = 5.0) -> int:
     s = replace(exp.g.slurm, **options)
     record = exp.out / "slurm" / "queued.json"
     if record.exists():
         still = sorted(set(json.loads(record.read_text())["job_ids"]) & queued())
         if still:
-            raise ConfigError(f"an earlier submission of this grid is still queued or running (Slurm jobs "
-                              f"{', '.join(still)}): wait for it, or `scancel {' '.join(still)}`, then submit again")
+            raise ConfigError(
+                f"an earlier submission of this grid is still queued or running (Slurm jobs "
+                f"{', '.join(still)}): wait for it, or `scancel {' '.join(still)}`, then submit again"
+            )
     jobs = exp.jobs
     done = plan(exp, jobs)
     todo = [j for j in jobs if j.id not in done]
@@ -96,18 +118,22 @@ def submit(exp: Experiment, spec: LaunchSpec, options: dict[str, Any], wait: boo
         if not mine:
             continue
         per = s.runs_per_task if stage in TRAINING_STAGES else 1
-        tasks = [[j.id for j in mine[i:i + per]] for i in range(0, len(mine), per)]
+        tasks = [[j.id for j in mine[i : i + per]] for i in range(0, len(mine), per)]
         tasks_path = sub / f"{stage}.tasks.json"
         tasks_path.write_text(json.dumps(tasks, indent=1) + "\n")
         after = sorted({ids[stage_of[d]] for j in mine for d in j.deps if d not in done and stage_of[d] in ids})
         path = sub / f"{stage}.sbatch"
         path.write_text(script(exp, spec_path, tasks_path, stage, s, len(tasks), after, sub, spec.cwd))
         ids[stage] = _slurm(["sbatch", "--parsable", str(path)]).strip().split(";")[0]
-        exp.log(f"  {stage:<9} job {ids[stage]}: {len(mine)} jobs in {len(tasks)} tasks"
-                + (f", after {', '.join(after)}" if after else ""))
+        exp.log(
+            f"  {stage:<9} job {ids[stage]}: {len(mine)} jobs in {len(tasks)} tasks"
+            + (f", after {', '.join(after)}" if after else "")
+        )
     write_atomic(record, json.dumps({"submission": str(sub), "job_ids": list(ids.values())}) + "\n")
-    exp.log(f"submitted to Slurm: scripts and logs in {sub}, each job's log in {exp.out / 'logs'}; "
-            f"`squeue -j {','.join(ids.values())}` shows them")
+    exp.log(
+        f"submitted to Slurm: scripts and logs in {sub}, each job's log in {exp.out / 'logs'}; "
+        f"`squeue -j {','.join(ids.values())}` shows them"
+    )
     if not wait:
         return 0
     return wait_for(exp, set(ids.values()), poll_s, submitted)
@@ -128,7 +154,10 @@ def wait_for(exp: Experiment, ids: set[str], poll_s: float, submitted: float) ->
     tables = exp.out / "results" / "tables.md"
     if missing or not tables.exists() or tables.stat().st_mtime < submitted - 1:
         shown = [f"{j.id} (log: {log_path(exp, j)})" for j in missing[:20]]
-        raise ExperimentFailed(f"the Slurm jobs ended with {len(missing)} job(s) incomplete:\n  " + "\n  ".join(shown)
-                               + "\nsubmit again to run what is incomplete (finished jobs are kept)")
+        raise ExperimentFailed(
+            f"the Slurm jobs ended with {len(missing)} job(s) incomplete:\n  "
+            + "\n  ".join(shown)
+            + "\nsubmit again to run what is incomplete (finished jobs are kept)"
+        )
     exp.log(f"done: tables in {exp.out / 'results'}")
     return 0

@@ -37,14 +37,15 @@ def file_facts(path: Path, known: dict[str, Any] | None = None) -> dict[str, Any
     stamp recorded, whose hash is trusted while size and mtime are unchanged."""
     path = Path(path)
     if not path.exists():
-        raise ConfigError(f"{path}: not found. A grid's data_dir is relative to the current directory ({Path.cwd()}): "
-                          "run from the repository root, beside ../shared, or pass data_dir=DIR (a directory with "
-                          "the grid's corpora/ and sft/ files)")
+        raise ConfigError(
+            f"{path}: not found. A grid's data_dir is relative to the current directory ({Path.cwd()}): "
+            "run from the repository root, beside ../shared, or pass data_dir=DIR (a directory with "
+            "the grid's corpora/ and sft/ files)"
+        )
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file())
         known_files = (known or {}).get("files", {})
-        parts = {str(p.relative_to(path)): file_facts(p, known_files.get(str(p.relative_to(path))))
-                 for p in files}
+        parts = {str(p.relative_to(path)): file_facts(p, known_files.get(str(p.relative_to(path)))) for p in files}
         digest = hashlib.sha256(json.dumps({k: v["sha256"] for k, v in parts.items()}, sort_keys=True).encode())
         return {"path": str(path), "sha256": digest.hexdigest(), "files": parts}
     st = path.stat()
@@ -94,8 +95,15 @@ class Stamp:
 
     def write(self, kind: str, facts: dict[str, Any], complete: bool) -> str:
         fp = fingerprint(facts)
-        write_atomic(self.path, json.dumps({"kind": kind, "format": FORMAT[kind], "fingerprint": fp,
-                                            "complete": complete, "facts": facts}, indent=1, sort_keys=True) + "\n")
+        write_atomic(
+            self.path,
+            json.dumps(
+                {"kind": kind, "format": FORMAT[kind], "fingerprint": fp, "complete": complete, "facts": facts},
+                indent=1,
+                sort_keys=True,
+            )
+            + "\n",
+        )
         return fp
 
     def fingerprint(self) -> str | None:

@@ -34,8 +34,14 @@ def sft_results(exp: Experiment) -> list[dict[str, Any]]:
             for lr in exp.g.sft.lrs:
                 summary = json.loads((exp.sft_dir(model, target, seed, lr) / "summary.json").read_text())
                 final = summary["final"]
-                row = {"model": model, "target": target, "seed": seed, "lr": lr,
-                       "val_loss": final["domain/loss"], "general_loss": final["forgetting/loss"]}
+                row = {
+                    "model": model,
+                    "target": target,
+                    "seed": seed,
+                    "lr": lr,
+                    "val_loss": final["domain/loss"],
+                    "general_loss": final["forgetting/loss"],
+                }
                 if best is None or row["val_loss"] < best["val_loss"]:
                     best = row
             rows.append(best)
@@ -46,9 +52,12 @@ def averaged(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, floa
     out: dict[tuple[str, str], dict[str, float]] = {}
     for key in dict.fromkeys((r["model"], r["target"]) for r in rows):
         group = [r for r in rows if (r["model"], r["target"]) == key]
-        out[key] = {"val_loss": float(np.mean([r["val_loss"] for r in group])),
-                    "general_loss": float(np.mean([r["general_loss"] for r in group])),
-                    "val_std": float(np.std([r["val_loss"] for r in group])), "seeds": len(group)}
+        out[key] = {
+            "val_loss": float(np.mean([r["val_loss"] for r in group])),
+            "general_loss": float(np.mean([r["general_loss"] for r in group])),
+            "val_std": float(np.std([r["val_loss"] for r in group])),
+            "seeds": len(group),
+        }
     return out
 
 
@@ -99,28 +108,42 @@ def write_all(exp: Experiment, stats: dict[str, Any]) -> dict[str, Any]:
         name = Variant(m, spec.weight, first_start).name
         for t in targets:
             target = stats[f"target:{t}"]
-            pa_rows.append({"mix": m, "weight": spec.weight, "target": t,
-                            "pa": proximity_advantage(mixed, target, stats["base"]),
-                            "combined": proximity(mixed, target)["combined"],
-                            "gain": avg[("base", t)]["val_loss"] - avg[(name, t)]["val_loss"]})
+            pa_rows.append(
+                {
+                    "mix": m,
+                    "weight": spec.weight,
+                    "target": t,
+                    "pa": proximity_advantage(mixed, target, stats["base"]),
+                    "combined": proximity(mixed, target)["combined"],
+                    "gain": avg[("base", t)]["val_loss"] - avg[(name, t)]["val_loss"],
+                }
+            )
     r = pearson([x["pa"] for x in pa_rows], [x["gain"] for x in pa_rows])
-    pa_md = markdown_table(["mix", "target", "PA", "SFT gain (base − mix val loss)"],
-                           [[x["mix"], x["target"], f"{x['pa']:+.5f}", f"{x['gain']:+.4f}"] for x in pa_rows])
+    pa_md = markdown_table(
+        ["mix", "target", "PA", "SFT gain (base − mix val loss)"],
+        [[x["mix"], x["target"], f"{x['pa']:+.5f}", f"{x['gain']:+.4f}"] for x in pa_rows],
+    )
     pa_md += f"\n\nPearson r(PA, gain) = {r:.3f} over {len(pa_rows)} (mix, target) pairs"
 
     # Timing × weight ablation: the gain of each cell on the ablation's target.
     ablation = None
     if g.ablation is not None:
         a = g.ablation
-        cells = {(v.start, v.weight): avg[("base", a.target)]["val_loss"] - avg[(v.name, a.target)]["val_loss"]
-                 for v in ablation_variants(g)}
+        cells = {
+            (v.start, v.weight): avg[("base", a.target)]["val_loss"] - avg[(v.name, a.target)]["val_loss"]
+            for v in ablation_variants(g)
+        }
         grid = np.array([[cells[(s, w)] for w in a.weights] for s in a.starts])
-        ablation = {"mix": a.mix, "target": a.target, "starts": a.starts, "weights": a.weights,
-                    "gain": grid.tolist()}
+        ablation = {"mix": a.mix, "target": a.target, "starts": a.starts, "weights": a.weights, "gain": grid.tolist()}
         abl_rows = [[f"{s:g}"] + [f"{x:+.4f}" for x in row] for s, row in zip(a.starts, grid, strict=True)]
         abl_md = markdown_table(["start \\ weight"] + [f"{w:g}" for w in a.weights], abl_rows)
-        _heatmap(grid, a.starts, a.weights, res / "ablation.png",
-                 f"{a.mix}: SFT gain on {a.target} (base − variant val loss)")
+        _heatmap(
+            grid,
+            a.starts,
+            a.weights,
+            res / "ablation.png",
+            f"{a.mix}: SFT gain on {a.target} (base − variant val loss)",
+        )
         with open(res / "ablation.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["start", "weight", "gain"])
@@ -132,12 +155,19 @@ def write_all(exp: Experiment, stats: dict[str, Any]) -> dict[str, Any]:
     for v in [None, *all_variants(g)]:
         m = read_manifest(exp.mix_dir(v))
         assert isinstance(m, MixManifest)
-        pass_rows += [{"mix": exp.mix_dir(v).name, "source": k, "samples": m.samples_per_source[k],
-                       "passes": round(p, 4)} for k, p in m.passes.items()]
+        pass_rows += [
+            {"mix": exp.mix_dir(v).name, "source": k, "samples": m.samples_per_source[k], "passes": round(p, 4)}
+            for k, p in m.passes.items()
+        ]
     repeated = [r for r in pass_rows if r["passes"] > 1]
-    pass_md = (markdown_table(["mix", "source", "samples", "passes"],
-                              [[r["mix"], r["source"], f"{r['samples']:,}", f"{r['passes']:.2f}"] for r in repeated])
-               if repeated else "No source was read more than once.")
+    pass_md = (
+        markdown_table(
+            ["mix", "source", "samples", "passes"],
+            [[r["mix"], r["source"], f"{r['samples']:,}", f"{r['passes']:.2f}"] for r in repeated],
+        )
+        if repeated
+        else "No source was read more than once."
+    )
     with open(res / "passes.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["mix", "source", "samples", "passes"])
         w.writeheader()
@@ -152,17 +182,34 @@ def write_all(exp: Experiment, stats: dict[str, Any]) -> dict[str, Any]:
         w.writeheader()
         w.writerows(pa_rows)
 
-    doc = [f"# {g.name}: {g.arch}, {g.steps} steps × {g.global_batch} × {g.seq_len} tokens of pretraining",
-           "", "## SFT validation loss (Δ vs base), best learning rate per seed, mean over seeds", "", val_md,
-           "", "## Held-out general loss after SFT (Δ vs base)", "", gen_md,
-           "", "## Proximity advantage vs SFT gain", "", pa_md]
+    doc = [
+        f"# {g.name}: {g.arch}, {g.steps} steps × {g.global_batch} × {g.seq_len} tokens of pretraining",
+        "",
+        "## SFT validation loss (Δ vs base), best learning rate per seed, mean over seeds",
+        "",
+        val_md,
+        "",
+        "## Held-out general loss after SFT (Δ vs base)",
+        "",
+        gen_md,
+        "",
+        "## Proximity advantage vs SFT gain",
+        "",
+        pa_md,
+    ]
     if ablation is not None:
         doc += ["", f"## Timing × weight ablation: {ablation['mix']} → {ablation['target']} SFT gain", "", abl_md]
     doc += ["", "## Sources read more than once (all in passes.csv)", "", pass_md]
     text = "\n".join(doc) + "\n"
     (res / "tables.md").write_text(text)
-    results = {"sft": rows, "mean": {f"{m}|{t}": v for (m, t), v in avg.items()}, "proximity": pa_rows,
-               "pearson_r": r, "ablation": ablation, "passes": pass_rows}
+    results = {
+        "sft": rows,
+        "mean": {f"{m}|{t}": v for (m, t), v in avg.items()},
+        "proximity": pa_rows,
+        "pearson_r": r,
+        "ablation": ablation,
+        "passes": pass_rows,
+    }
     (res / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(text)
     return results

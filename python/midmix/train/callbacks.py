@@ -17,11 +17,11 @@ from composer.loggers import Logger
 from composer.utils import dist
 
 from midmix.api import planned_counts
-from midmix.data import IGNORE
 from midmix.errors import ConfigError
+from midmix.loaders import IGNORE
 from midmix.manifest import Manifest, MixManifest
-from midmix.train.datasets import EvalSet
 from midmix.train.models import labels_of, shifted_loss
+from midmix.train.recipe_loaders import EvalSet
 
 
 def _due(state: State, every: int) -> bool:
@@ -115,8 +115,9 @@ class MixtureMonitor(Callback):
 
     def __init__(self, plan: Manifest, every: int) -> None:
         if not isinstance(plan, MixManifest):
-            raise ConfigError("callbacks.mixture: the training data is not a build-mix output "
-                              "(no plan to compare with)")
+            raise ConfigError(
+                "callbacks.mixture: the training data is not a build-mix output (no plan to compare with)"
+            )
         self.plan, self.every = plan, every
         self.names: list[str] = list(plan.sources)
         zeros = np.zeros(len(self.names), dtype=np.int64)
@@ -132,7 +133,7 @@ class MixtureMonitor(Callback):
     def after_dataloader(self, state: State, logger: Logger) -> None:
         source = state.batch.get("source") if isinstance(state.batch, dict) else None
         if source is not None:
-            self.counts += np.bincount(source.cpu().numpy(), minlength=len(self.names))[:len(self.names)]
+            self.counts += np.bincount(source.cpu().numpy(), minlength=len(self.names))[: len(self.names)]
 
     def batch_end(self, state: State, logger: Logger) -> None:
         summed = _sum_over_ranks([float(c) for c in self.restored + self.counts])
@@ -182,8 +183,11 @@ class GradientAlignment(Callback):
     def _gradient(self, state: State, batches: list[dict[str, torch.Tensor]]) -> tuple[list[torch.Tensor], bool]:
         model = state.model
         model.zero_grad(set_to_none=True)
-        pieces = [{k: v[i:i + self.microbatch] for k, v in b.items()}
-                  for b in batches for i in range(0, len(b["input_ids"]), self.microbatch)]
+        pieces = [
+            {k: v[i : i + self.microbatch] for k, v in b.items()}
+            for b in batches
+            for i in range(0, len(b["input_ids"]), self.microbatch)
+        ]
         scored = sum(int((labels_of(p)[:, 1:] != IGNORE).sum()) for p in pieces)
         with get_precision_context(state.precision):
             for piece in pieces:
@@ -213,9 +217,14 @@ class GradientAlignment(Callback):
         if sharded:
             dot, n_general, n_train = _sum_over_ranks([dot, n_general, n_train])
         denom = math.sqrt(n_general) * math.sqrt(n_train)
-        logger.log_metrics({"alignment/cosine": dot / denom if denom > 0 else 0.0, "alignment/dot": dot,
-                            "alignment/general_grad_norm": math.sqrt(n_general),
-                            "alignment/train_grad_norm": math.sqrt(n_train)})
+        logger.log_metrics(
+            {
+                "alignment/cosine": dot / denom if denom > 0 else 0.0,
+                "alignment/dot": dot,
+                "alignment/general_grad_norm": math.sqrt(n_general),
+                "alignment/train_grad_norm": math.sqrt(n_train),
+            }
+        )
 
 
 class DataAudit(Callback):
@@ -227,9 +236,11 @@ class DataAudit(Callback):
 
     def after_dataloader(self, state: State, logger: Logger) -> None:
         ids = state.batch["input_ids"]
-        record: dict[str, Any] = {"step": int(state.timestamp.batch),
-                                  "sha256": hashlib.sha256(ids.cpu().numpy().astype("<i8").tobytes()).hexdigest(),
-                                  "samples": int(ids.shape[0])}
+        record: dict[str, Any] = {
+            "step": int(state.timestamp.batch),
+            "sha256": hashlib.sha256(ids.cpu().numpy().astype("<i8").tobytes()).hexdigest(),
+            "samples": int(ids.shape[0]),
+        }
         if "source" in state.batch:
             record["sources"] = np.bincount(state.batch["source"].cpu().numpy()).tolist()
         with open(self.path, "a") as f:

@@ -57,8 +57,9 @@ def _refuse_form(key: str, what: str, path: Path, cfg: TrainConfig) -> None:
         fix = "set fsdp.state_dict_type: sharded (a sharded checkpoint loads into a sharded run on any world size)"
     else:
         fix = "set fsdp.state_dict_type: full, or drop fsdp (a full checkpoint loads on any world size)"
-    raise ConfigError(f"{key}: {what} {path} is a {form} checkpoint, and this recipe saves and loads {ours} ones; "
-                      f"{fix}")
+    raise ConfigError(
+        f"{key}: {what} {path} is a {form} checkpoint, and this recipe saves and loads {ours} ones; {fix}"
+    )
 
 
 def branch_checkpoint(cfg: TrainConfig) -> Path:
@@ -68,12 +69,16 @@ def branch_checkpoint(cfg: TrainConfig) -> Path:
     found = saved_checkpoints(folder)
     if cfg.branch.step not in found:
         steps = ", ".join(map(str, sorted(found))) or "none"
-        raise ConfigError(f"branch: no checkpoint at step {cfg.branch.step} in {folder}; saved steps: {steps} "
-                          "(add the step to the base's checkpoint.steps)")
+        raise ConfigError(
+            f"branch: no checkpoint at step {cfg.branch.step} in {folder}; saved steps: {steps} "
+            "(add the step to the base's checkpoint.steps)"
+        )
     path = found[cfg.branch.step]
     if not is_complete(path):
-        raise ConfigError(f"branch: the base's checkpoint {path} is incomplete (its run was stopped while saving "
-                          "it): branch from another step, or resume the base to save it again")
+        raise ConfigError(
+            f"branch: the base's checkpoint {path} is incomplete (its run was stopped while saving "
+            "it): branch from another step, or resume the base to save it again"
+        )
     _refuse_form("branch", f"the base's checkpoint at step {cfg.branch.step},", path, cfg)
     return path
 

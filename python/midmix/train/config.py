@@ -239,8 +239,11 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
                 return _convert(arg, value, key)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} fits none of "
-                          f"{' | '.join(_type_name(a) for a in args)}")
+        raise ConfigError(
+            errors[0]
+            if len(errors) == 1
+            else f"{key}: {value!r} fits none of {' | '.join(_type_name(a) for a in args)}"
+        )
     if dataclasses.is_dataclass(tp):
         return build(tp, {} if value is None else value, key)
     if origin is list:
@@ -357,15 +360,18 @@ def validate(cfg: TrainConfig) -> None:
     for name, cb in [("forgetting", cbs.forgetting), ("domain", cbs.domain)]:
         if cb is not None:
             if cb.eval not in cfg.data.eval:
-                raise ConfigError(f"callbacks.{name}.eval: {cb.eval!r} is not a key of data.eval "
-                                  f"({', '.join(cfg.data.eval) or 'none defined'})")
+                raise ConfigError(
+                    f"callbacks.{name}.eval: {cb.eval!r} is not a key of data.eval "
+                    f"({', '.join(cfg.data.eval) or 'none defined'})"
+                )
             interval_batches(cb.interval, f"callbacks.{name}.interval")
     if cbs.mixture is not None:
         interval_batches(cbs.mixture.interval, "callbacks.mixture.interval")
     if cbs.gradient_alignment is not None:
         if cbs.gradient_alignment.probe not in cfg.data.eval:
-            raise ConfigError(f"callbacks.gradient_alignment.probe: {cbs.gradient_alignment.probe!r} is not a key "
-                              "of data.eval")
+            raise ConfigError(
+                f"callbacks.gradient_alignment.probe: {cbs.gradient_alignment.probe!r} is not a key of data.eval"
+            )
         interval_batches(cbs.gradient_alignment.interval, "callbacks.gradient_alignment.interval")
         for key in ("batches", "microbatch"):  # (the loader has checked they are ints)
             if getattr(cbs.gradient_alignment, key) < 1:
@@ -388,8 +394,9 @@ def validate(cfg: TrainConfig) -> None:
     if train.num_workers < 0:
         raise ConfigError("data.train.num_workers: must be at least 0")
     if train.persistent_workers and train.num_workers == 0:
-        raise ConfigError("data.train.persistent_workers: needs data.train.num_workers > 0 (there are no workers "
-                          "to keep)")
+        raise ConfigError(
+            "data.train.persistent_workers: needs data.train.num_workers > 0 (there are no workers to keep)"
+        )
     if cfg.loggers.wandb is not None and cfg.loggers.wandb.mode not in (None, *WANDB_MODES):
         raise ConfigError(f"loggers.wandb.mode: {cfg.loggers.wandb.mode!r} is not one of {', '.join(WANDB_MODES)}")
     check_packages(cfg)
@@ -423,9 +430,11 @@ def check_packages(cfg: TrainConfig) -> None:
             uri = f"{mlflow.get_tracking_uri()} (mlflow's default)"
         # A database store is SQLAlchemy's: in the full `mlflow` package, not in mlflow-skinny.
         if uri.split(":", 1)[0].split("+", 1)[0] in _DATABASES and importlib.util.find_spec("sqlalchemy") is None:
-            raise ConfigError(f"loggers.mlflow.tracking_uri: {uri} is a database, which needs the full mlflow "
-                              "package (pip install mlflow); mlflow-skinny logs to a tracking server (http://…), "
-                              "databricks or file:DIR")
+            raise ConfigError(
+                f"loggers.mlflow.tracking_uri: {uri} is a database, which needs the full mlflow "
+                "package (pip install mlflow); mlflow-skinny logs to a tracking server (http://…), "
+                "databricks or file:DIR"
+            )
 
 
 def parse_select(text: str, n: int, key: str = "select") -> range:
@@ -450,8 +459,9 @@ def parse_select(text: str, n: int, key: str = "select") -> range:
     return range(min(lo, n), min(hi, n))
 
 
-def load_yaml(path: str | Path, overrides: list[str] | tuple[str, ...], cls: type,
-              check: Callable[[Any], None]) -> tuple[Any, dict[str, Any]]:
+def load_yaml(
+    path: str | Path, overrides: list[str] | tuple[str, ...], cls: type, check: Callable[[Any], None]
+) -> tuple[Any, dict[str, Any]]:
     """A YAML mapping with `key=value` overrides applied, built into dataclass `cls` and checked;
     errors name the file. Returns the object and the raw mapping it came from."""
     path = Path(path)

@@ -27,7 +27,7 @@ import yaml
 from midmix.errors import ConfigError, MidmixError
 from midmix.manifest import MANIFEST_FILE, Manifest, MixManifest, TokenizerInfo, read_manifest
 from midmix.train import config as cfgmod
-from midmix.train.datasets import DatasetInfo, dataset_info
+from midmix.train.recipe_loaders import DatasetInfo, dataset_info
 
 EXPORT_FILE = "midmix_export.json"
 
@@ -72,13 +72,16 @@ def locate(run: str | os.PathLike[str]) -> tuple[Path, Path]:
             raise ConfigError(f"{path}: the run has no checkpoints/ (was it trained with checkpoint.enabled: false?)")
         if not latest.exists():
             saved = sorted(p.name for p in folder.glob("ep*-ba*-rank0.pt"))
-            raise ConfigError(f"{latest}: missing (saved there: {', '.join(saved) or 'nothing'}); "
-                              "name a checkpoint file instead")
+            raise ConfigError(
+                f"{latest}: missing (saved there: {', '.join(saved) or 'nothing'}); name a checkpoint file instead"
+            )
         return path, latest.resolve()
     run_dir = path.parent.parent
     if path.parent.name != "checkpoints" or not (run_dir / "config.yaml").exists():
-        raise ConfigError(f"{path}: neither a run directory (config.yaml and checkpoints/) nor a checkpoint file in "
-                          "one (RUN/checkpoints/*.pt): the run's config.yaml gives the model's architecture")
+        raise ConfigError(
+            f"{path}: neither a run directory (config.yaml and checkpoints/) nor a checkpoint file in "
+            "one (RUN/checkpoints/*.pt): the run's config.yaml gives the model's architecture"
+        )
     return run_dir, path.resolve()
 
 
@@ -111,17 +114,23 @@ def checked_tokenizer(recorded: TokenizerInfo, where: Path, given: str | os.Path
             raise ConfigError(f"--tokenizer {given}: no such file")
         sha = _sha256(path)
         if sha != recorded.sha256:
-            raise ConfigError(f"--tokenizer {path}: sha256 {sha} is not the {recorded.sha256} recorded in {where} "
-                              "(the training data was prepared with another tokenizer)")
+            raise ConfigError(
+                f"--tokenizer {path}: sha256 {sha} is not the {recorded.sha256} recorded in {where} "
+                "(the training data was prepared with another tokenizer)"
+            )
         return path
     path = Path(recorded.path)
     if not path.is_file():
-        raise ConfigError(f"the tokenizer recorded in {where}, {path}, is gone: pass --tokenizer PATH to a copy of it "
-                          f"(sha256 {recorded.sha256})")
+        raise ConfigError(
+            f"the tokenizer recorded in {where}, {path}, is gone: pass --tokenizer PATH to a copy of it "
+            f"(sha256 {recorded.sha256})"
+        )
     sha = _sha256(path)
     if sha != recorded.sha256:
-        raise ConfigError(f"the tokenizer recorded in {where}, {path}, has changed since the data was prepared "
-                          f"(sha256 {sha}, recorded {recorded.sha256}): pass --tokenizer PATH to the original")
+        raise ConfigError(
+            f"the tokenizer recorded in {where}, {path}, has changed since the data was prepared "
+            f"(sha256 {sha}, recorded {recorded.sha256}): pass --tokenizer PATH to the original"
+        )
     return path
 
 
@@ -177,12 +186,19 @@ def _train_data(cfg: cfgmod.TrainConfig, recipe: Path) -> DatasetInfo:
     try:
         return dataset_info(cfg.data.train.path, "data.train")
     except MidmixError as e:
-        raise type(e)(f"{recipe}: {e} (the tokenizer is read from the training data's {MANIFEST_FILE}; relative "
-                      "paths are relative to where the run was trained)") from e
+        raise type(e)(
+            f"{recipe}: {e} (the tokenizer is read from the training data's {MANIFEST_FILE}; relative "
+            "paths are relative to where the run was trained)"
+        ) from e
 
 
-def export_model(run: str | os.PathLike[str], out: str | os.PathLike[str], *,
-                 tokenizer: str | os.PathLike[str] | None = None, overwrite: bool = False) -> ExportedModel:
+def export_model(
+    run: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    tokenizer: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+) -> ExportedModel:
     """Write run `run` (a run directory, for its latest checkpoint, or one of its checkpoint files) to
     `out` as a Hugging Face model directory; see the module's docstring."""
     from transformers import GPTNeoXForCausalLM, PreTrainedTokenizerFast
@@ -201,8 +217,10 @@ def export_model(run: str | os.PathLike[str], out: str | os.PathLike[str], *,
             raise ConfigError(f"{out} exists: pass --overwrite to replace it")
         if not out.is_dir() or out.is_symlink() or not (out / EXPORT_FILE).is_file():
             # Only a previous export-model output is replaced: never a run, its checkpoints or any other directory.
-            raise ConfigError(f"{out} exists and is not an export-model output (it has no {EXPORT_FILE}): --overwrite "
-                              "only replaces one; choose another output directory")
+            raise ConfigError(
+                f"{out} exists and is not an export-model output (it has no {EXPORT_FILE}): --overwrite "
+                "only replaces one; choose another output directory"
+            )
         for what, p in (("run", run_dir), ("tokenizer", tok_path), ("training data", info.path)):
             if _contains(out, p):
                 raise ConfigError(f"--out {out} holds the {what} ({p}): choose another output directory")
@@ -210,8 +228,9 @@ def export_model(run: str | os.PathLike[str], out: str | os.PathLike[str], *,
     state = read_checkpoint(checkpoint, "checkpoint")
     step, samples, tokens = _position(state, checkpoint)
     eos_id, bos_id = special_ids(info.manifest, tok_path)
-    config = model_config(cfg.model.arch, cfg.model.init_from, cfg.model.vocab_size,
-                          cfg.model.positions_for(info.seq_len))
+    config = model_config(
+        cfg.model.arch, cfg.model.init_from, cfg.model.vocab_size, cfg.model.positions_for(info.seq_len)
+    )
     # Generation stops at the EOS the documents ended with; a packed document starts after the EOS of
     # the one before, so that is also the BOS when the data had none of its own.
     config.eos_token_id = eos_id
@@ -227,12 +246,25 @@ def export_model(run: str | os.PathLike[str], out: str | os.PathLike[str], *,
         hf_tok.bos_token = hf_tok.convert_ids_to_tokens(config.bos_token_id)
 
     result = ExportedModel(
-        out=str(out.resolve()), run=str(run_dir.resolve()), run_name=cfg.run_name,
-        completed=(run_dir / "summary.json").exists(), checkpoint=str(checkpoint), step=step, samples=samples,
-        tokens=tokens, arch=cfg.model.arch, vocab_size=config.vocab_size, train_data=str(info.path.resolve()),
-        train_seq_len=info.seq_len, tokenizer=str(tok_path.resolve()), tokenizer_sha256=recorded.sha256,
-        tokenizer_vocab_size=recorded.vocab_size, eos_id=eos_id, bos_id=config.bos_token_id,
-        midmix_version=__version__)
+        out=str(out.resolve()),
+        run=str(run_dir.resolve()),
+        run_name=cfg.run_name,
+        completed=(run_dir / "summary.json").exists(),
+        checkpoint=str(checkpoint),
+        step=step,
+        samples=samples,
+        tokens=tokens,
+        arch=cfg.model.arch,
+        vocab_size=config.vocab_size,
+        train_data=str(info.path.resolve()),
+        train_seq_len=info.seq_len,
+        tokenizer=str(tok_path.resolve()),
+        tokenizer_sha256=recorded.sha256,
+        tokenizer_vocab_size=recorded.vocab_size,
+        eos_id=eos_id,
+        bos_id=config.bos_token_id,
+        midmix_version=__version__,
+    )
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staged = out.with_name(f".{out.name}.tmp-{os.getpid()}")

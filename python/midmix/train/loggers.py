@@ -41,4 +41,3 @@ class JSONLLogger(LoggerDestination):
             return
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
-

@@ -15,8 +15,8 @@ from composer.models import ComposerModel
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 from transformers.models.gpt_neox.modeling_gpt_neox import GPTNeoXLayer
 
-from midmix.data import IGNORE
 from midmix.errors import ConfigError
+from midmix.loaders import IGNORE
 from midmix.train.checkpoints import LATEST, is_sharded, load_sharded_weights
 
 # (hidden size, layers, heads) from the Pythia paper's Table 1 / the models' config.json; the MLP is
@@ -67,10 +67,10 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         lse = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
         total = torch.zeros((), dtype=torch.float32, device=logits.device)
         for s in range(0, logits.shape[0], LOSS_CHUNK):
-            x = logits[s:s + LOSS_CHUNK].float()
-            t = targets[s:s + LOSS_CHUNK]
+            x = logits[s : s + LOSS_CHUNK].float()
+            t = targets[s : s + LOSS_CHUNK]
             scored = t != IGNORE
-            lse[s:s + LOSS_CHUNK] = chunk_lse = torch.logsumexp(x, dim=-1)
+            lse[s : s + LOSS_CHUNK] = chunk_lse = torch.logsumexp(x, dim=-1)
             picked = x.gather(1, t.clamp(min=0).unsqueeze(1)).squeeze(1)
             total += torch.where(scored, chunk_lse - picked, 0.0).sum()
         ctx.save_for_backward(logits, targets, lse)
@@ -81,13 +81,13 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         logits, targets, lse = ctx.saved_tensors
         out = torch.empty_like(logits)
         for s in range(0, logits.shape[0], LOSS_CHUNK):
-            t = targets[s:s + LOSS_CHUNK]
+            t = targets[s : s + LOSS_CHUNK]
             scored = t != IGNORE
-            p = torch.exp(logits[s:s + LOSS_CHUNK].float() - lse[s:s + LOSS_CHUNK, None])
+            p = torch.exp(logits[s : s + LOSS_CHUNK].float() - lse[s : s + LOSS_CHUNK, None])
             rows = torch.arange(len(t), device=t.device)[scored]
             p[rows, t[scored]] -= 1.0
             p *= scored.unsqueeze(1) * grad
-            out[s:s + LOSS_CHUNK] = p.to(out.dtype)
+            out[s : s + LOSS_CHUNK] = p.to(out.dtype)
         return out, None
 
 
@@ -142,8 +142,9 @@ class CausalLM(ComposerModel):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         # No KV cache in training: it is never read, and under activation checkpointing the recomputed
         # forward would append to it a second time (different shapes, a CheckpointError in backward).
-        return self.model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                          use_cache=False).logits
+        return self.model(
+            input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False
+        ).logits
 
     def loss(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor], *args: Any, **kwargs: Any) -> torch.Tensor:
         return shifted_loss(outputs, labels_of(batch))
@@ -181,8 +182,9 @@ def model_config(arch: str, init_from: str | None, vocab_size: int | None, max_p
     return neox_config(arch, vocab_size, max_positions)
 
 
-def build_model(arch: str, init_from: str | None, vocab_size: int | None, max_positions: int,
-                min_vocab: int) -> CausalLM:
+def build_model(
+    arch: str, init_from: str | None, vocab_size: int | None, max_positions: int, min_vocab: int
+) -> CausalLM:
     """The model for a recipe; `min_vocab` is the data's tokenizer vocabulary, which must fit.
 
     `init_from`: a Hugging Face model directory, a Composer checkpoint (a full checkpoint's file or a
@@ -194,8 +196,10 @@ def build_model(arch: str, init_from: str | None, vocab_size: int | None, max_po
     else:
         model = GPTNeoXForCausalLM(neox_config(arch, vocab_size, max_positions))
     if model.config.vocab_size < min_vocab:
-        raise ConfigError(f"model vocabulary {model.config.vocab_size} is smaller than the data's tokenizer "
-                          f"({min_vocab}); set model.vocab_size")
+        raise ConfigError(
+            f"model vocabulary {model.config.vocab_size} is smaller than the data's tokenizer "
+            f"({min_vocab}); set model.vocab_size"
+        )
     wrapped = CausalLM(model)
     if init_from is not None and hf is None:
         load_weights(wrapped, Path(init_from))
@@ -207,8 +211,10 @@ def read_checkpoint(checkpoint: Path, key: str = "model.init_from") -> dict[str,
     if not checkpoint.exists():
         raise ConfigError(f"{key}: {checkpoint} does not exist")
     if checkpoint.is_dir():
-        raise ConfigError(f"{key}: {checkpoint} is a directory: a sharded checkpoint (fsdp.state_dict_type: "
-                          "sharded) is read only as a whole by Composer; save full checkpoints to read it here")
+        raise ConfigError(
+            f"{key}: {checkpoint} is a directory: a sharded checkpoint (fsdp.state_dict_type: "
+            "sharded) is read only as a whole by Composer; save full checkpoints to read it here"
+        )
     try:
         obj = torch.load(checkpoint, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
@@ -219,8 +225,9 @@ def read_checkpoint(checkpoint: Path, key: str = "model.init_from") -> dict[str,
     return state
 
 
-def load_weights(model: CausalLM, checkpoint: Path, key: str = "model.init_from",
-                 state: dict[str, Any] | None = None) -> None:
+def load_weights(
+    model: CausalLM, checkpoint: Path, key: str = "model.init_from", state: dict[str, Any] | None = None
+) -> None:
     """Weights only, from a Composer checkpoint (`state.model`): a full checkpoint's file (or its `state`
     already read), or a sharded one's directory (saved on any world size)."""
     if state is None and is_sharded(checkpoint):
@@ -232,5 +239,6 @@ def load_weights(model: CausalLM, checkpoint: Path, key: str = "model.init_from"
     except RuntimeError as e:  # same names, other shapes
         raise ConfigError(f"{key}: {checkpoint} does not match model.arch ({e})") from e
     if missing or unexpected:
-        raise ConfigError(f"{key}: {checkpoint} does not match model.arch "
-                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise ConfigError(
+            f"{key}: {checkpoint} does not match model.arch (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )

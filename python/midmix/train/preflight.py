@@ -8,8 +8,8 @@ import dataclasses
 import sys
 from typing import Any
 
-from midmix.dataset import Dataset
 from midmix.errors import MidmixError
+from midmix.registry import Dataset
 from midmix.train import config as cfgmod
 from midmix.train.config import TrainConfig
 
@@ -29,9 +29,12 @@ def load_checked(recipe: str, overrides: list[str] | tuple[str, ...]) -> tuple[T
         opened(f"data.eval.{name}", e.path)
     mix_batch, train_batch = getattr(train.manifest, "global_batch", None), cfg.data.global_batch_size
     if mix_batch and mix_batch % train_batch:
-        print(f"midmix train: warning: {cfg.data.train.path} was built with --global-batch {mix_batch}, so its "
-              f"phases change on step boundaries only for a global batch that divides it; data.global_batch_size "
-              f"is {train_batch}", file=sys.stderr)
+        print(
+            f"midmix train: warning: {cfg.data.train.path} was built with --global-batch {mix_batch}, so its "
+            f"phases change on step boundaries only for a global batch that divides it; data.global_batch_size "
+            f"is {train_batch}",
+            file=sys.stderr,
+        )
     return cfg, raw
 
 

@@ -27,16 +27,16 @@ from composer.devices import DeviceCPU, DeviceGPU
 from composer.loggers import TensorboardLogger
 from composer.utils import FSDP2Config, create_interval_scheduler, dist, reproducibility
 
-from midmix.data import IGNORE, MixDataset
 from midmix.errors import ConfigError
-from midmix.report import read_metrics
+from midmix.loaders import IGNORE, MixDataset
+from midmix.run_report import read_metrics
 from midmix.train import config as cfgmod
 from midmix.train.callbacks import DataAudit, DomainEval, ForgettingEval, GradientAlignment, MixtureMonitor
 from midmix.train.checkpoints import LATEST, branch_checkpoint, check_resume, recover, step_of
 from midmix.train.config import TrainConfig, interval_batches
-from midmix.train.datasets import EvalSet, check_kind, dataset_info, train_loader
 from midmix.train.loggers import JSONLLogger
 from midmix.train.models import build_model
+from midmix.train.recipe_loaders import EvalSet, check_kind, dataset_info, train_loader
 from midmix.train.schedules import DurationSchedule, StepTracker
 from midmix.train.tracking import RecipeParams, tracking_loggers
 
@@ -79,8 +79,10 @@ def build_trainer(cfg: TrainConfig, raw: dict[str, Any]) -> Trainer:
         check_resume(cfg, checkpoints / LATEST)
         if int(os.environ.get("RANK", "0")) == 0:
             saved = (checkpoints / LATEST).resolve()
-            print(f"midmix train: {cfg.run_name} resumes from {saved.name} (step {step_of(saved)}) in {checkpoints}",
-                  file=sys.stderr)
+            print(
+                f"midmix train: {cfg.run_name} resumes from {saved.name} (step {step_of(saved)}) in {checkpoints}",
+                file=sys.stderr,
+            )
     branch_from = branch_checkpoint(cfg) if cfg.branch is not None and not resuming else None
     if cfg.deterministic:
         # Before any CUDA work (the cuBLAS workspace setting is read when cuBLAS starts); the Trainer
@@ -98,17 +100,25 @@ def build_trainer(cfg: TrainConfig, raw: dict[str, Any]) -> Trainer:
     check_kind(info, cfg.data.train.kind, "data.train")
     evalsets = {name: EvalSet(name, e, cfg.data.eval_batch_size) for name, e in cfg.data.eval.items()}
     reproducibility.seed_all(cfg.seed)
-    model = build_model(cfg.model.arch, cfg.model.init_from, cfg.model.vocab_size,
-                        cfg.model.positions_for(info.seq_len), info.vocab_size)
+    model = build_model(
+        cfg.model.arch,
+        cfg.model.init_from,
+        cfg.model.vocab_size,
+        cfg.model.positions_for(info.seq_len),
+        info.vocab_size,
+    )
 
     loader = train_loader(cfg.data.train, info, cfg.data.global_batch_size, cfg.seed, on_gpu=use_gpu)
     decay, no_decay = [], []
     for p in model.parameters():
         (decay if p.ndim >= 2 else no_decay).append(p)  # no weight decay on biases and norms
     opt = cfg.optimizer
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": opt.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=opt.lr, betas=(opt.betas[0], opt.betas[1]), eps=opt.eps)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": opt.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=opt.lr,
+        betas=(opt.betas[0], opt.betas[1]),
+        eps=opt.eps,
+    )
 
     cbs = cfg.callbacks
     # Throughput (and MFU where Composer knows the device's peak FLOPs) from `CausalLM.flops_per_batch`.
@@ -127,8 +137,9 @@ def build_trainer(cfg: TrainConfig, raw: dict[str, Any]) -> Trainer:
         callbacks.append(MixtureMonitor(info.manifest, every(cbs.mixture.interval, "mixture")))
     if cbs.gradient_alignment is not None:
         ga = cbs.gradient_alignment
-        callbacks.append(GradientAlignment(evalsets[ga.probe], every(ga.interval, "gradient_alignment"), ga.batches,
-                                           ga.microbatch))
+        callbacks.append(
+            GradientAlignment(evalsets[ga.probe], every(ga.interval, "gradient_alignment"), ga.batches, ga.microbatch)
+        )
     if cbs.audit:
         callbacks.append(DataAudit(run_dir))
 
@@ -157,9 +168,13 @@ def build_trainer(cfg: TrainConfig, raw: dict[str, Any]) -> Trainer:
 
     parallelism = None
     if cfg.fsdp is not None:
-        parallelism = {"fsdp": FSDP2Config(reshard_after_forward=cfg.fsdp.reshard_after_forward,
-                                           activation_checkpointing=cfg.fsdp.activation_checkpointing,
-                                           state_dict_type=cfg.fsdp.state_dict_type)}
+        parallelism = {
+            "fsdp": FSDP2Config(
+                reshard_after_forward=cfg.fsdp.reshard_after_forward,
+                activation_checkpointing=cfg.fsdp.activation_checkpointing,
+                state_dict_type=cfg.fsdp.state_dict_type,
+            )
+        }
 
     per_device = cfg.data.global_batch_size // dist.get_world_size()
     progress_bar = sys.stdout.isatty() if cfg.loggers.progress_bar is None else cfg.loggers.progress_bar
@@ -198,9 +213,15 @@ def build_trainer(cfg: TrainConfig, raw: dict[str, Any]) -> Trainer:
 def summarize(cfg: TrainConfig, trainer: Trainer, elapsed: float) -> dict[str, Any]:
     """summary.json: the last value of every metric, and how much was trained how fast."""
     ts = trainer.state.timestamp
-    summary: dict[str, Any] = {"run_name": cfg.run_name, "completed": True, "steps": int(ts.batch),
-                               "samples": int(ts.sample), "tokens": int(ts.token), "elapsed_s": round(elapsed, 3),
-                               "world_size": dist.get_world_size()}
+    summary: dict[str, Any] = {
+        "run_name": cfg.run_name,
+        "completed": True,
+        "steps": int(ts.batch),
+        "samples": int(ts.sample),
+        "tokens": int(ts.token),
+        "elapsed_s": round(elapsed, 3),
+        "world_size": dist.get_world_size(),
+    }
     metrics_path = Path(cfg.run_dir) / "metrics.jsonl"
     if metrics_path.exists():
         series = read_metrics(metrics_path)
@@ -210,9 +231,13 @@ def summarize(cfg: TrainConfig, trainer: Trainer, elapsed: float) -> dict[str, A
 
 
 # summary.json's `throughput`: the mean of each rolling SpeedMonitor value over the run, and peak memory.
-_MEANS = {"tokens_per_sec": "throughput/tokens_per_sec", "samples_per_sec": "throughput/samples_per_sec",
-          "device_tokens_per_sec": "throughput/device/tokens_per_sec",
-          "device_flops_per_sec": "throughput/device/flops_per_sec", "mfu": "throughput/device/mfu"}
+_MEANS = {
+    "tokens_per_sec": "throughput/tokens_per_sec",
+    "samples_per_sec": "throughput/samples_per_sec",
+    "device_tokens_per_sec": "throughput/device/tokens_per_sec",
+    "device_flops_per_sec": "throughput/device/flops_per_sec",
+    "mfu": "throughput/device/mfu",
+}
 
 
 def throughput_summary(series: dict[str, list[tuple[int, int, float]]]) -> dict[str, float]:
@@ -234,8 +259,9 @@ def completed(cfg: TrainConfig, raw: dict[str, Any]) -> dict[str, Any] | None:
         return None
     previous = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else None
     if previous != raw:
-        raise ConfigError(f"{run_dir} holds a completed run of a different recipe; choose another run_dir "
-                          "or delete that one")
+        raise ConfigError(
+            f"{run_dir} holds a completed run of a different recipe; choose another run_dir or delete that one"
+        )
     return json.loads((run_dir / "summary.json").read_text())
 
 
@@ -268,8 +294,12 @@ def train(cfg: TrainConfig, raw: dict[str, Any]) -> dict[str, Any]:
 def torch_flags_restored() -> Iterator[None]:
     """torch's process-wide kernel choices as they were: `deterministic: true` (Composer's
     deterministic_mode) sets them for the process, and the next run trained in it may not want them."""
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+    )
     try:
         yield
     finally:
@@ -286,8 +316,11 @@ def close_dist() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help"):
-        print("usage: composer [-n N] -m midmix.train RECIPE.yaml [key=value ...]\n"
-              "       midmix train RECIPE.yaml [key=value ...]", file=sys.stderr)
+        print(
+            "usage: composer [-n N] -m midmix.train RECIPE.yaml [key=value ...]\n"
+            "       midmix train RECIPE.yaml [key=value ...]",
+            file=sys.stderr,
+        )
         return 2
     try:
         cfg, raw = cfgmod.load(args[0], args[1:])
@@ -300,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         final = summary.get("final", {})
         shown = {k: round(v, 4) for k, v in final.items() if k.startswith(("loss/train", "forgetting/", "domain/"))}
-        print(f"midmix train: {cfg.run_name} done: {summary['steps']} steps, {summary['tokens']:,} tokens in "
-              f"{summary['elapsed_s']:.1f} s; {json.dumps(shown)}")
+        print(
+            f"midmix train: {cfg.run_name} done: {summary['steps']} steps, {summary['tokens']:,} tokens in "
+            f"{summary['elapsed_s']:.1f} s; {json.dumps(shown)}"
+        )
     return 0

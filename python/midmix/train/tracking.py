@@ -59,8 +59,9 @@ def wandb_logger(w: WandbConfig, run_dir: Path, resuming: bool) -> LoggerDestina
         def can_upload_files(self) -> bool:
             return False
 
-        def download_file(self, remote_file_name: str, destination: str, overwrite: bool = False,
-                          progress_bar: bool = True) -> None:
+        def download_file(
+            self, remote_file_name: str, destination: str, overwrite: bool = False, progress_bar: bool = True
+        ) -> None:
             raise NotImplementedError("midmix keeps checkpoints in run_dir, not in W&B")
 
     init: dict[str, Any] = {}
@@ -74,8 +75,9 @@ def wandb_logger(w: WandbConfig, run_dir: Path, resuming: bool) -> LoggerDestina
             Path(init["dir"]).mkdir(parents=True, exist_ok=True)  # else wandb falls back to a temp dir
         init["id"] = w.id or wandb_run_id(run_dir, resuming)
         init["resume"] = "allow"
-    return MetricsOnlyWandB(project=w.project, entity=w.entity, group=w.group, name=w.name, tags=w.tags or None,
-                            init_kwargs=init)
+    return MetricsOnlyWandB(
+        project=w.project, entity=w.entity, group=w.group, name=w.name, tags=w.tags or None, init_kwargs=init
+    )
 
 
 def mlflow_logger(m: MlflowConfig, resuming: bool) -> LoggerDestination:
@@ -86,8 +88,14 @@ def mlflow_logger(m: MlflowConfig, resuming: bool) -> LoggerDestination:
         # mlflow ≥ 3.7 refuses its file store unless told otherwise; the recipe asked for one by name.
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     experiment = m.experiment_name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or "midmix"
-    return MLFlowLogger(experiment_name=experiment, run_name=m.run_name, tags=dict(m.tags), tracking_uri=uri,
-                        log_system_metrics=m.log_system_metrics, resume=resuming)
+    return MLFlowLogger(
+        experiment_name=experiment,
+        run_name=m.run_name,
+        tags=dict(m.tags),
+        tracking_uri=uri,
+        log_system_metrics=m.log_system_metrics,
+        resume=resuming,
+    )
 
 
 def flat_params(obj: Any, prefix: str = "") -> dict[str, Any]:

@@ -44,31 +44,10 @@ fn recorded_samples(m: &Value) -> Option<u64> {
         .or_else(|| m["total_samples"].as_u64())
 }
 
-/// Refuse a path that names a remote location (`s3://…`, `gs://…`, `hf://…`, `http://…`): midmix
-/// reads and writes local files only, and such a string would otherwise be taken for a relative
-/// directory named `s3:`.
-pub fn check_local(path: &Path) -> Result<()> {
-    let text = path.to_string_lossy();
-    // `scheme://…`, or `scheme:/…` as a path type that collapses `//` (Python's Path, click) hands it on.
-    if let Some((scheme, _)) = text.split_once(":/") {
-        if scheme.len() > 1
-            && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-            && scheme
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
-        {
-            return Err(Error::Config(format!(
-                "{text}: {scheme}:// locations are not supported yet; copy the data to a local path (or mount it) and give that"
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// Open `dir` (a prepared dataset, a mix of either form, or MDS written elsewhere), checked as the
 /// module says.
 pub fn open(dir: &Path) -> Result<Opened> {
-    check_local(dir)?;
+    crate::paths::check_local(dir)?;
     if !dir.is_dir() {
         let what = if dir.exists() {
             "is not a directory"

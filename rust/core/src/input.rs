@@ -81,7 +81,7 @@ pub fn discover(specs: &[String]) -> Result<Vec<InputFile>> {
     let mut seen = std::collections::HashSet::new();
     for spec in specs {
         let path = PathBuf::from(spec);
-        crate::dataset::check_local(&path)?;
+        crate::paths::check_local(&path)?;
         let mut found: Vec<PathBuf> = Vec::new();
         if path.is_dir() {
             walk(&path, &mut found, &mut Vec::new())?;

@@ -9,6 +9,7 @@ pub mod merge;
 pub mod mix;
 pub mod mixindex;
 pub mod pack;
+pub mod paths;
 pub mod plan;
 pub mod pool;
 pub mod prepare;

@@ -131,7 +131,7 @@ fn remove_stale_staging(parent: &Path, name: &str) {
 impl StagedDir {
     /// Stage an output of `kind` (`prepared` or `mix`, what its `midmix.json` will say) for `final_path`.
     pub fn new(final_path: &Path, overwrite: bool, kind: &'static str) -> Result<StagedDir> {
-        crate::dataset::check_local(final_path)?;
+        crate::paths::check_local(final_path)?;
         if final_path.exists() && !overwrite {
             return Err(Error::dataset(
                 final_path,

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
-from midmix.dataset import SampleReader, TokenReader, resolve
 from midmix.errors import ConfigError
 from midmix.manifest import MixManifest, read_manifest
+from midmix.registry import SampleReader, TokenReader, resolve
 
 IGNORE = -100  # the label of tokens that are not scored (SFT prompts, padding)
 
@@ -71,8 +71,10 @@ class Batch(dict):
         new = dict(*args, **kwargs)
         ids = new.get("input_ids")
         if ids is not None and getattr(ids, "ndim", 2) != 2:
-            raise ConfigError("a MixDataset yields whole per-device batches: read it with MixLoader(dataset), or a "
-                              f"DataLoader with batch_size=None (got {tuple(ids.shape)} stacked)")
+            raise ConfigError(
+                "a MixDataset yields whole per-device batches: read it with MixLoader(dataset), or a "
+                f"DataLoader with batch_size=None (got {tuple(ids.shape)} stacked)"
+            )
         super().update(new)
 
 
@@ -83,15 +85,23 @@ class MixDataset(_MappedShards[TokenReader], IterableDataset):
     plain prepared datasets), where B = global_batch / world_size.
     """
 
-    def __init__(self, path: str | os.PathLike[str], global_batch: int, *, rank: int | None = None,
-                 world_size: int | None = None, data_root: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        global_batch: int,
+        *,
+        rank: int | None = None,
+        world_size: int | None = None,
+        data_root: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.path = resolve(path, data_root)  # a directory, or a registered name
         env_rank, env_world = _world()
         self.rank = env_rank if rank is None else rank
         self.world_size = env_world if world_size is None else world_size
         if global_batch < 1 or global_batch % self.world_size:
-            raise ConfigError(f"global batch {global_batch} must be a positive multiple of the world size "
-                              f"{self.world_size}")
+            raise ConfigError(
+                f"global batch {global_batch} must be a positive multiple of the world size {self.world_size}"
+            )
         if not 0 <= self.rank < self.world_size:
             raise ConfigError(f"rank {self.rank} is outside world size {self.world_size}")
         self.global_batch = global_batch
@@ -136,8 +146,12 @@ class MixDataset(_MappedShards[TokenReader], IterableDataset):
     # `load_state_dict`, then skips spinning the loader (see the README).
     def state_dict(self, num_samples: int, from_beginning: bool = True) -> dict[str, Any]:
         done = num_samples if from_beginning else self._start_step * self.global_batch + num_samples
-        return {"sample_in_epoch": int(done), "global_batch": self.global_batch,
-                "num_samples": int(self.reader.num_samples), "fingerprint": self.fingerprint}
+        return {
+            "sample_in_epoch": int(done),
+            "global_batch": self.global_batch,
+            "num_samples": int(self.reader.num_samples),
+            "fingerprint": self.fingerprint,
+        }
 
     @cached_property
     def fingerprint(self) -> str:
@@ -168,12 +182,15 @@ class MixDataset(_MappedShards[TokenReader], IterableDataset):
         if isinstance(sample, bool) or not isinstance(sample, int) or not 0 <= sample <= self.reader.num_samples:
             raise ConfigError(f"resume position {sample!r} is not a sample index in 0..{self.reader.num_samples}")
         if obj.get("global_batch", self.global_batch) != self.global_batch:
-            raise ConfigError(f"checkpoint was taken with global batch {obj['global_batch']}, "
-                              f"this run uses {self.global_batch}")
+            raise ConfigError(
+                f"checkpoint was taken with global batch {obj['global_batch']}, this run uses {self.global_batch}"
+            )
         for key, ours in (("num_samples", self.reader.num_samples), ("fingerprint", self.fingerprint)):
             if key in obj and obj[key] != ours and not self.branching:
-                raise ConfigError(f"the loader state was saved on other data ({key} {obj[key]} ≠ {ours} of "
-                                  f"{self.path}): resume with the mix the checkpoint was trained on")
+                raise ConfigError(
+                    f"the loader state was saved on other data ({key} {obj[key]} ≠ {ours} of "
+                    f"{self.path}): resume with the mix the checkpoint was trained on"
+                )
         if sample % self.global_batch:
             raise ConfigError(f"resume position {sample} is not at a global-batch boundary of {self.global_batch}")
         self._start_step = sample // self.global_batch
@@ -197,8 +214,13 @@ class SftDataset(_MappedShards[SampleReader], Dataset):
 
     `rows` selects examples (default: all). Each read costs one example: the shards stay mapped."""
 
-    def __init__(self, path: str | os.PathLike[str], rows: Sequence[int] | None = None,
-                 mask_prompt: bool = True, data_root: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        rows: Sequence[int] | None = None,
+        mask_prompt: bool = True,
+        data_root: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.path = resolve(path, data_root)  # a directory, or a registered name
         self.mask_prompt = mask_prompt
         self._reader_type = SampleReader
@@ -225,6 +247,6 @@ def pad_examples(examples: list[tuple[np.ndarray, np.ndarray]], multiple: int = 
     input_ids = np.zeros((len(examples), width), dtype=np.int64)
     labels = np.full((len(examples), width), IGNORE, dtype=np.int64)
     for row, (ids, lab) in enumerate(examples):
-        input_ids[row, :len(ids)] = ids
-        labels[row, :len(lab)] = lab
+        input_ids[row, : len(ids)] = ids
+        labels[row, : len(lab)] = lab
     return {"input_ids": torch.from_numpy(input_ids), "labels": torch.from_numpy(labels)}

@@ -8,15 +8,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from midmix import dataset
+from midmix import registry
 from midmix.errors import ConfigError, MidmixError
 from midmix.manifest import read_manifest
 from midmix.plotting import pyplot
 from midmix.proximity import UnigramStats, proximity
 from midmix.tokenizer import Tokenizer, open_recorded_tokenizer
 
-METRICS = ["combined", "vocab_jaccard", "overlap_ratio", "cosine", "jsd", "js_similarity", "kl_smoothed",
-           "jsd_normalized"]
+METRICS = [
+    "combined",
+    "vocab_jaccard",
+    "overlap_ratio",
+    "cosine",
+    "jsd",
+    "js_similarity",
+    "kl_smoothed",
+    "jsd_normalized",
+]
 
 
 def detect_fields(path: Path) -> list[str]:
@@ -27,6 +35,7 @@ def detect_fields(path: Path) -> list[str]:
     if first.suffix == ".parquet":
         try:
             import pyarrow.parquet as pq
+
             keys = list(pq.read_schema(first).names)
         except ImportError:
             return ["text"]
@@ -44,24 +53,39 @@ def detect_fields(path: Path) -> list[str]:
     raise ConfigError(f"{first}: no 'text' (or 'prompt'+'response') field; pass --fields")
 
 
-def load_source(spec: str, *, tokenizer: str | None, data_root: Path, fields: list[str] | None,
-                max_docs: int | None, max_tokens_per_doc: int | None, seed: int) -> UnigramStats:
+def load_source(
+    spec: str,
+    *,
+    tokenizer: str | None,
+    data_root: Path,
+    fields: list[str] | None,
+    max_docs: int | None,
+    max_tokens_per_doc: int | None,
+    seed: int,
+) -> UnigramStats:
     """NAME=PATH (raw files, a prepared/mixed dataset, or saved stats .npz) or a registered NAME."""
     name, sep, path_text = spec.partition("=")
-    path = Path(path_text) if sep else dataset.lookup(name, data_root)
+    path = Path(path_text) if sep else registry.lookup(name, data_root)
     if sep and not path.exists():
         raise ConfigError(f"{name}: {path} does not exist")
     if path.suffix == ".npz":
         stats = UnigramStats.load(path)
-    elif path.is_dir() and dataset.is_dataset(path):
+    elif path.is_dir() and registry.is_dataset(path):
         if max_docs or max_tokens_per_doc:
             raise ConfigError(f"{name}: --max-docs/--max-tokens-per-doc apply to raw files, not to dataset {path}")
         stats = UnigramStats.from_dataset(path, name)
     else:
         if not tokenizer:
             raise ConfigError(f"{name}: raw files need --tokenizer")
-        stats = UnigramStats.from_files([path], tokenizer, name, fields=fields or detect_fields(path),
-                                        max_docs=max_docs, max_tokens_per_doc=max_tokens_per_doc, seed=seed)
+        stats = UnigramStats.from_files(
+            [path],
+            tokenizer,
+            name,
+            fields=fields or detect_fields(path),
+            max_docs=max_docs,
+            max_tokens_per_doc=max_tokens_per_doc,
+            seed=seed,
+        )
     stats.name = name
     return stats
 
@@ -78,8 +102,15 @@ class SourceLoader:
     seed: int = 0
 
     def __call__(self, spec: str) -> UnigramStats:
-        return load_source(spec, tokenizer=self.tokenizer, data_root=self.data_root, fields=self.fields,
-                           max_docs=self.max_docs, max_tokens_per_doc=self.max_tokens_per_doc, seed=self.seed)
+        return load_source(
+            spec,
+            tokenizer=self.tokenizer,
+            data_root=self.data_root,
+            fields=self.fields,
+            max_docs=self.max_docs,
+            max_tokens_per_doc=self.max_tokens_per_doc,
+            seed=self.seed,
+        )
 
 
 def recorded_tokenizer(spec: str, root: Path) -> str | None:
@@ -87,7 +118,7 @@ def recorded_tokenizer(spec: str, root: Path) -> str | None:
     decoding)."""
     name, sep, path = spec.partition("=")
     try:
-        manifest = read_manifest(dataset.resolve(Path(path) if sep else name, root))
+        manifest = read_manifest(registry.resolve(Path(path) if sep else name, root))
     except (OSError, MidmixError):
         return None
     tok = manifest.tokenizer if manifest else None
@@ -115,8 +146,15 @@ class Comparison:
             plot_pa(self.numbers, path)
 
 
-def compare(load: SourceLoader, *, targets: list[str], base: str | None, candidates: list[str],
-            mixes: dict[str, float], as_matrix: bool) -> Comparison:
+def compare(
+    load: SourceLoader,
+    *,
+    targets: list[str],
+    base: str | None,
+    candidates: list[str],
+    mixes: dict[str, float],
+    as_matrix: bool,
+) -> Comparison:
     """Score candidates (optionally as token-weighted mixes with the base) against targets: the PA
     table, or with `as_matrix` every pair among the named sources."""
     tgt = [load(t) for t in targets]
@@ -150,10 +188,15 @@ def _units(s: UnigramStats) -> str:
 
 def summary_numbers(s: UnigramStats, top: int) -> dict[str, Any]:
     """What `stats --json` prints."""
-    return {"source": s.name, "tokens": int(s.tokens), _units(s): int(s.documents),
-            "distinct_ids": int(s.support.sum()), "entropy_nats": s.entropy(),
-            "top": [{"id": int(i), "p": float(p)} for i, p in s.top(top)],
-            **{k: v for k, v in s.meta.items() if k in ("excluded_ids", "kept_ids", "kind")}}
+    return {
+        "source": s.name,
+        "tokens": int(s.tokens),
+        _units(s): int(s.documents),
+        "distinct_ids": int(s.support.sum()),
+        "entropy_nats": s.entropy(),
+        "top": [{"id": int(i), "p": float(p)} for i, p in s.top(top)],
+        **{k: v for k, v in s.meta.items() if k in ("excluded_ids", "kept_ids", "kind")},
+    }
 
 
 def summary_lines(s: UnigramStats, tokenizer: str | None, top: int) -> list[str]:
@@ -166,19 +209,22 @@ def summary_lines(s: UnigramStats, tokenizer: str | None, top: int) -> list[str]
     if s.meta.get("excluded_ids"):
         lines.append(f"left out      ids {s.meta['excluded_ids']}: the EOS/BOS prepare inserted")
     if s.meta.get("kept_ids"):
-        lines.append(f"counted       ids {s.meta['kept_ids']}: the EOS/BOS prepare inserted, counted too, since the "
-                     "documents' own text holds them")
+        lines.append(
+            f"counted       ids {s.meta['kept_ids']}: the EOS/BOS prepare inserted, counted too, since the "
+            "documents' own text holds them"
+        )
     tok = Tokenizer(tokenizer) if tokenizer else None
-    lines.append(f"top {top} tokens" + ("" if tok else " (ids only: no unchanged tokenizer recorded to decode them "
-                                               "with; pass --tokenizer)"))
+    lines.append(
+        f"top {top} tokens"
+        + ("" if tok else " (ids only: no unchanged tokenizer recorded to decode them with; pass --tokenizer)")
+    )
     for i, p in s.top(top):
         text = repr(tok.decode([i])) if tok else ""
         lines.append(f"  {i:>7} {p:9.5f}  {text}")
     return lines
 
 
-def pa_table(targets: list[UnigramStats], base: UnigramStats,
-             candidates: list[UnigramStats]) -> tuple[list[str], dict]:
+def pa_table(targets: list[UnigramStats], base: UnigramStats, candidates: list[UnigramStats]) -> tuple[list[str], dict]:
     """Lines to print and the numbers for --json: every metric per (target, source), with PA and
     KL(target‖source)."""
     out: dict = {"base": base.name, "targets": {}}
@@ -188,16 +234,22 @@ def pa_table(targets: list[UnigramStats], base: UnigramStats,
         rows = {}
         for s in [base, *candidates]:
             r = proximity(s, t)
-            rows[s.name] = {**r, "pa": r["combined"] - base_combined,
-                            "kl_target_to_source": proximity(t, s)["kl_smoothed"]}
+            rows[s.name] = {
+                **r,
+                "pa": r["combined"] - base_combined,
+                "kl_target_to_source": proximity(t, s)["kl_smoothed"],
+            }
         out["targets"][t.name] = rows
         lines.append(f"\ntarget {t.name}")
-        lines.append(f"  {'source':<28}{'PA':>9}{'combined':>10}{'jaccard':>9}{'cosine':>9}{'JSD':>8}"
-                     f"{'js_sim':>8}{'KL(t|s)':>9}")
+        lines.append(
+            f"  {'source':<28}{'PA':>9}{'combined':>10}{'jaccard':>9}{'cosine':>9}{'JSD':>8}{'js_sim':>8}{'KL(t|s)':>9}"
+        )
         for name, r in sorted(rows.items(), key=lambda kv: -kv[1]["pa"]):
-            lines.append(f"  {name:<28}{r['pa']:>+9.4f}{r['combined']:>10.4f}{r['vocab_jaccard']:>9.4f}"
-                         f"{r['cosine']:>9.4f}{r['jsd']:>8.4f}{r['js_similarity']:>8.4f}"
-                         f"{r['kl_target_to_source']:>9.4f}")
+            lines.append(
+                f"  {name:<28}{r['pa']:>+9.4f}{r['combined']:>10.4f}{r['vocab_jaccard']:>9.4f}"
+                f"{r['cosine']:>9.4f}{r['jsd']:>8.4f}{r['js_similarity']:>8.4f}"
+                f"{r['kl_target_to_source']:>9.4f}"
+            )
     return lines, out
 
 
@@ -234,8 +286,15 @@ def plot_heatmap(m: dict, path: Path, metric: str = "combined") -> None:
     ax.set_yticks(range(len(names)), names)
     for i in range(len(names)):
         for j in range(len(names)):
-            ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center",
-                    color="white" if grid[i, j] < grid.mean() else "black", fontsize=8)
+            ax.text(
+                j,
+                i,
+                f"{grid[i, j]:.3f}",
+                ha="center",
+                va="center",
+                color="white" if grid[i, j] < grid.mean() else "black",
+                fontsize=8,
+            )
     fig.colorbar(im, ax=ax, label=f"{metric} proximity")
     ax.set_title(f"Token-unigram proximity ({metric})")
     fig.tight_layout()

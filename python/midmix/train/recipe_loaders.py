@@ -13,10 +13,10 @@ import torch
 from composer.utils import dist
 from torch.utils.data import DataLoader
 
-from midmix.data import MixDataset, MixLoader, SftDataset, pad_examples
-from midmix.dataset import Dataset
 from midmix.errors import ConfigError, MidmixError
+from midmix.loaders import MixDataset, MixLoader, SftDataset, pad_examples
 from midmix.manifest import Manifest
+from midmix.registry import Dataset
 from midmix.train.config import DataSetConfig, EvalSetConfig, parse_select
 
 
@@ -73,6 +73,7 @@ def sft_dataset(info: DatasetInfo, select: str | None, key: str, mask_prompt: bo
 
 # --- training loaders ----------------------------------------------------------------------------------
 
+
 def _tokens_batch(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """StreamingDataset samples of a mix → the midmix loader's batch layout."""
     out = {"input_ids": torch.from_numpy(np.stack([s["tokens"] for s in samples]).astype(np.int64))}
@@ -87,8 +88,11 @@ def worker_options(cfg: DataSetConfig, on_gpu: bool) -> dict[str, Any]:
     if cfg.num_workers > 0:
         check_worker_tmpdir()
     persistent = cfg.num_workers > 0 if cfg.persistent_workers is None else cfg.persistent_workers
-    return {"num_workers": cfg.num_workers, "pin_memory": on_gpu if cfg.pin_memory is None else cfg.pin_memory,
-            "persistent_workers": persistent}
+    return {
+        "num_workers": cfg.num_workers,
+        "pin_memory": on_gpu if cfg.pin_memory is None else cfg.pin_memory,
+        "persistent_workers": persistent,
+    }
 
 
 def check_worker_tmpdir() -> None:
@@ -99,12 +103,15 @@ def check_worker_tmpdir() -> None:
 
     tmp = tempfile.gettempdir()
     if len(os.fsencode(tmp)) + 33 > 107:
-        raise ConfigError(f"data.train.num_workers > 0 needs a shorter TMPDIR: {tmp} is {len(tmp)} characters, and the "
-                          "sockets DataLoader workers pass batches through must fit in 107 (set TMPDIR to e.g. /tmp)")
+        raise ConfigError(
+            f"data.train.num_workers > 0 needs a shorter TMPDIR: {tmp} is {len(tmp)} characters, and the "
+            "sockets DataLoader workers pass batches through must fit in 107 (set TMPDIR to e.g. /tmp)"
+        )
 
 
-def train_loader(cfg: DataSetConfig, info: DatasetInfo, global_batch: int, seed: int,
-                 on_gpu: bool = False) -> DataLoader:
+def train_loader(
+    cfg: DataSetConfig, info: DatasetInfo, global_batch: int, seed: int, on_gpu: bool = False
+) -> DataLoader:
     world, rank = dist.get_world_size(), dist.get_global_rank()
     if global_batch % world:
         raise ConfigError(f"data.global_batch_size {global_batch} is not a multiple of the world size {world}")
@@ -113,26 +120,31 @@ def train_loader(cfg: DataSetConfig, info: DatasetInfo, global_batch: int, seed:
     if cfg.kind == "sft":
         ds = sft_dataset(info, cfg.select, "data.train", cfg.mask_prompt)
         sampler = dist.get_sampler(ds, shuffle=cfg.shuffle, drop_last=True, seed=seed)
-        return DataLoader(ds, batch_size=per_device, sampler=sampler, collate_fn=pad_examples, drop_last=True,
-                          **options)
+        return DataLoader(
+            ds, batch_size=per_device, sampler=sampler, collate_fn=pad_examples, drop_last=True, **options
+        )
     if cfg.select is not None:
         raise ConfigError("data.train.select: a pretraining mix is read whole, in its order; select applies to sft")
     if cfg.loader == "midmix":
         mix = MixDataset(info.path, global_batch, rank=rank, world_size=world)
         return MixLoader(mix, **options)
     if info.dataset.index_mix is not None:
-        raise ConfigError(f"data.train.loader: streaming reads MDS shards, and {info.path} is an index mix over its "
-                          f"sources: use loader: midmix, or `midmix export {info.path} --out DIR` (or build it with "
-                          "`build-mix --materialize`) and train on DIR")
+        raise ConfigError(
+            f"data.train.loader: streaming reads MDS shards, and {info.path} is an index mix over its "
+            f"sources: use loader: midmix, or `midmix export {info.path} --out DIR` (or build it with "
+            "`build-mix --materialize`) and train on DIR"
+        )
     # The settings under which StreamingDataset yields a mix in the order build-mix wrote it (README).
     from streaming import StreamingDataset
 
-    ds = StreamingDataset(local=str(info.path), shuffle=False, num_canonical_nodes=1, batch_size=per_device,
-                          replication=None)
+    ds = StreamingDataset(
+        local=str(info.path), shuffle=False, num_canonical_nodes=1, batch_size=per_device, replication=None
+    )
     return DataLoader(ds, batch_size=per_device, collate_fn=_tokens_batch, drop_last=True, **options)
 
 
 # --- evaluation sets ---------------------------------------------------------------------------------
+
 
 class EvalSet:
     """A fixed held-out set, split over ranks, iterated in batches of `batch_size`."""
@@ -146,12 +158,15 @@ class EvalSet:
             examples = list(sft_dataset(info, cfg.select, key, cfg.mask_prompt))
         else:
             reader = info.dataset.tokens()
-            rows = parse_select(cfg.select, reader.num_samples, f"{key}.select") if cfg.select else \
-                range(reader.num_samples)
+            rows = (
+                parse_select(cfg.select, reader.num_samples, f"{key}.select")
+                if cfg.select
+                else range(reader.num_samples)
+            )
             tokens, _ = reader.gather(list(rows))
             examples = [(t.astype(np.int64), t.astype(np.int64)) for t in tokens]
         if cfg.max_samples is not None:
-            examples = examples[:cfg.max_samples]
+            examples = examples[: cfg.max_samples]
         if not examples:
             raise ConfigError(f"{key}: no samples")
         world, rank = dist.get_world_size(), dist.get_global_rank()
@@ -159,7 +174,7 @@ class EvalSet:
         self.total = len(examples) // world * world
         if self.total == 0:
             raise ConfigError(f"{key}: {len(examples)} samples cannot be split over {world} ranks")
-        self.examples = examples[rank:self.total:world]
+        self.examples = examples[rank : self.total : world]
 
     def batches(self, limit: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
         count = 0
@@ -167,4 +182,4 @@ class EvalSet:
             if limit is not None and count >= limit:
                 return
             count += 1
-            yield pad_examples(self.examples[start:start + self.batch_size])
+            yield pad_examples(self.examples[start : start + self.batch_size])

@@ -26,11 +26,24 @@ INDEX_FILE = "index.json"
 
 PathLike = str | os.PathLike[str]
 
-__all__ = ["Dataset", "Registered", "SampleReader", "TokenReader", "check_name", "data_root", "is_dataset", "lookup",
-           "register", "registered", "resolve", "unregister"]
+__all__ = [
+    "Dataset",
+    "Registered",
+    "SampleReader",
+    "TokenReader",
+    "check_name",
+    "data_root",
+    "is_dataset",
+    "lookup",
+    "register",
+    "registered",
+    "resolve",
+    "unregister",
+]
 
 
 # -- the data root --------------------------------------------------------------------------------------
+
 
 def data_root(explicit: PathLike | None = None) -> Path:
     return Path(explicit or os.environ.get("MIDMIX_DATA_ROOT") or "data")
@@ -61,8 +74,11 @@ def registered(root: Path) -> dict[str, Registered]:
     for name, entry in entries.items():
         if isinstance(entry, str):  # a registry from before fingerprints
             out[name] = Registered(entry)
-        elif isinstance(entry, dict) and isinstance(entry.get("path"), str) and all(
-                isinstance(entry.get(k), (str, type(None))) for k in ("kind", "fingerprint")):
+        elif (
+            isinstance(entry, dict)
+            and isinstance(entry.get("path"), str)
+            and all(isinstance(entry.get(k), (str, type(None))) for k in ("kind", "fingerprint"))
+        ):
             out[name] = Registered(entry["path"], entry.get("kind"), entry.get("fingerprint"))
         else:
             raise ConfigError(f"{path}: entry '{name}' is not a directory or a {{path, kind, fingerprint}} object")
@@ -74,8 +90,9 @@ def check_name(name: str, directory: PathLike, root: Path) -> None:
     `directory` is registered under another name: a name means one directory and a directory one name, and
     either change would silently change what every later command (and every mix over it) reads."""
     if not name.strip() or name in (".", "..") or "/" in name or os.sep in name or name != name.strip():
-        raise ConfigError(f"{name!r} is not a dataset name: use letters, digits, '-', '_' or '.', without '/' "
-                          "or surrounding spaces")
+        raise ConfigError(
+            f"{name!r} is not a dataset name: use letters, digits, '-', '_' or '.', without '/' or surrounding spaces"
+        )
     entries = registered(root)
     entry = entries.get(name)
     target = Path(directory).resolve()
@@ -139,9 +156,11 @@ def lookup(name: str, root: Path) -> Path:
         entry = entries[name]
         path = Path(entry.path)
         if not is_dataset(path):
-            raise DatasetError(f"'{name}' is registered in {root / REGISTRY_FILE} as {path}, "
-                               f"which no longer holds a dataset ({INDEX_FILE} and {MANIFEST_FILE} missing): "
-                               f"moved or deleted? `midmix rm {name}`, then register it again where it is now")
+            raise DatasetError(
+                f"'{name}' is registered in {root / REGISTRY_FILE} as {path}, "
+                f"which no longer holds a dataset ({INDEX_FILE} and {MANIFEST_FILE} missing): "
+                f"moved or deleted? `midmix rm {name}`, then register it again where it is now"
+            )
         if entry.fingerprint is not None:
             manifest = read_manifest(path)
             now = manifest.fingerprint if manifest is not None else None
@@ -166,12 +185,15 @@ def resolve(spec: PathLike, root: PathLike | None = None) -> Path:
     text = str(spec)
     if os.sep in text or path.suffix:
         _core.open_dataset(path)  # raises what is wrong: a remote URI, nothing there, not a dataset
-        raise DatasetError(f"no dataset at {text} ({INDEX_FILE} and {MANIFEST_FILE} missing); run `midmix prepare` or "
-                           "`midmix build-mix` first")
+        raise DatasetError(
+            f"no dataset at {text} ({INDEX_FILE} and {MANIFEST_FILE} missing); run `midmix prepare` or "
+            "`midmix build-mix` first"
+        )
     return lookup(text, data_root(root))
 
 
 # -- one dataset -----------------------------------------------------------------------------------------
+
 
 class Dataset:
     """A prepared dataset or a mix on disk: its manifest, its MDS index, and its samples."""

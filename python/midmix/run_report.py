@@ -15,8 +15,11 @@ from midmix.errors import ConfigError
 from midmix.plotting import pyplot
 
 # Panels of the figure: (title, metric in metrics.jsonl).
-PANELS = [("train loss", "loss/train/total"), ("in-domain loss", "domain/loss"),
-          ("held-out general loss (forgetting)", "forgetting/loss")]
+PANELS = [
+    ("train loss", "loss/train/total"),
+    ("in-domain loss", "domain/loss"),
+    ("held-out general loss (forgetting)", "forgetting/loss"),
+]
 COLUMNS = ["run", "steps", "tokens", "train loss", "domain loss", "Δ domain", "general loss", "Δ general"]
 
 
@@ -68,9 +71,18 @@ def table(runs: list[Run]) -> list[list[str]]:
         steps = r.summary.get("steps") or max((v[-1][0] for v in r.series.values()), default=0)
         tokens = r.summary.get("tokens") or max((v[-1][1] for v in r.series.values()), default=0)
         status = "" if r.summary.get("completed") else " (running or stopped)"
-        rows.append([r.name + status, str(steps), f"{tokens:,}", fmt(r.last("loss/train/total")),
-                     fmt(r.last("domain/loss")), fmt(r.last("domain/delta")), fmt(r.last("forgetting/loss")),
-                     fmt(r.last("forgetting/delta"))])
+        rows.append(
+            [
+                r.name + status,
+                str(steps),
+                f"{tokens:,}",
+                fmt(r.last("loss/train/total")),
+                fmt(r.last("domain/loss")),
+                fmt(r.last("domain/delta")),
+                fmt(r.last("forgetting/loss")),
+                fmt(r.last("forgetting/delta")),
+            ]
+        )
     return rows
 
 
@@ -89,8 +101,14 @@ def plot(runs: list[Run], out: Path) -> None:
         for i, r in enumerate(runs):
             points = r.series.get(metric, [])
             if points:  # one colour per run across the panels
-                ax.plot([t for _, t, _ in points], [v for _, _, v in points], label=r.name, color=f"C{i % 10}",
-                        marker="o" if len(points) < 30 else None, markersize=3)
+                ax.plot(
+                    [t for _, t, _ in points],
+                    [v for _, _, v in points],
+                    label=r.name,
+                    color=f"C{i % 10}",
+                    marker="o" if len(points) < 30 else None,
+                    markersize=3,
+                )
         ax.set_title(title)
         ax.set_xlabel("tokens trained")
         ax.set_ylabel("loss (nats/token)")
