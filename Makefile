@@ -1,7 +1,7 @@
 # `make demo` and `make test` work on a fresh machine: they create .venv and build midmix first.
 # The demo needs only the core (the Rust extension, click, numpy, pyyaml); the test suite also
 # installs the hf, plot, train, track and dev extras: the test oracles (tokenizers, mosaicml-streaming), the training
-# stack (torch, Composer), the experiment trackers (wandb, mlflow-skinny), pytest-xdist and the benchmark tools.
+# stack (torch, Composer), the experiment trackers (wandb, mlflow-skinny), pytest-xdist, mypy and the benchmark tools.
 # Each step of `make test` and `make lint` runs through .ci/timed, which writes its wall and CPU seconds to
 # $MIDMIX_PHASES when that is set (`.ci/run` prints them as a table).
 PY ?= python3
@@ -73,9 +73,13 @@ test-all: $(DEV)
 	$(TIMED) cargo-test env $(LINTED) $(CARGO_TEST)
 	$(TIMED) pytest-all $(PYTEST)
 
-# cargo fmt, clippy (through the builds above, which are current after `make test`: nothing recompiles), ruff.
+# cargo fmt, clippy (through the builds above, which are current after `make test`: nothing recompiles), ruff,
+# mypy over python/midmix (settings in pyproject.toml) and stubtest: the types of _core.pyi against the built module.
 lint: $(DEV)
 	$(TIMED) lint bash -c 'cargo fmt --all -- --check && $(BIN)/ruff check python tests benchmarks && $(BIN)/ruff format --check python tests benchmarks'
+	$(TIMED) mypy $(BIN)/python -m mypy
+	$(TIMED) stubtest $(BIN)/python -m mypy.stubtest midmix._core --mypy-config-file pyproject.toml \
+	  --allowlist .ci/stubtest-allowlist.txt
 ifneq ($(CLIPPY_DRIVER),)
 	$(TIMED) clippy env $(LINTED) $(CARGO_TEST) --no-run
 else

@@ -25,6 +25,7 @@ from midmix.api import (
 from midmix.errors import ConfigError, DatasetError, InputError, MidmixError, TokenizerError
 from midmix.manifest import Manifest, MixManifest, PreparedManifest, read_manifest
 from midmix.mixspec import Phase, load_schedule
+from midmix.options import ExportOptions, MergeOptions, MixOptions, OutputOptions, PrepareOptions
 from midmix.registry import Dataset, data_root
 from midmix.tokenizer import Tokenizer
 
@@ -32,11 +33,16 @@ __all__ = [
     "ConfigError",
     "Dataset",
     "DatasetError",
+    "ExportOptions",
     "InputError",
     "Manifest",
+    "MergeOptions",
     "MidmixError",
+    "MixOptions",
     "MixManifest",
+    "OutputOptions",
     "Phase",
+    "PrepareOptions",
     "PreparedManifest",
     "Tokenizer",
     "TokenizerError",

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -20,21 +20,33 @@ from midmix import _core, registry
 from midmix.errors import ConfigError
 from midmix.manifest import MixManifest, PreparedManifest, manifest_from_json, read_manifest
 from midmix.mixspec import Phase, source_order
+from midmix.options import (
+    DEFAULT_SIZE_LIMIT,
+    EncoderName,
+    ExportOptions,
+    MergeOptions,
+    MixOptions,
+    OutputOptions,
+    PrepareOptions,
+    UnigramFilesOptions,
+    as_core,
+    only_the_object,
+    with_keywords,
+)
 from midmix.registry import PathLike
 from midmix.tokenizer import resolve_tokenizer
 
-EncoderName = Literal["auto", "fast", "hf"]
-ModeName = Literal["pretrain", "sft"]
-OnBadRecord = Literal["error", "skip"]
-OnExhaust = Literal["error", "repeat", "stop"]
-BlendRule = Literal["midmix", "megatron"]
-
-DEFAULT_SIZE_LIMIT = 1 << 26  # 64 MiB, MDSWriter's default
 __version__: str = _core.__version__
 
 __all__ = [
     "DEFAULT_SIZE_LIMIT",
+    "ExportOptions",
+    "MergeOptions",
+    "MixOptions",
+    "OutputOptions",
+    "PrepareOptions",
     "UnigramCounts",
+    "UnigramFilesOptions",
     "__version__",
     "build_mix",
     "count_unigrams_dataset",
@@ -47,85 +59,10 @@ __all__ = [
 ]
 
 
-# The options objects below are what crosses into Rust: the binding reads their attributes by name
-# (`rust/py/src/options.rs`), so field names are part of that contract.
-
-
-@dataclass(frozen=True)
-class PrepareOptions:
-    name: str
-    inputs: list[str]
-    tokenizer: Path
-    seq_len: int
-    out: Path
-    input_labels: list[str] | None = None
-    encoder: EncoderName = "auto"
-    overwrite: bool = False
-    mode: ModeName = "pretrain"
-    text_field: str = "text"
-    text_per_line: bool = False
-    prompt_field: str = "prompt"
-    response_field: str = "response"
-    mask_prompt: bool = True
-    eos: str | None = None
-    bos: str | None = None
-    compression: str | None = None
-    hashes: list[str] = field(default_factory=list)
-    size_limit: int | None = DEFAULT_SIZE_LIMIT
-    on_bad_record: OnBadRecord = "error"
-    num_tasks: int | None = None
-    task_index: int | None = None
-    threads: int | None = None
-    progress: bool = False
-
-
-@dataclass(frozen=True)
-class MergeOptions:
-    parts: list[Path]
-    out: Path
-    overwrite: bool = False
-    progress: bool = False
-
-
-@dataclass(frozen=True)
-class MixOptions:
-    sources: list[tuple[str, Path]]
-    phases: list[Phase]
-    out: Path
-    seed: int = 0
-    global_batch: int | None = None
-    exact_per_batch: bool = False
-    on_exhaust: OnExhaust = "error"
-    max_repeat: int | None = None
-    blend_rule: BlendRule = "midmix"
-    materialize: bool = False
-    overwrite: bool = False
-    size_limit: int | None = DEFAULT_SIZE_LIMIT
-    threads: int | None = None
-    progress: bool = False
-
-
-@dataclass(frozen=True)
-class ExportOptions:
-    mix: Path
-    out: Path
-    overwrite: bool = False
-    size_limit: int | None = DEFAULT_SIZE_LIMIT
-    threads: int | None = None
-    progress: bool = False
-
-
-@dataclass(frozen=True)
-class UnigramFilesOptions:
-    inputs: list[str]
-    tokenizer: Path
-    fields: list[str]
-    text_per_line: bool = False
-    max_docs: int | None = None
-    max_tokens_per_doc: int | None = None
-    seed: int = 0
-    encoder: EncoderName = "auto"
-    threads: int | None = None
+def _a_list(what: str, value: object) -> None:
+    # A string is a sequence too: taken as one, "/data/a.jsonl" would be the inputs "/", "d", "a", …
+    if isinstance(value, (str, bytes, os.PathLike)):
+        raise ConfigError(f"{what}: give a list of paths, not one path ({value!r})")
 
 
 def _set_encoder_threads(threads: int | None) -> None:
@@ -135,88 +72,63 @@ def _set_encoder_threads(threads: int | None) -> None:
 
 
 def prepare(
-    name: str,
+    name: str | PrepareOptions,
     inputs: Sequence[PathLike] = (),
     *,
-    tokenizer: PathLike,
-    seq_len: int = 2048,
+    tokenizer: PathLike | None = None,
     out: PathLike | None = None,
     data_root: PathLike | None = None,
     hf: str | None = None,
     hf_config: str | None = None,
     split: str = "train",
-    encoder: EncoderName = "auto",
-    overwrite: bool = False,
-    mode: ModeName = "pretrain",
-    text_field: str = "text",
-    text_per_line: bool = False,
-    prompt_field: str = "prompt",
-    response_field: str = "response",
-    mask_prompt: bool = True,
-    eos: str | None = None,
-    bos: str | None = None,
-    compression: str | None = None,
-    hashes: Sequence[str] = (),
-    size_limit: int | None = DEFAULT_SIZE_LIMIT,
-    on_bad_record: OnBadRecord = "error",
-    num_tasks: int | None = None,
-    task_index: int | None = None,
-    threads: int | None = None,
-    progress: bool = False,
     register: bool = True,
+    **options: Any,
 ) -> PreparedManifest:
     """Tokenize and pack `inputs` (files, directories, globs) or the `datasets` dataset `hf` into an
-    MDS dataset at `out` (default: DATA_ROOT/NAME), registered as `name` unless it is a task part."""
-    if bool(inputs) == bool(hf):
-        raise ConfigError("give input files/directories/globs, or an HF dataset, not both or neither")
+    MDS dataset at `out` (default: DATA_ROOT/NAME), registered as `name` unless it is a task part.
+
+    Takes a `PrepareOptions`, or its fields (and `OutputOptions`' but `out`) as keywords."""
     root = registry.data_root(data_root)
-    out_path = Path(out) if out is not None else root / name
-    opts = PrepareOptions(
-        # Recorded absolute: `inspect --show` reads it back from wherever it is run.
-        name=name,
-        inputs=[str(i) for i in inputs],
-        tokenizer=resolve_tokenizer(tokenizer).absolute(),
-        seq_len=seq_len,
-        out=out_path,
-        encoder=encoder,
-        overwrite=overwrite,
-        mode=mode,
-        text_field=text_field,
-        text_per_line=text_per_line,
-        prompt_field=prompt_field,
-        response_field=response_field,
-        mask_prompt=mask_prompt,
-        eos=eos,
-        bos=bos,
-        compression=compression,
-        hashes=list(hashes),
-        size_limit=size_limit,
-        on_bad_record=on_bad_record,
-        num_tasks=num_tasks,
-        task_index=task_index,
-        threads=threads,
-        progress=progress,
-    )
-    _set_encoder_threads(threads)
-    if register and num_tasks is None:
-        registry.check_name(name, out_path, root)  # before any work: a name never re-points
+    if isinstance(name, PrepareOptions):
+        only_the_object("a PrepareOptions", {"inputs": inputs, "tokenizer": tokenizer, "out": out, **options})
+        opts = name
+    else:
+        if tokenizer is None:
+            raise ConfigError("prepare needs a tokenizer")
+        _a_list("inputs", inputs)
+        opts = with_keywords(
+            # Recorded absolute: `inspect --show` reads it back from wherever it is run.
+            PrepareOptions,
+            Path(out) if out is not None else root / name,
+            name=name,
+            inputs=[str(i) for i in inputs],
+            tokenizer=resolve_tokenizer(tokenizer).absolute(),
+            **options,
+        )
+    if bool(opts.inputs) == bool(hf):
+        raise ConfigError("give input files/directories/globs, or an HF dataset, not both or neither")
+    out_path = opts.output.out
+    _set_encoder_threads(opts.output.threads)
+    registered = register and opts.num_tasks is None
+    if registered:
+        registry.check_name(opts.name, out_path, root)  # before any work: a name never re-points
     if hf:
         from midmix.hf import export_to_parquet
 
-        fields = [f for f in (prompt_field, response_field) if f] if mode == "sft" else [text_field]
+        fields = [f for f in (opts.prompt_field, opts.response_field) if f] if opts.mode == "sft" else [opts.text_field]
         with export_to_parquet(hf, hf_config, split, fields) as (path, label):
-            text = _core.prepare(replace(opts, inputs=[str(path)], input_labels=[label]))
+            text = _core.prepare(as_core(replace(opts, inputs=[str(path)], input_labels=[label])))
     else:
-        text = _core.prepare(opts)
+        text = _core.prepare(as_core(opts))
     manifest = _manifest(text, out_path, PreparedManifest)
-    if register and num_tasks is None:
-        registry.register(name, out_path, root)
+    if registered:
+        registry.register(opts.name, out_path, root)
     return manifest
 
 
 def merge(
-    parts: Sequence[PathLike],
-    out: PathLike,
+    parts: Sequence[PathLike] | MergeOptions,
+    out: PathLike | None = None,
     *,
     data_root: PathLike | None = None,
     overwrite: bool = False,
@@ -226,38 +138,39 @@ def merge(
 ) -> PreparedManifest:
     """Combine the parts of a `prepare(num_tasks=…)` run into the dataset one run gives, registered as
     `name` (default: the NAME the parts were prepared under)."""
-    opts = MergeOptions(parts=[Path(p) for p in parts], out=Path(out), overwrite=overwrite, progress=progress)
+    if isinstance(parts, MergeOptions):
+        only_the_object("a MergeOptions", {"out": out, "overwrite": overwrite, "progress": progress})
+        opts = parts
+    else:
+        if out is None:
+            raise ConfigError("merge needs an output directory")
+        _a_list("parts", parts)
+        # The shards are cut as the parts' were (their size limit): the result equals one run's.
+        opts = MergeOptions(
+            parts=[Path(p) for p in parts],
+            output=OutputOptions(out=Path(out), overwrite=overwrite, size_limit=None, progress=progress),
+        )
     root = registry.data_root(data_root)
     first = read_manifest(opts.parts[0]) if register and opts.parts else None
     if register and name is None and first is not None and first.kind == "prepared":
         name = first.name
     if register and name is not None:
-        registry.check_name(name, opts.out, root)
-    manifest = _manifest(_core.merge(opts), opts.out, PreparedManifest)
+        registry.check_name(name, opts.output.out, root)
+    manifest = _manifest(_core.merge(as_core(opts)), opts.output.out, PreparedManifest)
     if register and name is not None:
-        registry.register(name, opts.out, root)
+        registry.register(name, opts.output.out, root)
     return manifest
 
 
 def build_mix(
-    phases: Sequence[Phase],
-    out: PathLike,
+    phases: Sequence[Phase] | MixOptions,
+    out: PathLike | None = None,
     *,
     sources: Mapping[str, PathLike] | None = None,
     data_root: PathLike | None = None,
-    seed: int = 0,
-    global_batch: int | None = None,
-    exact_per_batch: bool = False,
-    on_exhaust: OnExhaust = "error",
-    max_repeat: int | None = None,
-    blend_rule: BlendRule = "midmix",
-    materialize: bool = False,
-    overwrite: bool = False,
-    size_limit: int | None = DEFAULT_SIZE_LIMIT,
-    threads: int | None = None,
-    progress: bool = False,
     name: str | None = None,
     register: bool = True,
+    **options: Any,
 ) -> MixManifest:
     """Interleave prepared sources by the phases' weights into one stream in training order.
 
@@ -265,62 +178,57 @@ def build_mix(
     writes MDS shards holding the tokens (what `streaming.StreamingDataset` reads; `export` makes the
     same from an index mix). Sources are the names the phases use, found in `sources` (name → path)
     or under the data root. The mix is registered under the data root as `name` (default: the output
-    directory's name) unless `register` is false."""
+    directory's name) unless `register` is false.
+
+    Takes a `MixOptions`, or the phases and its other fields (and `OutputOptions`' but `out`) as keywords."""
     root = registry.data_root(data_root)
-    given = dict(sources or {})
-    resolved = [(n, Path(given[n]) if n in given else registry.resolve(n, root)) for n in source_order(phases)]
-    opts = MixOptions(
-        sources=resolved,
-        phases=list(phases),
-        out=Path(out),
-        seed=seed,
-        global_batch=global_batch,
-        exact_per_batch=exact_per_batch,
-        on_exhaust=on_exhaust,
-        max_repeat=max_repeat,
-        blend_rule=blend_rule,
-        materialize=materialize,
-        overwrite=overwrite,
-        size_limit=size_limit,
-        threads=threads,
-        progress=progress,
-    )
+    if isinstance(phases, MixOptions):
+        only_the_object("a MixOptions", {"out": out, "sources": sources, **options})
+        opts = phases
+    else:
+        if out is None:
+            raise ConfigError("build_mix needs an output directory")
+        given = dict(sources or {})
+        resolved = [
+            (n, Path(given[n]) if n in given else registry.resolve(n, root)) for n in source_order(list(phases))
+        ]
+        opts = with_keywords(MixOptions, Path(out), sources=resolved, phases=list(phases), **options)
+    out_path = opts.output.out
     if register:
-        registry.check_name(name or opts.out.resolve().name, opts.out, root)
-    manifest = _manifest(_core.build_mix(opts), opts.out, MixManifest)
+        registry.check_name(name or out_path.resolve().name, out_path, root)
+    manifest = _manifest(_core.build_mix(as_core(opts)), out_path, MixManifest)
     if register:
-        registry.register(name or opts.out.resolve().name, opts.out, root)
+        registry.register(name or out_path.resolve().name, out_path, root)
     return manifest
 
 
 def export(
-    mix: PathLike,
-    out: PathLike,
+    mix: PathLike | ExportOptions,
+    out: PathLike | None = None,
     *,
     data_root: PathLike | None = None,
-    overwrite: bool = False,
-    size_limit: int | None = DEFAULT_SIZE_LIMIT,
-    threads: int | None = None,
-    progress: bool = False,
     name: str | None = None,
     register: bool = False,
+    **options: Any,
 ) -> MixManifest:
     """Write an index mix (a path or registered name) as MDS shards: the bytes `build_mix(...,
-    materialize=True)` writes for the same inputs. Registered as `name` when `register`."""
+    materialize=True)` writes for the same inputs. Registered as `name` when `register`.
+
+    Takes an `ExportOptions`, or `OutputOptions`' fields but `out` as keywords."""
     root = registry.data_root(data_root)
-    opts = ExportOptions(
-        mix=registry.resolve(mix, root),
-        out=Path(out),
-        overwrite=overwrite,
-        size_limit=size_limit,
-        threads=threads,
-        progress=progress,
-    )
+    if isinstance(mix, ExportOptions):
+        only_the_object("an ExportOptions", {"out": out, **options})
+        opts = mix
+    else:
+        if out is None:
+            raise ConfigError("export needs an output directory")
+        opts = with_keywords(ExportOptions, Path(out), mix=registry.resolve(mix, root), **options)
+    out_path = opts.output.out
     if register:
-        registry.check_name(name or opts.out.resolve().name, opts.out, root)
-    manifest = _manifest(_core.export(opts), opts.out, MixManifest)
+        registry.check_name(name or out_path.resolve().name, out_path, root)
+    manifest = _manifest(_core.export(as_core(opts)), out_path, MixManifest)
     if register:
-        registry.register(name or opts.out.resolve().name, opts.out, root)
+        registry.register(name or out_path.resolve().name, out_path, root)
     return manifest
 
 
@@ -384,7 +292,7 @@ def count_unigrams_files(
         threads=threads,
     )
     _set_encoder_threads(threads)
-    return UnigramCounts(*_core.unigram_raw(opts))
+    return UnigramCounts(*_core.unigram_raw(as_core(opts)))
 
 
 def count_unigrams_dataset(path: PathLike, *, exclude: Sequence[int] = (), threads: int | None = None) -> UnigramCounts:

@@ -200,12 +200,14 @@ class MixLoader(DataLoader):
     """The DataLoader for a MixDataset: one batch per item, and a resume position that applies to the
     pass being started only, so a later epoch starts at the beginning of the mix again."""
 
+    dataset: MixDataset  # DataLoader's annotation says any Dataset: this loader is given a MixDataset only
+
     def __init__(self, dataset: MixDataset, num_workers: int = 0, **kwargs: Any) -> None:
         super().__init__(dataset, batch_size=None, num_workers=num_workers, **kwargs)
 
     def __iter__(self) -> Any:
         it = super().__iter__()  # workers (or the in-process iterator) have read the start by now
-        self.dataset._start_step = 0  # type: ignore[attr-defined]
+        self.dataset._start_step = 0
         return it
 
 

@@ -1,10 +1,11 @@
 """`midmix.json`, typed: what a prepared dataset or a mix is and how it was made.
 
-The Rust core writes it (`rust/core/src/report.rs` for prepared datasets, `mix.rs` for mixes);
-these classes mirror those structs field for field and in the same order, so `to_dict()` gives
-back the file's content. A file that lacks a field, or holds one of the wrong type, is a
-`DatasetError` naming the file and the field. `read_manifest` reads it through the core's one
-validated open (its checksum, `index.json` against its recorded hash, counts, columns, shard sizes).
+The Rust core owns it (`rust/core/src/manifest/`: its types, its one read and write); these classes
+mirror those structs field for field, checked against the schema the core emits
+(`tests/test_manifest_schema.py`), so `to_dict()` gives back the file's content. A file that lacks a
+field, or holds one of the wrong type, is a `DatasetError` naming the file and the field.
+`read_manifest` reads it through the core's one validated open (its checksum, `index.json` against
+its recorded hash, counts, columns, shard sizes).
 
 `fingerprint` is a dataset's identity: a hash over its shards' content hashes and what its samples
 mean (for a mix, its sources' fingerprints and its plan). Outputs written before it have None.
@@ -14,14 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, Literal, TypeVar
 
 from midmix import _core
-from midmix.errors import DatasetError
+from midmix.errors import ConfigError, DatasetError
+from midmix.to_dataclass import MACHINE_WRITTEN, to_dataclass
 
 MANIFEST_FILE = "midmix.json"
 
@@ -248,43 +248,8 @@ def read_manifest(directory: Path | str) -> Manifest | None:
 
 
 def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        key = f"{where}: {f.name}"
-        if f.name in data:
-            values[f.name] = _convert(hints[f.name], data[f.name], key)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise DatasetError(f"{key}: missing")
-    return cls(**values)
-
-
-def _convert(tp: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _convert(inner, value, where)
-    if origin is Literal:
-        if value not in args:
-            raise DatasetError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise DatasetError(f"{where}: expected an object")
-        return _build(tp, value, where)
-    if origin is list:
-        if not isinstance(value, list):
-            raise DatasetError(f"{where}: expected a list")
-        return [_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise DatasetError(f"{where}: expected an object")
-        return {str(k): _convert(args[1], v, f"{where}.{k}") for k, v in value.items()}
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp in (int, str, bool) and type(value) is tp:
-        return value
-    raise DatasetError(f"{where}: expected {tp.__name__}, got {type(value).__name__}")
+    """Dataclass `cls` from the manifest's JSON; fields a newer core adds are ignored."""
+    try:
+        return to_dataclass(cls, data, MACHINE_WRITTEN)
+    except ConfigError as e:
+        raise DatasetError(f"{where}: {e}") from e

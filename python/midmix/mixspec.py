@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from midmix import _core
 from midmix.errors import ConfigError
 
 _SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
@@ -54,17 +55,8 @@ def parse_weights(text: str) -> list[tuple[str, float]]:
 
 
 def check_weights(weights: list[tuple[str, float]], where: str) -> list[tuple[str, float]]:
-    names = [n for n, _ in weights]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ConfigError(f"{where}: source {', '.join(dupes)} given twice")
-    if not weights:
-        raise ConfigError(f"{where}: no weights given")
-    for n, w in weights:
-        if not math.isfinite(w) or w < 0:
-            raise ConfigError(f"{where}: weight of '{n}' must be a non-negative number, got {w}")
-    if sum(w for _, w in weights) <= 0:
-        raise ConfigError(f"{where}: weights are all zero")
+    """The core's one check of a phase's weights (`midmix_core::mix::check_weights`), asked before any work."""
+    _core.check_weights(weights, where)
     return weights
 
 
@@ -113,7 +105,7 @@ def load_schedule(path: str | os.PathLike[str]) -> list[Phase]:
     path = Path(path)
     try:
         text = path.read_text()
-    except OSError as e:
+    except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read schedule: {e}") from e
     doc = strict_yaml.load(text, str(path))
     if not isinstance(doc, dict) or set(doc) != {"phases"} or not isinstance(doc["phases"], list):

@@ -144,8 +144,9 @@ def _write_registry(root: Path, entries: dict[str, Registered]) -> None:
 
 
 def is_dataset(directory: Path) -> bool:
-    """MDS shards (index.json), or an index mix (a midmix.json over other datasets' shards)."""
-    return (Path(directory) / INDEX_FILE).is_file() or (Path(directory) / MANIFEST_FILE).is_file()
+    """MDS shards (index.json), or an index mix (a midmix.json over other datasets' shards): the core's
+    answer (`midmix_core::dataset::is_dataset`)."""
+    return _core.is_dataset(Path(directory))
 
 
 def lookup(name: str, root: Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -26,11 +27,11 @@ def open_recorded_tokenizer(path: str | Path, sha256: str, dataset: str | Path) 
     return tok
 
 
-def resolve_tokenizer(spec: str | Path) -> Path:
+def resolve_tokenizer(spec: str | os.PathLike[str]) -> Path:
     """A tokenizer.json path, a directory holding one, or (online) a hub id `org/name`. Anything that is not
     a hub id's shape (more than one `/`, a file suffix, a leading `.`, `/` or `~`) is a local path, and a
     missing one is an error naming it, not a hub lookup."""
-    text = str(spec)
+    text = os.fspath(spec)
     path = Path(text).expanduser()
     if path.is_dir():
         if (path / "tokenizer.json").exists():

@@ -12,15 +12,12 @@ held-out sets at every measurement the callbacks make (fit start, each interval,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from midmix.experiment.grid import Grid, all_variants, branch_step
+from midmix.experiment.layout import Layout
 from midmix.loaders import SftDataset
-
-if TYPE_CHECKING:
-    from midmix.experiment.run import Experiment
 
 H100_BF16_PEAK = 989e12  # dense bf16 FLOP/s of an H100 SXM (no sparsity)
 
@@ -72,9 +69,9 @@ def _padded_tokens(lengths: np.ndarray, batch: int, epochs: int, seed: int) -> i
     return total
 
 
-def estimate(exp: Experiment) -> list[StageCost]:
-    """The cost of stages 3–5 of `exp`'s grid; stage 1 must have run (SFT lengths come from its data)."""
-    g = exp.g
+def estimate(lay: Layout) -> list[StageCost]:
+    """The cost of stages 3–5 of `lay`'s grid; stage 1 must have run (SFT lengths come from its data)."""
+    g = lay.g
     fpt = _fpt(g, g.seq_len)
     every = max(g.steps // 4, 1)
     run_tokens = g.global_batch * g.seq_len
@@ -92,15 +89,15 @@ def estimate(exp: Experiment) -> list[StageCost]:
     sft_fpt = _fpt(g, s.seq_len)  # the attention term at the longest example: an upper bound
     lengths = {}
     for name, t in s.targets.items():
-        ds = SftDataset(exp.data / f"sft-{name}")
+        ds = SftDataset(lay.data / f"sft-{name}")
         n = len(ds)
         all_lengths = np.array([len(ds[i][0]) for i in range(n)])
         lengths[name] = (all_lengths[: t.train_examples], all_lengths[n - t.val_examples :])
     general = eval_tokens  # packed general_val samples, or (documents) the first eval_samples documents
     if s.general_loss == "documents":
-        docs = SftDataset(exp.data / "general_val-docs")
+        docs = SftDataset(lay.data / "general_val-docs")
         general = sum(len(docs[i][0]) for i in range(min(g.eval_samples, len(docs))))
-    for _model, target, seed, _lr in exp.sft_runs():
+    for _model, target, seed, _lr in lay.sft_runs():
         train, val = lengths[target]
         # Each run measures the domain and the general set at fit start and at fit end.
         evals = 2 * (int(val.sum()) + general)

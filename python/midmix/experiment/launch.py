@@ -1,5 +1,5 @@
-"""The launchers of a grid's job graph (`jobs.py`): `serial` (this process, one job after another),
-`local` (N worker processes on this machine, one device each), `slurm` (see `slurm.py`).
+"""The launchers of a grid's job graph (`jobs.py`): `serial` (this process, one job after another: see
+`run.py`), `local` (N worker processes on this machine, one device each), `slurm` (see `slurm.py`).
 
 Each job runs through `jobs.run_job` whatever the launcher, so the outputs are the same, the caches are
 shared, and two launchers on one experiment directory build each output once (the other waits on its
@@ -17,20 +17,17 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from midmix.errors import ConfigError, MidmixError
-from midmix.experiment.grid import STAGES
-from midmix.experiment.jobs import Job, plan
+from midmix.experiment.grid import STAGES, Grid, load, smoke
+from midmix.experiment.jobs import Job, graph, plan
+from midmix.experiment.layout import Layout
 from midmix.experiment.stamp import write_atomic
-
-if TYPE_CHECKING:
-    from midmix.experiment.run import Experiment
 
 
 @dataclass
 class LaunchSpec:
-    """What a worker process needs to rebuild the launcher's Experiment (written as JSON for it)."""
+    """What a worker process needs to rebuild the launcher's grid (written as JSON for it)."""
 
     grid: str
     overrides: list[str] = field(default_factory=list)
@@ -38,12 +35,9 @@ class LaunchSpec:
     redo_stale: bool = False
     cwd: str = ""  # the grid's relative paths are relative to where the launcher ran
 
-    def experiment(self) -> Experiment:
-        from midmix.experiment.grid import load, smoke
-        from midmix.experiment.run import Experiment
-
+    def load_grid(self) -> Grid:
         grid = load(self.grid, self.overrides)
-        return Experiment(smoke(grid) if self.smoke else grid, redo_stale=self.redo_stale)
+        return smoke(grid) if self.smoke else grid
 
     def write(self, path: Path) -> Path:
         write_atomic(path, json.dumps(asdict(self), indent=1) + "\n")
@@ -54,13 +48,14 @@ class LaunchSpec:
         return cls(**json.loads(Path(path).read_text()))
 
 
-def describe(exp: Experiment) -> str:
+def describe(lay: Layout) -> str:
     """The job graph, stage by stage: jobs, what they wait for, how many are complete."""
-    done = plan(exp, exp.jobs)
-    stage_of = {j.id: j.stage for j in exp.jobs}
+    every = graph(lay)
+    done = plan(lay, every)
+    stage_of = {j.id: j.stage for j in every}
     lines = ["job graph (stage: jobs, complete; after):"]
     for stage in STAGES:
-        jobs = [j for j in exp.jobs if j.stage == stage]
+        jobs = [j for j in every if j.stage == stage]
         after = sorted({stage_of[d] for j in jobs for d in j.deps}, key=STAGES.index)
         lines.append(
             f"  {stage:<9} {len(jobs):>4} jobs, {sum(j.id in done for j in jobs):>4} complete"
@@ -69,15 +64,10 @@ def describe(exp: Experiment) -> str:
     return "\n".join(lines)
 
 
-def run_serial(exp: Experiment) -> int:
-    exp.run()
-    return 0
-
-
-def devices_for(exp: Experiment, n: int) -> list[dict[str, str]]:
+def devices_for(lay: Layout, n: int) -> list[dict[str, str]]:
     """The environment of each of `n` workers: its own GPU when the grid trains on GPUs (one run per
     GPU: the study's models fit one)."""
-    if exp.g.device != "cpu":
+    if lay.g.device != "cpu":
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         if visible is not None:
             ids = [d for d in visible.split(",") if d.strip()]
@@ -89,7 +79,7 @@ def devices_for(exp: Experiment, n: int) -> list[dict[str, str]]:
             if n > len(ids):
                 raise ConfigError(f"--jobs {n}: one GPU per job, and {len(ids)} are visible ({','.join(ids)})")
             return [{"CUDA_VISIBLE_DEVICES": ids[i]} for i in range(n)]
-        if exp.g.device == "cuda":
+        if lay.g.device == "cuda":
             raise ConfigError("the grid trains on cuda, but no GPU is visible")
     # CPU workers keep this process's thread count: torch's reductions (the losses in the tables) depend
     # on it in their last bits, and the tables are to be identical under every launcher.
@@ -101,7 +91,8 @@ class Worker:
     out per job on stdout. It exits when stdin closes (also when this launcher dies)."""
 
     def __init__(self, index: int, spec_path: Path, env: dict[str, str], cwd: str) -> None:
-        self.index, self.job = index, None
+        self.index = index
+        self.job: Job | None = None
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "midmix.experiment.worker", str(spec_path)],
             stdin=subprocess.PIPE,
@@ -124,21 +115,21 @@ class Worker:
             self.proc.stdin.close()
 
 
-def run_local(exp: Experiment, spec: LaunchSpec, n: int) -> int:
+def run_local(lay: Layout, spec: LaunchSpec, n: int) -> int:
     """Run the graph on `n` worker processes: each job as soon as its dependencies are complete."""
     if n < 1:
         raise ConfigError(f"--jobs {n}: at least 1")
-    exp.out.mkdir(parents=True, exist_ok=True)
-    jobs = exp.jobs
-    finished = plan(exp, jobs)
+    lay.out.mkdir(parents=True, exist_ok=True)
+    jobs = graph(lay)
+    finished = plan(lay, jobs)
     todo = [j for j in jobs if j.id not in finished]
     n = min(n, max(1, len(todo)))
-    envs = devices_for(exp, n)
-    exp.log(
+    envs = devices_for(lay, n)
+    lay.log(
         f"local launcher: {len(finished)} of {len(jobs)} jobs complete, {len(todo)} to run on {n} workers "
-        f"(logs in {exp.out / 'logs'})"
+        f"(logs in {lay.out / 'logs'})"
     )
-    spec_path = spec.write(exp.out / "launch" / f"local-{os.getpid()}.json")
+    spec_path = spec.write(lay.out / "launch" / f"local-{os.getpid()}.json")
     workers = [Worker(i, spec_path, envs[i], spec.cwd) for i in range(n)]
     sel = selectors.DefaultSelector()
     for w in workers:
@@ -170,7 +161,7 @@ def run_local(exp: Experiment, spec: LaunchSpec, n: int) -> int:
                 if not line:  # the worker died (killed, out of memory) during its job
                     sel.unregister(w.proc.stdout)
                     w.proc.wait()
-                    failed.append((job.id, f"worker exited with {w.proc.returncode}; see {log_path(exp, job)}"))
+                    failed.append((job.id, f"worker exited with {w.proc.returncode}; see {lay.log_path(job.id)}"))
                     w.job = None
                     continue
                 status = json.loads(line)
@@ -180,13 +171,13 @@ def run_local(exp: Experiment, spec: LaunchSpec, n: int) -> int:
                     done = total - len(todo) - sum(x.job is not None for x in workers)
                     rate = (time.perf_counter() - t0) / max(done, 1)
                     eta = rate * (len(todo) + sum(x.job is not None for x in workers)) / n
-                    exp.log(
+                    lay.log(
                         f"[{done}/{total}] {job.id}: {status['result']} in {status['seconds']:.1f}s"
                         + (f" (ETA {eta / 60:.0f} min)" if todo else "")
                     )
                 else:
-                    failed.append((job.id, f"{status['error']} (log: {log_path(exp, job)})"))
-                    exp.log(f"FAILED {job.id}: {status['error'].splitlines()[0]}")
+                    failed.append((job.id, f"{status['error']} (log: {lay.log_path(job.id)})"))
+                    lay.log(f"FAILED {job.id}: {status['error'].splitlines()[0]}")
     finally:
         for w in workers:
             w.close()
@@ -202,12 +193,8 @@ def run_local(exp: Experiment, spec: LaunchSpec, n: int) -> int:
         raise ExperimentFailed(
             "\n  ".join([f"{len(failed)} job(s) failed, {len(todo)} not started:"] + [f"{j}: {e}" for j, e in failed])
         )
-    exp.log(f"done: {total} jobs in {(time.perf_counter() - t0) / 60:.1f} min; tables in {exp.out / 'results'}")
+    lay.log(f"done: {total} jobs in {(time.perf_counter() - t0) / 60:.1f} min; tables in {lay.out / 'results'}")
     return 0
-
-
-def log_path(exp: Experiment, job: Job) -> Path:
-    return exp.out / "logs" / f"{job.id}.log"
 
 
 class ExperimentFailed(MidmixError):

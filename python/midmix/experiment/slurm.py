@@ -21,16 +21,14 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from midmix.errors import ConfigError
 from midmix.experiment.grid import STAGES, SlurmSpec
-from midmix.experiment.jobs import Job, plan
-from midmix.experiment.launch import ExperimentFailed, LaunchSpec, log_path
+from midmix.experiment.jobs import Job, graph, plan
+from midmix.experiment.launch import ExperimentFailed, LaunchSpec
+from midmix.experiment.layout import Layout
 from midmix.experiment.stamp import write_atomic
-
-if TYPE_CHECKING:
-    from midmix.experiment.run import Experiment
 
 TRAINING_STAGES = ("base", "midtrain", "sft")
 
@@ -50,7 +48,7 @@ def queued() -> set[str]:
 
 
 def script(
-    exp: Experiment,
+    lay: Layout,
     spec_path: Path,
     tasks_path: Path,
     stage: str,
@@ -62,7 +60,7 @@ def script(
 ) -> str:
     lines = [
         "#!/bin/bash",
-        f"#SBATCH --job-name=midmix-{exp.g.name}-{stage}",
+        f"#SBATCH --job-name=midmix-{lay.g.name}-{stage}",
         f"#SBATCH --array=0-{n_tasks - 1}" + (f"%{s.max_parallel}" if s.max_parallel else ""),
         f"#SBATCH --output={sub / 'logs' / stage}-%a.out",
         f"#SBATCH --chdir={cwd}",
@@ -78,7 +76,7 @@ def script(
     ):
         if value:
             lines.append(f"#SBATCH --{key}={value}")
-    if stage in TRAINING_STAGES and s.gpus_per_job and exp.g.device != "cpu":
+    if stage in TRAINING_STAGES and s.gpus_per_job and lay.g.device != "cpu":
         lines.append(f"#SBATCH --gpus-per-task={s.gpus_per_job}")
     if after:
         lines += [f"#SBATCH --dependency=afterok:{':'.join(after)}", "#SBATCH --kill-on-invalid-dep=yes"]
@@ -91,9 +89,9 @@ def script(
     return "\n".join(lines) + "\n"
 
 
-def submit(exp: Experiment, spec: LaunchSpec, options: dict[str, Any], wait: bool = False, poll_s: float = 5.0) -> int:
-    s = replace(exp.g.slurm, **options)
-    record = exp.out / "slurm" / "queued.json"
+def submit(lay: Layout, spec: LaunchSpec, options: dict[str, Any], wait: bool = False, poll_s: float = 5.0) -> int:
+    s = replace(lay.g.slurm, **options)
+    record = lay.out / "slurm" / "queued.json"
     if record.exists():
         still = sorted(set(json.loads(record.read_text())["job_ids"]) & queued())
         if still:
@@ -101,14 +99,14 @@ def submit(exp: Experiment, spec: LaunchSpec, options: dict[str, Any], wait: boo
                 f"an earlier submission of this grid is still queued or running (Slurm jobs "
                 f"{', '.join(still)}): wait for it, or `scancel {' '.join(still)}`, then submit again"
             )
-    jobs = exp.jobs
-    done = plan(exp, jobs)
+    jobs = graph(lay)
+    done = plan(lay, jobs)
     todo = [j for j in jobs if j.id not in done]
-    exp.log(f"slurm launcher: {len(done)} of {len(jobs)} jobs complete, {len(todo)} to submit")
+    lay.log(f"slurm launcher: {len(done)} of {len(jobs)} jobs complete, {len(todo)} to submit")
     if not todo:
         return 0
     submitted = time.time()
-    sub = exp.out / "slurm" / time.strftime("%Y%m%d-%H%M%S")
+    sub = lay.out / "slurm" / time.strftime("%Y%m%d-%H%M%S")
     (sub / "logs").mkdir(parents=True, exist_ok=True)
     spec_path = spec.write(sub / "spec.json")
     stage_of = {j.id: j.stage for j in jobs}
@@ -123,41 +121,41 @@ def submit(exp: Experiment, spec: LaunchSpec, options: dict[str, Any], wait: boo
         tasks_path.write_text(json.dumps(tasks, indent=1) + "\n")
         after = sorted({ids[stage_of[d]] for j in mine for d in j.deps if d not in done and stage_of[d] in ids})
         path = sub / f"{stage}.sbatch"
-        path.write_text(script(exp, spec_path, tasks_path, stage, s, len(tasks), after, sub, spec.cwd))
+        path.write_text(script(lay, spec_path, tasks_path, stage, s, len(tasks), after, sub, spec.cwd))
         ids[stage] = _slurm(["sbatch", "--parsable", str(path)]).strip().split(";")[0]
-        exp.log(
+        lay.log(
             f"  {stage:<9} job {ids[stage]}: {len(mine)} jobs in {len(tasks)} tasks"
             + (f", after {', '.join(after)}" if after else "")
         )
     write_atomic(record, json.dumps({"submission": str(sub), "job_ids": list(ids.values())}) + "\n")
-    exp.log(
-        f"submitted to Slurm: scripts and logs in {sub}, each job's log in {exp.out / 'logs'}; "
+    lay.log(
+        f"submitted to Slurm: scripts and logs in {sub}, each job's log in {lay.out / 'logs'}; "
         f"`squeue -j {','.join(ids.values())}` shows them"
     )
     if not wait:
         return 0
-    return wait_for(exp, set(ids.values()), poll_s, submitted)
+    return wait_for(lay, set(ids.values()), poll_s, submitted)
 
 
-def wait_for(exp: Experiment, ids: set[str], poll_s: float, submitted: float) -> int:
+def wait_for(lay: Layout, ids: set[str], poll_s: float, submitted: float) -> int:
     """Wait until Slurm has none of `ids` left, then say whether the grid is complete (the tables written
     by this submission, at or after `submitted`)."""
     last = None
     while left := ids & queued():
         if left != last:
-            exp.log(f"slurm: waiting for {len(left)} of {len(ids)} stage arrays ({', '.join(sorted(left))})")
+            lay.log(f"slurm: waiting for {len(left)} of {len(ids)} stage arrays ({', '.join(sorted(left))})")
             last = left
         time.sleep(poll_s)
-    jobs = exp.jobs
-    done = plan(exp, jobs)
-    missing: list[Job] = [j for j in jobs if j.id not in done and j.kind != "tables"]
-    tables = exp.out / "results" / "tables.md"
+    jobs = graph(lay)
+    done = plan(lay, jobs)
+    missing: list[Job] = [j for j in jobs if j.id not in done and j.kind_spec.cached]
+    tables = lay.out / "results" / "tables.md"
     if missing or not tables.exists() or tables.stat().st_mtime < submitted - 1:
-        shown = [f"{j.id} (log: {log_path(exp, j)})" for j in missing[:20]]
+        shown = [f"{j.id} (log: {lay.log_path(j.id)})" for j in missing[:20]]
         raise ExperimentFailed(
             f"the Slurm jobs ended with {len(missing)} job(s) incomplete:\n  "
             + "\n  ".join(shown)
             + "\nsubmit again to run what is incomplete (finished jobs are kept)"
         )
-    exp.log(f"done: tables in {exp.out / 'results'}")
+    lay.log(f"done: tables in {lay.out / 'results'}")
     return 0

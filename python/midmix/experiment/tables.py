@@ -11,28 +11,26 @@ import csv
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from midmix.errors import ConfigError
 from midmix.experiment.grid import Variant, ablation_variants, all_variants, sft_jobs, table_models
+from midmix.experiment.layout import Layout
 from midmix.manifest import MixManifest, read_manifest
 from midmix.plotting import pyplot
 from midmix.proximity import proximity, proximity_advantage
 
-if TYPE_CHECKING:
-    from midmix.experiment.run import Experiment
 
-
-def sft_results(exp: Experiment) -> list[dict[str, Any]]:
+def sft_results(lay: Layout) -> list[dict[str, Any]]:
     """One row per (model, target, seed): the best learning rate's final losses."""
-    rows = []
-    for model, target in sft_jobs(exp.g):
-        for seed in exp.g.sft.seeds:
-            best = None
-            for lr in exp.g.sft.lrs:
-                summary = json.loads((exp.sft_dir(model, target, seed, lr) / "summary.json").read_text())
+    rows: list[dict[str, Any]] = []
+    for model, target in sft_jobs(lay.g):
+        for seed in lay.g.sft.seeds:
+            best: dict[str, Any] | None = None
+            for lr in lay.g.sft.lrs:
+                summary = json.loads((lay.sft_dir(model, target, seed, lr) / "summary.json").read_text())
                 final = summary["final"]
                 row = {
                     "model": model,
@@ -44,6 +42,7 @@ def sft_results(exp: Experiment) -> list[dict[str, Any]]:
                 }
                 if best is None or row["val_loss"] < best["val_loss"]:
                     best = row
+            assert best is not None  # a grid has at least one learning rate (grid.validate)
             rows.append(best)
     return rows
 
@@ -77,11 +76,11 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def write_all(exp: Experiment, stats: dict[str, Any]) -> dict[str, Any]:
-    g = exp.g
-    res = exp.out / "results"
+def write_all(lay: Layout, stats: dict[str, Any]) -> dict[str, Any]:
+    g = lay.g
+    res = lay.out / "results"
     res.mkdir(parents=True, exist_ok=True)
-    rows = sft_results(exp)
+    rows = sft_results(lay)
     avg = averaged(rows)
     targets = list(g.sft.targets)
     models = table_models(g)
@@ -102,7 +101,7 @@ def write_all(exp: Experiment, stats: dict[str, Any]) -> dict[str, Any]:
 
     # Proximity advantage of each mix toward each target against its gain (base − variant SFT val loss).
     first_start = g.starts[0]
-    pa_rows = []
+    pa_rows: list[dict[str, Any]] = []
     for m, spec in g.mixes.items():
         mixed = stats["base"].mix(stats[m], spec.weight)
         name = Variant(m, spec.weight, first_start).name
@@ -145,19 +144,19 @@ def write_all(exp: Experiment, stats: dict[str, Any]) -> dict[str, Any]:
             f"{a.mix}: SFT gain on {a.target} (base − variant val loss)",
         )
         with open(res / "ablation.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["start", "weight", "gain"])
+            writer = csv.writer(f)
+            writer.writerow(["start", "weight", "gain"])
             for (s, wt), x in cells.items():
-                w.writerow([s, wt, x])
+                writer.writerow([s, wt, x])
 
     # Passes over each source, from the mixes' own manifests: repetition is a grid setting, never silent.
-    pass_rows = []
+    pass_rows: list[dict[str, Any]] = []
     for v in [None, *all_variants(g)]:
-        m = read_manifest(exp.mix_dir(v))
-        assert isinstance(m, MixManifest)
+        mix = read_manifest(lay.mix_dir(v))
+        assert isinstance(mix, MixManifest)
         pass_rows += [
-            {"mix": exp.mix_dir(v).name, "source": k, "samples": m.samples_per_source[k], "passes": round(p, 4)}
-            for k, p in m.passes.items()
+            {"mix": lay.mix_dir(v).name, "source": k, "samples": mix.samples_per_source[k], "passes": round(p, 4)}
+            for k, p in mix.passes.items()
         ]
     repeated = [r for r in pass_rows if r["passes"] > 1]
     pass_md = (

@@ -23,6 +23,7 @@ from typing import TextIO
 
 from midmix.experiment.jobs import run_job
 from midmix.experiment.launch import LaunchSpec
+from midmix.experiment.run import Experiment
 
 
 @contextlib.contextmanager
@@ -47,14 +48,14 @@ def output_to(path: Path) -> Iterator[None]:
 
 
 def serve(spec: LaunchSpec, ids: Iterable[str], status: TextIO) -> int:
-    exp = spec.experiment()
+    exp = Experiment.from_spec(spec)
     failures = 0
     for line in ids:
         job_id = line.strip()
         if not job_id:
             continue
         t = time.perf_counter()
-        with output_to(exp.out / "logs" / f"{job_id}.log"):
+        with output_to(exp.log_path(job_id)):
             try:
                 print(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} {job_id} (pid {os.getpid()})", flush=True)
                 result = run_job(exp, exp.job(job_id), spec.redo_stale)

@@ -52,8 +52,8 @@ def evaluate_loss(state: State, evalset: EvalSet) -> float:
             total += float(shifted_loss(logits, labels, reduction="sum"))
             count += int((labels[:, 1:] != IGNORE).sum())
     model.train(was_training)
-    total, count = _sum_over_ranks([total, float(count)])
-    return total / max(count, 1.0)
+    total_all_ranks, count_all_ranks = _sum_over_ranks([total, float(count)])
+    return total_all_ranks / max(count_all_ranks, 1.0)
 
 
 class LossEval(Callback):

@@ -1,18 +1,15 @@
 """Training recipes: the YAML schema, loading with `key=value` overrides, and validation.
 
 A recipe is read as YAML (`midmix.strict_yaml`: a key given twice is an error), then checked against
-the dataclasses below: an unknown key or a value of the wrong type is a `ConfigError` that names the
-dotted key (`optimizer.lr`, …).
+the dataclasses below (`midmix.to_dataclass`): an unknown key or a value of the wrong type is a
+`ConfigError` that names the dotted key (`optimizer.lr`, …).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import os
 import re
-import types
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +17,7 @@ from typing import Any
 
 from midmix import strict_yaml
 from midmix.errors import ConfigError
+from midmix.to_dataclass import HAND_WRITTEN, to_dataclass
 
 ARCHS = ("tiny", "pythia-14m", "pythia-70m", "pythia-160m", "pythia-410m", "pythia-1b")
 PRECISIONS = ("auto", "fp32", "amp_bf16", "amp_fp16")
@@ -220,77 +218,6 @@ class TrainConfig:
     deterministic: bool = False
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
-
-
-def _convert(tp: Any, value: Any, key: str) -> Any:
-    """`value` as type `tp`, or a ConfigError naming `key`."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(arg, value, key)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(
-            errors[0]
-            if len(errors) == 1
-            else f"{key}: {value!r} fits none of {' | '.join(_type_name(a) for a in args)}"
-        )
-    if dataclasses.is_dataclass(tp):
-        return build(tp, {} if value is None else value, key)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        (item,) = typing.get_args(tp)
-        return [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        _, item = typing.get_args(tp)
-        return {str(k): _convert(item, v, f"{key}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)  # YAML 1.1 reads 3e-4 as a string
-            except ValueError:
-                pass
-    elif tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
-
-
-def build(cls: type, data: Any, prefix: str = "") -> Any:
-    """Construct dataclass `cls` from a mapping, rejecting unknown keys."""
-    where = prefix or "recipe"
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(map(str, data)) - names)
-    if unknown:
-        bad = ", ".join(f"{prefix}.{k}" if prefix else k for k in unknown)
-        raise ConfigError(f"unknown key {bad} in {where}; known: {', '.join(sorted(names))}")
-    kwargs = {k: _convert(hints[k], v, f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
-    return cls(**kwargs)
-
-
 def apply_override(data: dict[str, Any], item: str) -> None:
     """`optimizer.lr=1e-3` sets data['optimizer']['lr'] (the value is parsed as YAML)."""
     key, sep, raw = item.partition("=")
@@ -332,7 +259,9 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"device: {cfg.device!r} is not one of auto, cpu, gpu")
     if not cfg.data.train.path:
         raise ConfigError("data.train.path: required")
-    for key, ds in [("data.train", cfg.data.train), *((f"data.eval.{k}", v) for k, v in cfg.data.eval.items())]:
+    sets: list[tuple[str, DataSetConfig | EvalSetConfig]] = [("data.train", cfg.data.train)]
+    sets += [(f"data.eval.{k}", v) for k, v in cfg.data.eval.items()]
+    for key, ds in sets:
         if ds.kind not in ("tokens", "sft"):
             raise ConfigError(f"{key}.kind: {ds.kind!r} is not one of tokens, sft")
         if not ds.path:
@@ -481,7 +410,7 @@ def load_yaml(
     for item in overrides:
         apply_override(data, item)
     try:
-        obj = build(cls, data)
+        obj = to_dataclass(cls, data, HAND_WRITTEN, top="recipe")
         check(obj)
     except ConfigError as e:
         # The mistake may be in the file or on the command line: name both.
@@ -496,6 +425,6 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple
 
 
 def from_dict(data: dict[str, Any]) -> TrainConfig:
-    cfg = build(TrainConfig, data)
+    cfg = to_dataclass(TrainConfig, data, HAND_WRITTEN, top="recipe")
     validate(cfg)
     return cfg

@@ -135,8 +135,9 @@ class CausalLM(ComposerModel):
         self.model = model
         # FSDP2 shards each transformer block separately, and `fsdp.activation_checkpointing` wraps each
         # block (Composer reads both from the child module; without the second it wraps nothing).
-        model.fsdp_wrap_fn = lambda module: isinstance(module, GPTNeoXLayer)
-        model.activation_checkpointing_fn = lambda module: isinstance(module, GPTNeoXLayer)
+        # torch types Module.__setattr__ as taking only a Tensor or a Module; any other value is a plain attribute.
+        model.fsdp_wrap_fn = lambda module: isinstance(module, GPTNeoXLayer)  # type: ignore[assignment]
+        model.activation_checkpointing_fn = lambda module: isinstance(module, GPTNeoXLayer)  # type: ignore[assignment]
         self._matmul_params = matmul_params(model)  # counted before FSDP shards the parameters
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

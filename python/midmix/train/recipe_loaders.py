@@ -137,10 +137,10 @@ def train_loader(
     # The settings under which StreamingDataset yields a mix in the order build-mix wrote it (README).
     from streaming import StreamingDataset
 
-    ds = StreamingDataset(
+    stream = StreamingDataset(
         local=str(info.path), shuffle=False, num_canonical_nodes=1, batch_size=per_device, replication=None
     )
-    return DataLoader(ds, batch_size=per_device, collate_fn=_tokens_batch, drop_last=True, **options)
+    return DataLoader(stream, batch_size=per_device, collate_fn=_tokens_batch, drop_last=True, **options)
 
 
 # --- evaluation sets ---------------------------------------------------------------------------------
@@ -155,7 +155,8 @@ class EvalSet:
         check_kind(info, cfg.kind, key)
         self.name, self.batch_size, self.kind = name, batch_size, cfg.kind
         if cfg.kind == "sft":
-            examples = list(sft_dataset(info, cfg.select, key, cfg.mask_prompt))
+            sft = sft_dataset(info, cfg.select, key, cfg.mask_prompt)
+            examples = [sft[i] for i in range(len(sft))]
         else:
             reader = info.dataset.tokens()
             rows = (

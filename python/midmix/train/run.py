@@ -109,7 +109,8 @@ def build_trainer(cfg: TrainConfig, raw: dict[str, Any]) -> Trainer:
     )
 
     loader = train_loader(cfg.data.train, info, cfg.data.global_batch_size, cfg.seed, on_gpu=use_gpu)
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for p in model.parameters():
         (decay if p.ndim >= 2 else no_decay).append(p)  # no weight decay on biases and norms
     opt = cfg.optimizer

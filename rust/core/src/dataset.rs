@@ -1,6 +1,6 @@
 //! The one validated open. Every command and reader opens a dataset or a mix through `open`, which
 //! checks, without reading any shard, everything a dataset records about itself:
-//! - `midmix.json` against its checksum (`report::read_json`);
+//! - `midmix.json` against its checksum (`manifest::Manifest::read`);
 //! - `index.json` against the hash `midmix.json` records of it, and its shard entries against
 //!   `midmix.json`: the sample count, the columns and their encodings, a content hash for every shard;
 //! - every shard file's size on disk against `index.json`.
@@ -11,16 +11,15 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-
 use crate::error::{Error, Result};
-use crate::mds::{MdsDataset, CONTENT_HASH, INDEX_FILE};
+use crate::manifest::{Kind, Manifest, MANIFEST_FILE};
+use crate::mds::{MappedDataset, MdsDataset, CONTENT_HASH, INDEX_FILE};
 
 /// A dataset directory after `open`'s checks.
 pub struct Opened {
     pub dir: PathBuf,
     /// `midmix.json`, checksum checked; None for MDS written by something else.
-    pub manifest: Option<Value>,
+    pub manifest: Option<Manifest>,
     /// The MDS listing; None for an index mix (its samples live in its sources).
     pub mds: Option<MdsDataset>,
 }
@@ -33,15 +32,91 @@ impl Opened {
 
     /// The sample count `midmix.json` records.
     pub fn recorded_samples(&self) -> Option<u64> {
-        recorded_samples(self.manifest.as_ref()?)
+        self.manifest.as_ref().map(Manifest::samples)
     }
 }
 
-/// The sample count a manifest records: `counts.samples`, or a mix's `total_samples`.
-fn recorded_samples(m: &Value) -> Option<u64> {
-    m["counts"]["samples"]
-        .as_u64()
-        .or_else(|| m["total_samples"].as_u64())
+/// Whether `dir` looks like a dataset to open: MDS shards (`index.json`), or a midmix output (an
+/// index mix has only `midmix.json`). `open` says what is wrong with one that is not whole.
+pub fn is_dataset(dir: &Path) -> bool {
+    dir.join(INDEX_FILE).is_file() || dir.join(MANIFEST_FILE).is_file()
+}
+
+/// The kind of midmix output at `path`, its seal unchecked (so a damaged output can still be
+/// replaced), or why it is not one: `midmix.json` must read and its data must be there
+/// (`index.json`, or an index mix's index files). What `--overwrite` may replace.
+pub fn output_kind(path: &Path) -> std::result::Result<Kind, String> {
+    if !path.is_dir() {
+        return Err("is not a midmix dataset directory".into());
+    }
+    let manifest = std::fs::read(path.join(MANIFEST_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    let Some(m) = manifest else {
+        return Err(
+            "is a directory but not a midmix dataset (it lacks a readable midmix.json)".into(),
+        );
+    };
+    let kind = match m["kind"].as_str() {
+        Some("prepared") => Kind::Prepared,
+        Some("mix") => Kind::Mix,
+        k => {
+            return Err(format!(
+                "holds a midmix.json of unknown kind '{}'",
+                k.unwrap_or_default()
+            ))
+        }
+    };
+    let has_data = path.join(INDEX_FILE).is_file()
+        || (m["form"] == "index" && m["index"]["source"]["file"].is_string());
+    if !has_data {
+        return Err("is a directory but not a midmix dataset (it lacks index.json)".into());
+    }
+    // Replacing it deletes everything in it: only what midmix writes may be there.
+    let entries = std::fs::read_dir(path).map_err(|e| format!("cannot be listed: {e}"))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !written_by_midmix(&name) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            return Err(format!(
+                "holds '{name}', which midmix does not write (move it out, or remove the directory yourself)"
+            ));
+        }
+    }
+    Ok(kind)
+}
+
+/// A file name a midmix output holds: its manifest and index, shards (`shard.00000.mds`, compressed
+/// `shard.00000.mds.zstd`) and an index mix's arrays.
+fn written_by_midmix(name: &str) -> bool {
+    let shard = name
+        .strip_prefix("shard.")
+        .and_then(|rest| rest.split_once(".mds"))
+        .is_some_and(|(n, ext)| {
+            !n.is_empty()
+                && n.bytes().all(|b| b.is_ascii_digit())
+                && (ext.is_empty()
+                    || ext
+                        .strip_prefix('.')
+                        .is_some_and(|e| e.bytes().all(|b| b.is_ascii_alphanumeric())))
+        });
+    shard
+        || [
+            MANIFEST_FILE,
+            INDEX_FILE,
+            crate::manifest::SOURCE_FILE,
+            crate::manifest::SAMPLE_FILE,
+        ]
+        .contains(&name)
+}
+
+/// Open `dir` (checked as `open` does) for random access; compressed shards are decompressed into
+/// `dir`'s own directory under `cache` (see `MappedDataset`).
+pub fn open_mapped(dir: &Path, cache: &Path) -> Result<MappedDataset> {
+    let ds = open(dir)?
+        .mds
+        .ok_or_else(|| Error::dataset(dir, "is an index mix, not MDS shards: open it as a mix"))?;
+    Ok(MappedDataset::new(ds, cache))
 }
 
 /// Open `dir` (a prepared dataset, a mix of either form, or MDS written elsewhere), checked as the
@@ -56,15 +131,13 @@ pub fn open(dir: &Path) -> Result<Opened> {
         };
         return Err(Error::dataset(dir, format!("{what}: no dataset here")));
     }
-    let manifest = crate::report::read_json(dir)?.map(|(_, m)| m);
-    if let Some(m) = &manifest {
-        if m["kind"] == "mix" && m["form"] == "index" {
-            return Ok(Opened {
-                dir: dir.to_path_buf(),
-                manifest,
-                mds: None,
-            });
-        }
+    let manifest = Manifest::read(dir)?;
+    if manifest.as_ref().is_some_and(Manifest::is_index_mix) {
+        return Ok(Opened {
+            dir: dir.to_path_buf(),
+            manifest,
+            mds: None,
+        });
     }
     let index = dir.join(INDEX_FILE);
     if !index.is_file() {
@@ -78,9 +151,9 @@ pub fn open(dir: &Path) -> Result<Opened> {
     }
     let sealed = manifest
         .as_ref()
-        .and_then(|m| m["index_xxh3_128"].as_str().map(String::from));
+        .and_then(|m| m.seal().index_xxh3_128.clone());
     if let Some(recorded) = &sealed {
-        let actual = crate::report::file_xxh3_128(&index)?;
+        let actual = crate::manifest::file_xxh3_128(&index)?;
         if &actual != recorded {
             return Err(Error::dataset(
                 &index,
@@ -89,18 +162,8 @@ pub fn open(dir: &Path) -> Result<Opened> {
         }
     }
     let ds = MdsDataset::open(dir)?;
-    let recorded = manifest
-        .as_ref()
-        .map(|m| {
-            recorded_samples(m).ok_or_else(|| {
-                Error::dataset(
-                    dir.join(crate::report::REPORT_FILE),
-                    "records no sample count (counts.samples or total_samples)",
-                )
-            })
-        })
-        .transpose()?;
-    crate::verify::check_counts_and_sizes(
+    let recorded = manifest.as_ref().map(Manifest::samples);
+    crate::mds::integrity::check_counts_and_sizes(
         "dataset",
         dir,
         &ds,
@@ -130,10 +193,8 @@ pub fn open(dir: &Path) -> Result<Opened> {
 }
 
 /// `index.json`'s columns and encodings against `midmix.json`'s `columns`.
-fn check_columns(dir: &Path, m: &Value, ds: &MdsDataset) -> Result<()> {
-    let Some(recorded) = m["columns"].as_object() else {
-        return Ok(());
-    };
+fn check_columns(dir: &Path, m: &Manifest, ds: &MdsDataset) -> Result<()> {
+    let recorded = m.columns();
     if ds.shards.is_empty() {
         return Ok(()); // an empty dataset (a task part with no input) lists no columns
     }
@@ -144,7 +205,7 @@ fn check_columns(dir: &Path, m: &Value, ds: &MdsDataset) -> Result<()> {
         .collect();
     let want: Vec<(String, String)> = recorded
         .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+        .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     if listed != want {
         let show = |cols: &[(String, String)]| {

@@ -5,26 +5,27 @@
 //! concatenated token stream, copying ids without re-tokenizing.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::Instant;
 
+use serde::Deserialize;
+
 use crate::error::{Error, Result};
+use crate::manifest::{
+    Counts, InputInfo, Kind, ModeName, PreparedManifest, RunInfo, WriterInfo, MANIFEST_FILE,
+};
 use crate::mds::{Dtype, MdsDataset, MdsWriter, WriterOptions};
 use crate::pack::{self, Packer};
 use crate::pool::check_cancel;
 use crate::progress::Progress;
-use crate::report::{Counts, Report, RunInfo};
-use crate::staging::StagedDir;
+use crate::staging::{OutputOptions, StagedDir};
 
-#[derive(Debug, Clone)]
+/// `midmix merge` (Python's `midmix.options.MergeOptions`, converted by field name). The shards are
+/// cut as the parts were (their size limit), so the result equals one run's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MergeOptions {
     pub parts: Vec<PathBuf>,
-    pub out: PathBuf,
-    pub overwrite: bool,
-    pub progress: bool,
-    /// Set to stop between shards with `Error::Interrupted`.
-    pub cancel: Option<Arc<AtomicBool>>,
+    pub output: OutputOptions,
 }
 
 fn same<T: PartialEq + std::fmt::Debug>(what: &str, part: &Path, a: &T, b: &T) -> Result<()> {
@@ -39,11 +40,11 @@ fn same<T: PartialEq + std::fmt::Debug>(what: &str, part: &Path, a: &T, b: &T) -
 
 /// The parts' reports, each checked to be a task part, sorted by task index and checked to
 /// be exactly parts 0..n of one prepare.
-fn read_parts(opts: &MergeOptions) -> Result<Vec<(PathBuf, Report)>> {
-    let mut parts: Vec<(PathBuf, Report)> = opts
+fn read_parts(opts: &MergeOptions) -> Result<Vec<(PathBuf, PreparedManifest)>> {
+    let mut parts: Vec<(PathBuf, PreparedManifest)> = opts
         .parts
         .iter()
-        .map(|p| Ok((p.clone(), Report::read(p)?)))
+        .map(|p| Ok((p.clone(), PreparedManifest::read(p)?)))
         .collect::<Result<_>>()?;
     for (p, r) in &parts {
         let Some(task) = &r.task else {
@@ -85,7 +86,7 @@ fn read_parts(opts: &MergeOptions) -> Result<Vec<(PathBuf, Report)>> {
         same("writer options", p, &r.writer, &first.writer)?;
         same("name", p, &r.name, &first.name)?;
         same("text field", p, &r.text_field, &first.text_field)?;
-        let run = |r: &Report| r.task.as_ref().map(|t| t.run_id.clone());
+        let run = |r: &PreparedManifest| r.task.as_ref().map(|t| t.run_id.clone());
         same("prepare run (inputs or options)", p, &run(r), &run(first))?;
     }
     // A part that does not match its own records would merge into a wrong stream: each is opened
@@ -101,16 +102,16 @@ fn read_parts(opts: &MergeOptions) -> Result<Vec<(PathBuf, Report)>> {
 /// the stream) against what its shards imply: every document token is either in a sample (its
 /// sample count, checked against index.json, × seq_len) or in the tail, and every id is below the
 /// vocabulary. An edited tail would shift or wrap the merged stream.
-fn check_tail(p: &Path, r: &Report) -> Result<()> {
+fn check_tail(p: &Path, r: &PreparedManifest) -> Result<()> {
     let Some(task) = &r.task else { return Ok(()) };
-    if r.mode != "pretrain" {
+    if r.mode != ModeName::Pretrain {
         return Ok(());
     }
     let in_samples = r.counts.samples.saturating_mul(r.seq_len as u64);
     let expected = r.counts.document_tokens.checked_sub(in_samples);
     if expected != Some(task.tail.len() as u64) {
         return Err(Error::dataset(
-            p.join(crate::report::REPORT_FILE),
+            p.join(MANIFEST_FILE),
             format!(
                 "task.tail holds {} tokens, but counts.document_tokens ({}) less {} samples × seq_len {} leaves {}: the part is damaged",
                 task.tail.len(),
@@ -129,7 +130,7 @@ fn check_tail(p: &Path, r: &Report) -> Result<()> {
         .find(|(_, &id)| u64::from(id) >= vocab)
     {
         return Err(Error::dataset(
-            p.join(crate::report::REPORT_FILE),
+            p.join(MANIFEST_FILE),
             format!("task.tail[{i}] is id {id} ≥ vocab size {vocab}: the part is damaged"),
         ));
     }
@@ -149,8 +150,8 @@ struct Copier<'a> {
 }
 
 impl Copier<'_> {
-    fn copy_part(&mut self, p: &Path, r: &Report) -> Result<()> {
-        check_cancel(self.opts.cancel.as_deref())?;
+    fn copy_part(&mut self, p: &Path, r: &PreparedManifest) -> Result<()> {
+        check_cancel(self.opts.output.cancel())?;
         let ds = MdsDataset::open(p)?;
         let tok_col = match ds.shards.len() {
             0 => 0, // an empty part (more tasks than input files): nothing to copy
@@ -159,7 +160,7 @@ impl Copier<'_> {
                 .ok_or_else(|| Error::dataset(p, "has no token column"))?,
         };
         for si in 0..ds.shards.len() {
-            check_cancel(self.opts.cancel.as_deref())?;
+            check_cancel(self.opts.output.cancel())?;
             let shard = ds.load_shard(si)?;
             for i in 0..shard.len() {
                 let corrupt = || Error::dataset(p, format!("shard {si} sample {i} is corrupt"));
@@ -204,16 +205,16 @@ fn add_counts(counts: &mut Counts, c: &Counts, pretrain: bool) {
     }
 }
 
-pub fn merge(opts: &MergeOptions) -> Result<Report> {
+pub fn merge(opts: &MergeOptions) -> Result<PreparedManifest> {
     let started = Instant::now();
     if opts.parts.is_empty() {
         return Err(Error::Config("merge needs at least one part".into()));
     }
-    crate::staging::check_not_an_input(&opts.out, &opts.parts)?;
+    crate::staging::check_not_an_input(&opts.output.out, &opts.parts)?;
     let parts = read_parts(opts)?;
     let first = parts[0].1.clone();
 
-    let staged = StagedDir::new(&opts.out, opts.overwrite, crate::report::KIND_PREPARED)?;
+    let staged = StagedDir::new(&opts.output, Kind::Prepared)?;
     let columns: Vec<(&str, &str)> = first
         .columns
         .iter()
@@ -224,18 +225,22 @@ pub fn merge(opts: &MergeOptions) -> Result<Report> {
         hashes: crate::mds::with_content_hash(&first.writer.hashes),
         size_limit: first.writer.size_limit,
     };
-    let writer =
-        MdsWriter::create_stoppable(staged.path(), &columns, &writer_opts, opts.cancel.clone())?;
+    let writer = MdsWriter::create_stoppable(
+        staged.path(),
+        &columns,
+        &writer_opts,
+        opts.output.cancel.clone(),
+    )?;
     let dtype = Dtype::parse(&first.dtype)
         .ok_or_else(|| Error::dataset(&parts[0].0, format!("unknown dtype {}", first.dtype)))?;
     let total: u64 = parts.iter().map(|(_, r)| r.counts.samples).sum();
     let mut copier = Copier {
         opts,
-        pretrain: first.mode == "pretrain",
+        pretrain: first.mode == ModeName::Pretrain,
         dtype,
         packer: Packer::new(first.seq_len, dtype),
         writer,
-        progress: Progress::new(opts.progress, total, "merge"),
+        progress: Progress::new(opts.output.progress, total, "merge"),
         copied: 0,
     };
 
@@ -243,7 +248,7 @@ pub fn merge(opts: &MergeOptions) -> Result<Report> {
         special_in_text: Some(0),
         ..Default::default()
     };
-    let mut inputs: Vec<crate::report::InputInfo> = Vec::new();
+    let mut inputs: Vec<InputInfo> = Vec::new();
     for (p, r) in &parts {
         copier.copy_part(p, r)?;
         add_counts(&mut counts, &r.counts, copier.pretrain);
@@ -278,11 +283,11 @@ pub fn merge(opts: &MergeOptions) -> Result<Report> {
     progress.finish();
 
     let elapsed = started.elapsed().as_secs_f64();
-    let mut report = Report {
+    let mut report = PreparedManifest {
         counts,
         inputs,
         task: None,
-        writer: crate::report::WriterInfo {
+        writer: WriterInfo {
             hashes: writer_opts.hashes.clone(),
             ..first.writer.clone()
         },
@@ -296,7 +301,7 @@ pub fn merge(opts: &MergeOptions) -> Result<Report> {
         ..first
     };
     report.write(staged.path())?;
-    staged.commit(opts.cancel.as_deref())?;
+    staged.commit(opts.output.cancel())?;
     Ok(report)
 }
 
@@ -327,7 +332,7 @@ mod tests {
         (o.num_tasks, o.task_index) = (Some(1), Some(0));
         crate::prepare::prepare(&o).unwrap();
         let part = tmp.path().join("part");
-        let r = Report::read(&part).unwrap();
+        let r = PreparedManifest::read(&part).unwrap();
         assert!(!r.task.as_ref().unwrap().tail.is_empty());
         check_tail(&part, &r).unwrap();
         let mut shorter = r.clone();

@@ -15,30 +15,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{Error, Result};
+use crate::manifest::{Form, IndexFile, IndexFiles, Manifest, MixManifest, SourceInfo};
 use crate::mds::{Column, MappedDataset, INDEX_FILE};
-use crate::mix::{MixReport, SourceInfo};
 
-pub const SOURCE_FILE: &str = "mix.source.u8";
-pub const SAMPLE_FILE: &str = "mix.sample.u32";
-
-/// One index array as `midmix.json` records it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct IndexFile {
-    pub file: String,
-    pub bytes: u64,
-    pub xxh3_128: String,
-}
-
-/// The index arrays of an index mix.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct IndexFiles {
-    pub positions: u64,
-    pub source: IndexFile,
-    pub sample: IndexFile,
-}
+pub use crate::manifest::{SAMPLE_FILE, SOURCE_FILE};
 
 fn write_array(dir: &Path, name: &str, bytes: impl Iterator<Item = u8>) -> Result<IndexFile> {
     let path = dir.join(name);
@@ -108,13 +89,13 @@ fn open_source(info: &SourceInfo, tokens_spec: &str, cache: &Path) -> Result<Map
     let opened = crate::dataset::open(&dir)?;
     match (&info.fingerprint, opened.manifest.as_ref()) {
         (Some(recorded), Some(m)) => {
-            if m["fingerprint"].as_str() != Some(recorded.as_str()) {
+            if m.seal().fingerprint.as_ref() != Some(recorded) {
                 return Err(changed());
             }
         }
         (Some(_), None) => return Err(changed()),
         (None, _) => {
-            if crate::report::file_xxh3_128(&dir.join(INDEX_FILE))? != info.index_xxh3_128 {
+            if crate::manifest::file_xxh3_128(&dir.join(INDEX_FILE))? != info.index_xxh3_128 {
                 return Err(changed());
             }
         }
@@ -142,7 +123,7 @@ fn open_source(info: &SourceInfo, tokens_spec: &str, cache: &Path) -> Result<Map
 /// An index mix opened for reading: its sources mapped, its index arrays mapped.
 pub struct IndexedMix {
     pub dir: PathBuf,
-    pub report: MixReport,
+    pub report: MixManifest,
     pub files: IndexFiles,
     sources: Vec<MappedDataset>,
     source_map: memmap2::Mmap,
@@ -176,19 +157,20 @@ fn map(path: &Path, expected: u64) -> Result<memmap2::Mmap> {
 
 impl IndexedMix {
     /// The index-mix manifest of `dir`, or None when `dir` is not an index mix.
-    pub fn manifest(dir: &Path) -> Result<Option<(MixReport, IndexFiles)>> {
-        let Some((path, json)) = crate::report::read_json(dir)? else {
+    pub fn manifest(dir: &Path) -> Result<Option<(MixManifest, IndexFiles)>> {
+        let Some(Manifest::Mix(report)) = Manifest::read(dir)? else {
             return Ok(None);
         };
-        if json["kind"] != "mix" || json["form"] != "index" {
+        if report.form != Form::Index {
             return Ok(None);
         }
-        let report: MixReport = serde_json::from_value(json)
-            .map_err(|e| Error::dataset(&path, format!("is not a valid mix manifest: {e}")))?;
-        let files = report
-            .index
-            .clone()
-            .ok_or_else(|| Error::dataset(&path, "an index mix without its 'index' files"))?;
+        let files = report.index.clone().ok_or_else(|| {
+            Error::dataset(
+                dir.join(crate::manifest::MANIFEST_FILE),
+                "an index mix without its 'index' files",
+            )
+        })?;
+        let report = *report;
         Ok(Some((report, files)))
     }
 
@@ -221,7 +203,7 @@ impl IndexedMix {
     /// Open `dir` from its already-read manifest (`IndexedMix::manifest`).
     pub fn open_manifest(
         dir: &Path,
-        (report, files): (MixReport, IndexFiles),
+        (report, files): (MixManifest, IndexFiles),
         cache: &Path,
     ) -> Result<IndexedMix> {
         let tokens_spec = report

@@ -146,8 +146,9 @@ impl Segment {
 }
 
 /// Which deficit picks the next source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BlendRule {
+    #[default]
     /// `T_i(n+1) - c_i(n)` over the schedule.
     Midmix,
     /// Megatron-LM's `w_i·max(n, 1) - c_i(n)` (one phase of fixed weights).
@@ -177,10 +178,93 @@ impl BlendRule {
     }
 }
 
+impl std::fmt::Display for BlendRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+crate::named::by_name!(BlendRule);
+
+/// What a mix does when a source runs out of samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnExhaust {
+    #[default]
+    Error,
+    /// A fresh permutation per pass, at most this many passes per source.
+    Repeat(Option<u64>),
+    Stop,
+}
+
+impl OnExhaust {
+    /// `--on-exhaust KIND [--max-repeat N]`; `max_repeat` only goes with `repeat`.
+    pub fn new(kind: &str, max_repeat: Option<u64>) -> Result<OnExhaust> {
+        match (kind, max_repeat) {
+            ("error", None) => Ok(OnExhaust::Error),
+            ("repeat", m) => Ok(OnExhaust::Repeat(m)),
+            ("stop", None) => Ok(OnExhaust::Stop),
+            (_, Some(_)) => Err(Error::Config(
+                "--max-repeat goes with --on-exhaust repeat".into(),
+            )),
+            (k, None) => Err(Error::Config(format!(
+                "unknown --on-exhaust '{k}': use error, repeat or stop"
+            ))),
+        }
+    }
+}
+
+/// As `midmix.json` records it: `error`, `stop`, `repeat (max N)` or `repeat (max unlimited)`.
+impl std::fmt::Display for OnExhaust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OnExhaust::Error => f.write_str("error"),
+            OnExhaust::Stop => f.write_str("stop"),
+            OnExhaust::Repeat(Some(m)) => write!(f, "repeat (max {m})"),
+            OnExhaust::Repeat(None) => f.write_str("repeat (max unlimited)"),
+        }
+    }
+}
+
+/// The recorded form (`Display`), or a bare kind as `--on-exhaust` takes it.
+impl std::str::FromStr for OnExhaust {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<OnExhaust> {
+        let max = s
+            .strip_prefix("repeat (max ")
+            .and_then(|rest| rest.strip_suffix(')'));
+        match max {
+            Some("unlimited") => Ok(OnExhaust::Repeat(None)),
+            Some(n) => n
+                .parse()
+                .map(|n| OnExhaust::Repeat(Some(n)))
+                .map_err(|_| Error::Config(format!("bad on_exhaust '{s}'"))),
+            None => OnExhaust::new(s, None),
+        }
+    }
+}
+
+crate::named::by_name!(OnExhaust);
+
 /// The plan: the source of each position, and the largest `|c_i(n) - T_i(n)|` seen.
 pub struct Plan {
     pub sources: Vec<u8>,
     pub max_deviation: f64,
+}
+
+impl Plan {
+    /// Refuse a plan that misses the bound this module proves: `|c_i(n) - T_i(n)| < 1` at every
+    /// prefix for up to three sources (midmix's rule, without per-batch quotas, `batch` 0). Missing
+    /// it means the weights were not what planning assumes.
+    pub fn check_exact(&self, sources: usize, batch: u64, rule: BlendRule) -> Result<()> {
+        if sources <= 3 && batch == 0 && rule == BlendRule::Midmix && self.max_deviation >= 1.0 {
+            return Err(Error::Config(format!(
+                "the plan deviates from the weights by {} samples (must be < 1 for {sources} sources); check the weights of each phase",
+                self.max_deviation
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Assign sources to positions `0..len`. `limit(i, c)` says whether source i may give its

@@ -2,55 +2,84 @@
 //! so a failed or interrupted run never leaves a directory that looks finished.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::manifest::Kind;
+
+/// Where and how a command writes its output: one object for prepare, merge, build-mix and export
+/// (Python's `midmix.options.OutputOptions`, converted by field name).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputOptions {
+    pub out: PathBuf,
+    /// Replace an existing output of the same kind (`check_replaceable`).
+    pub overwrite: bool,
+    /// Bytes per shard before a new one starts (None: one shard). `merge` keeps its parts'.
+    pub size_limit: Option<u64>,
+    /// Threads for the parallel stages (None: all cores). `merge` copies in one.
+    pub threads: Option<usize>,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+    /// Set to stop the command at its next check with `Error::Interrupted`; nothing is committed.
+    #[serde(skip)]
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl OutputOptions {
+    /// Write to `out`, defaults otherwise (no overwrite, the default shard size, all cores).
+    pub fn new(out: impl Into<PathBuf>) -> OutputOptions {
+        OutputOptions {
+            out: out.into(),
+            overwrite: false,
+            size_limit: Some(crate::mds::DEFAULT_SIZE_LIMIT),
+            threads: None,
+            progress: false,
+            cancel: None,
+        }
+    }
+
+    pub fn cancel(&self) -> Option<&AtomicBool> {
+        self.cancel.as_deref()
+    }
+}
 
 pub struct StagedDir {
     final_path: PathBuf,
     tmp: PathBuf,
     overwrite: bool,
-    kind: &'static str,
+    kind: Kind,
     committed: bool,
 }
 
-/// `--overwrite` replaces only what midmix made, and only an output of the kind being written
-/// (`prepared` or `mix`): a directory whose `midmix.json` says that kind, with its `index.json` (or,
-/// for an index mix, its index files). Anything else (a file, any other directory, a mix where a
+/// `--overwrite` replaces only what midmix made, and only an output of the kind being written:
+/// what `dataset::output_kind` says it is. Anything else (a file, any other directory, a mix where a
 /// prepared dataset is written) is refused and left untouched.
-fn check_replaceable(path: &Path, kind: &str) -> Result<()> {
+fn check_replaceable(path: &Path, kind: Kind) -> Result<()> {
     // symlink_metadata: a link is not followed to replace what it points at.
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
+    if std::fs::symlink_metadata(path).is_err() {
         return Ok(());
-    };
-    let refuse = |what: String| {
-        Err(Error::dataset(
-            path,
-            format!("{what}; --overwrite only replaces a midmix output of the same kind, so it was left untouched"),
-        ))
-    };
-    if !meta.is_dir() {
-        return refuse("is not a midmix dataset directory".into());
     }
-    let manifest = std::fs::read(path.join(crate::report::REPORT_FILE))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
-    let Some(m) = manifest else {
-        return refuse(
-            "is a directory but not a midmix dataset (it lacks a readable midmix.json)".into(),
-        );
+    let why = if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        match crate::dataset::output_kind(path) {
+            Ok(found) if found == kind => return Ok(()),
+            Ok(found) => format!(
+                "holds a midmix output of kind '{}', not the '{}' this command writes",
+                found.name(),
+                kind.name()
+            ),
+            Err(why) => why,
+        }
+    } else {
+        "is not a midmix dataset directory".into()
     };
-    let found = m["kind"].as_str().unwrap_or_default();
-    if found != kind {
-        return refuse(format!(
-            "holds a midmix output of kind '{found}', not the '{kind}' this command writes"
-        ));
-    }
-    let has_data = path.join(crate::mds::INDEX_FILE).is_file()
-        || (m["form"] == "index" && m["index"]["source"]["file"].is_string());
-    if !has_data {
-        return refuse("is a directory but not a midmix dataset (it lacks index.json)".into());
-    }
-    Ok(())
+    Err(Error::dataset(
+        path,
+        format!("{why}; --overwrite only replaces a midmix output of the same kind, so it was left untouched"),
+    ))
 }
 
 /// `path` made absolute with symlinks resolved, also when it (or its parents) does not exist
@@ -129,8 +158,9 @@ fn remove_stale_staging(parent: &Path, name: &str) {
 }
 
 impl StagedDir {
-    /// Stage an output of `kind` (`prepared` or `mix`, what its `midmix.json` will say) for `final_path`.
-    pub fn new(final_path: &Path, overwrite: bool, kind: &'static str) -> Result<StagedDir> {
+    /// Stage an output of `kind` (what its `midmix.json` will say) for `output.out`.
+    pub fn new(output: &OutputOptions, kind: Kind) -> Result<StagedDir> {
+        let (final_path, overwrite) = (output.out.as_path(), output.overwrite);
         crate::paths::check_local(final_path)?;
         if final_path.exists() && !overwrite {
             return Err(Error::dataset(
@@ -214,10 +244,17 @@ impl Drop for StagedDir {
 mod tests {
     use super::*;
 
+    fn output(out: &Path, overwrite: bool) -> OutputOptions {
+        OutputOptions {
+            overwrite,
+            ..OutputOptions::new(out)
+        }
+    }
+
     fn dataset(dir: &Path, marker: &str) {
         std::fs::create_dir_all(dir).unwrap();
         let manifest = format!("{{\"kind\": \"prepared\", \"marker\": \"{marker}\"}}");
-        std::fs::write(dir.join(crate::report::REPORT_FILE), manifest).unwrap();
+        std::fs::write(dir.join(crate::manifest::MANIFEST_FILE), manifest).unwrap();
         std::fs::write(dir.join(crate::mds::INDEX_FILE), "{}").unwrap();
     }
 
@@ -229,7 +266,7 @@ mod tests {
         std::fs::create_dir(&home).unwrap();
         std::fs::write(home.join("thesis.tex"), "precious").unwrap();
         std::fs::write(home.join(crate::mds::INDEX_FILE), "{}").unwrap();
-        match StagedDir::new(&home, true, "prepared") {
+        match StagedDir::new(&output(&home, true), Kind::Prepared) {
             Err(Error::Dataset { msg, .. }) => assert_eq!(
                 msg,
                 "is a directory but not a midmix dataset (it lacks a readable midmix.json); --overwrite only replaces a midmix output of the same kind, so it was left untouched"
@@ -240,7 +277,7 @@ mod tests {
         // A file: refused, untouched.
         let file = tmp.path().join("notes.txt");
         std::fs::write(&file, "keep").unwrap();
-        let err = StagedDir::new(&file, true, "prepared")
+        let err = StagedDir::new(&output(&file, true), Kind::Prepared)
             .err()
             .unwrap()
             .to_string();
@@ -249,13 +286,13 @@ mod tests {
         // A dataset: replaced.
         let ds = tmp.path().join("ds");
         dataset(&ds, "old");
-        let staged = StagedDir::new(&ds, true, "prepared").unwrap();
+        let staged = StagedDir::new(&output(&ds, true), Kind::Prepared).unwrap();
         dataset(staged.path(), "new");
         staged.commit(None).unwrap();
         let marker = |ds: &Path| std::fs::read_to_string(ds.join("midmix.json")).unwrap();
         assert!(marker(&ds).contains("\"new\""));
         // A stop asked for after the last write: nothing replaced, the staging directory gone.
-        let staged = StagedDir::new(&ds, true, "prepared").unwrap();
+        let staged = StagedDir::new(&output(&ds, true), Kind::Prepared).unwrap();
         dataset(staged.path(), "stopped");
         let stop = std::sync::atomic::AtomicBool::new(true);
         assert!(matches!(
@@ -274,7 +311,7 @@ mod tests {
             "{\"kind\": \"mix\", \"marker\": \"a mix\"}",
         )
         .unwrap();
-        let err = StagedDir::new(&ds, true, "prepared")
+        let err = StagedDir::new(&output(&ds, true), Kind::Prepared)
             .err()
             .unwrap()
             .to_string();
@@ -287,7 +324,7 @@ mod tests {
         assert!(marker(&ds).contains("a mix"));
         dataset(&ds, "new");
         // Swapped for something else while building: commit refuses and keeps it.
-        let staged = StagedDir::new(&ds, true, "prepared").unwrap();
+        let staged = StagedDir::new(&output(&ds, true), Kind::Prepared).unwrap();
         std::fs::remove_dir_all(&ds).unwrap();
         std::fs::write(&ds, "a file now").unwrap();
         assert!(staged.commit(None).is_err());
@@ -351,7 +388,8 @@ mod tests {
         for k in &keep {
             std::fs::create_dir(k).unwrap();
         }
-        let staged = StagedDir::new(&tmp.path().join("out"), false, "prepared").unwrap();
+        let staged =
+            StagedDir::new(&output(&tmp.path().join("out"), false), Kind::Prepared).unwrap();
         assert!(!stale.exists());
         for k in &keep {
             assert!(k.exists(), "{}", k.display());

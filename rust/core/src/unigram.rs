@@ -61,7 +61,9 @@ impl Unigram {
     }
 }
 
-#[derive(Debug, Clone)]
+/// Counting raw files (Python's `midmix.options.UnigramFilesOptions`, converted by field name).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawOptions {
     pub inputs: Vec<String>,
     pub tokenizer: PathBuf,
@@ -76,6 +78,7 @@ pub struct RawOptions {
     pub seed: u64,
     pub threads: Option<usize>,
     /// Set to stop between batches with `Error::Interrupted`.
+    #[serde(skip)]
     pub cancel: Option<Arc<AtomicBool>>,
 }
 
@@ -254,18 +257,17 @@ pub fn count_raw(opts: &RawOptions) -> Result<Unigram> {
 /// without a manifest are refused: sizing by the largest id seen lets one corrupt id allocate
 /// gigabytes.
 fn dataset_vocab(dir: &Path, enc: &Encoding) -> Result<usize> {
-    if let Some((manifest, json)) = crate::report::read_json(dir)? {
-        if let Some(v) = json["tokenizer"]["vocab_size"].as_u64() {
-            return usize::try_from(v)
-                .ok()
-                .filter(|&v| v > 0 && v <= 1 << 32)
-                .ok_or_else(|| {
-                    Error::dataset(
-                        &manifest,
-                        format!("tokenizer.vocab_size {v} is out of range"),
-                    )
-                });
-        }
+    if let Some(manifest) = crate::manifest::Manifest::read(dir)? {
+        let v = manifest.tokenizer().vocab_size;
+        return usize::try_from(v)
+            .ok()
+            .filter(|&v| v > 0 && v <= 1 << 32)
+            .ok_or_else(|| {
+                Error::dataset(
+                    dir.join(crate::manifest::MANIFEST_FILE),
+                    format!("tokenizer.vocab_size {v} is out of range"),
+                )
+            });
     }
     match enc {
         Encoding::NdArray {
@@ -557,10 +559,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("cannot size the counts"), "{err}");
-        crate::report::write_json(
-            &dir,
-            serde_json::json!({"tokenizer": {"vocab_size": 100000}, "counts": {"samples": 1}}),
-        )
+        use crate::manifest::{Counts, PreparedManifest, TokenizerInfo};
+        PreparedManifest {
+            tokenizer: TokenizerInfo {
+                vocab_size: 100000,
+                ..Default::default()
+            },
+            counts: Counts {
+                samples: 1,
+                ..Default::default()
+            },
+            columns: [("tokens".to_string(), "ndarray:uint32:2".to_string())].into(),
+            ..Default::default()
+        }
+        .write(&dir)
         .unwrap();
         let err = count_dataset(&dir, &[], Some(1), None)
             .unwrap_err()

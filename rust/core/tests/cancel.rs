@@ -6,8 +6,10 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use midmix_core::merge::{merge, MergeOptions};
-use midmix_core::mix::{build_mix, Length, MixOptions, OnExhaust, PhaseSpec};
+use midmix_core::mix::{build_mix, MixOptions, PhaseSpec};
+use midmix_core::plan::OnExhaust;
 use midmix_core::prepare::{prepare, PrepareOptions};
+use midmix_core::staging::OutputOptions;
 use midmix_core::Error;
 
 fn repo() -> PathBuf {
@@ -62,7 +64,7 @@ fn prepare_stops_when_cancelled() {
     let inputs = inputs(tmp.path());
     let out = tmp.path().join("out");
     let mut o = options(inputs, out);
-    o.cancel = set();
+    o.output.cancel = set();
     assert_interrupted(prepare(&o));
     assert_eq!(names(tmp.path()), ["in0.jsonl", "in1.jsonl"]);
 }
@@ -84,15 +86,16 @@ fn merge_stops_when_cancelled() {
     let merged = tmp.path().join("merged");
     let mut m = MergeOptions {
         parts,
-        out: merged.clone(),
-        overwrite: false,
-        progress: false,
-        cancel: set(),
+        output: midmix_core::staging::OutputOptions {
+            overwrite: false,
+            cancel: set(),
+            ..midmix_core::staging::OutputOptions::new(merged.clone())
+        },
     };
     assert_interrupted(merge(&m));
     assert_eq!(names(tmp.path()), ["in0.jsonl", "in1.jsonl", "parts"]);
     // The same parts merge once the flag is clear.
-    m.cancel = Some(Arc::new(AtomicBool::new(false)));
+    m.output.cancel = Some(Arc::new(AtomicBool::new(false)));
     merge(&m).unwrap();
     assert!(merged.join("index.json").exists());
 }
@@ -108,7 +111,8 @@ fn build_mix_stops_when_cancelled() {
     let mut o = MixOptions {
         sources: vec![("a".into(), source)],
         phases: vec![PhaseSpec {
-            length: Length::Fill,
+            kind: midmix_core::mix::LengthKind::Fill,
+            length: 0,
             weights: vec![("a".into(), 1.0)],
             ramp: false,
         }],
@@ -116,18 +120,19 @@ fn build_mix_stops_when_cancelled() {
         global_batch: None,
         exact_per_batch: false,
         on_exhaust: OnExhaust::Error,
+        max_repeat: None,
         blend_rule: midmix_core::plan::BlendRule::Midmix,
         materialize: false,
-        out: mixes.join("mix"),
-        overwrite: false,
-        size_limit: None,
-        threads: Some(2),
-        progress: false,
-        cancel: set(),
+        output: OutputOptions {
+            size_limit: None,
+            threads: Some(2),
+            cancel: set(),
+            ..OutputOptions::new(mixes.join("mix"))
+        },
     };
     assert_interrupted(build_mix(&o));
     assert!(names(&mixes).is_empty(), "{:?}", names(&mixes));
-    o.cancel = None;
+    o.output.cancel = None;
     build_mix(&o).unwrap();
     assert_eq!(names(&mixes), ["mix"]);
 }

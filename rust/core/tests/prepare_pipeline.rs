@@ -50,8 +50,8 @@ fn output_is_identical_for_any_thread_count() {
             300,
             out.clone(),
         );
-        o.threads = Some(threads);
-        o.writer.size_limit = Some(100_000);
+        o.output.threads = Some(threads);
+        o.output.size_limit = Some(100_000);
         let r = prepare(&o).unwrap();
         assert_eq!(
             r.counts.samples,
@@ -124,10 +124,11 @@ fn merged_parts_equal_a_single_run() {
     let merged = tmp.path().join("merged");
     merge(&MergeOptions {
         parts,
-        out: merged.clone(),
-        overwrite: false,
-        progress: false,
-        cancel: None,
+        output: midmix_core::staging::OutputOptions {
+            overwrite: false,
+            cancel: None,
+            ..midmix_core::staging::OutputOptions::new(merged.clone())
+        },
     })
     .unwrap();
     assert_eq!(files(&single), files(&merged));

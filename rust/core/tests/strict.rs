@@ -3,8 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use midmix_core::mix::{build_mix, Length, MixOptions, OnExhaust, PhaseSpec};
+use midmix_core::mix::{build_mix, MixOptions, PhaseSpec};
+use midmix_core::plan::OnExhaust;
 use midmix_core::prepare::{prepare, PrepareOptions};
+use midmix_core::staging::OutputOptions;
 use midmix_core::Error;
 
 fn tokenizer() -> PathBuf {
@@ -37,7 +39,8 @@ fn mix_options(sources: &[(&str, &Path)], weights: &[f64], out: &Path) -> MixOpt
             .map(|(n, p)| (n.to_string(), p.to_path_buf()))
             .collect(),
         phases: vec![PhaseSpec {
-            length: Length::Samples(8),
+            kind: midmix_core::mix::LengthKind::Samples,
+            length: 8,
             weights: sources
                 .iter()
                 .zip(weights)
@@ -49,14 +52,14 @@ fn mix_options(sources: &[(&str, &Path)], weights: &[f64], out: &Path) -> MixOpt
         global_batch: None,
         exact_per_batch: false,
         on_exhaust: OnExhaust::Error,
+        max_repeat: None,
         blend_rule: midmix_core::plan::BlendRule::Midmix,
         materialize: false,
-        out: out.to_path_buf(),
-        overwrite: false,
-        size_limit: None,
-        threads: Some(1),
-        progress: false,
-        cancel: None,
+        output: OutputOptions {
+            size_limit: None,
+            threads: Some(1),
+            ..OutputOptions::new(out)
+        },
     }
 }
 
@@ -124,7 +127,7 @@ fn overwrite_never_replaces_an_input_of_the_command() {
     let before = std::fs::read(a.join("index.json")).unwrap();
     // build-mix writing over its own source (a dataset, so --overwrite alone would allow it).
     let mut o = mix_options(&[("a", &a)], &[1.0], &a);
-    o.overwrite = true;
+    o.output.overwrite = true;
     match build_mix(&o) {
         Err(Error::Dataset { msg, .. }) => assert!(msg.starts_with("the output is "), "{msg}"),
         other => panic!("expected a dataset error, got {:?}", other.map(|r| r.kind)),
@@ -161,15 +164,16 @@ fn overwrite_never_replaces_an_input_of_the_command() {
             o.num_tasks = Some(2);
             o.task_index = Some(i);
             prepare(&o).unwrap();
-            o.out
+            o.output.out
         })
         .collect();
     let o = midmix_core::merge::MergeOptions {
         parts: parts.clone(),
-        out: parts[1].clone(),
-        overwrite: true,
-        progress: false,
-        cancel: None,
+        output: midmix_core::staging::OutputOptions {
+            overwrite: true,
+            cancel: None,
+            ..midmix_core::staging::OutputOptions::new(parts[1].clone())
+        },
     };
     match midmix_core::merge::merge(&o) {
         Err(Error::Dataset { msg, .. }) => assert!(msg.starts_with("the output is "), "{msg}"),
@@ -202,7 +206,7 @@ fn sharded_source(root: &Path, name: &str) -> PathBuf {
         16,
         out.clone(),
     );
-    o.writer.size_limit = Some(800);
+    o.output.size_limit = Some(800);
     prepare(&o).unwrap();
     out
 }
@@ -266,11 +270,11 @@ fn recorded_shard_hashes_are_verified_before_use() {
         16,
         a.clone(),
     );
-    o.writer.hashes = vec!["sha1".into(), "xxh64".into()];
-    o.writer.size_limit = Some(800);
+    o.hashes = vec!["sha1".into(), "xxh64".into()];
+    o.output.size_limit = Some(800);
     prepare(&o).unwrap();
     let clean = midmix_core::verify::verify(&a).unwrap();
-    assert_eq!(clean.kind, "prepared");
+    assert_eq!(clean.kind, midmix_core::manifest::Kind::Prepared);
     assert!(clean.shards > 1);
     // the two asked for, and the xxh3_64 content hash midmix always records
     assert_eq!(clean.hashes_checked, 3 * clean.shards as u64);
@@ -285,7 +289,7 @@ fn recorded_shard_hashes_are_verified_before_use() {
     // A materialized mix reads the shard, which is checked against its content hash when mapped.
     let out = tmp.path().join("mix");
     let mut o = mix_options(&[("a", &a)], &[1.0], &out);
-    o.phases[0].length = Length::Samples(clean.samples);
+    o.phases[0].length = clean.samples;
     o.materialize = true;
     let err = build_mix(&o).unwrap_err().to_string();
     let hash_err = format!("{}: its bytes hash to xxh3_64 ", shard.display());

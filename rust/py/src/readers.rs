@@ -18,7 +18,7 @@ use crate::errors::{to_py, DatasetError, MidmixError};
 
 /// Where readers keep decompressed shards: `$MIDMIX_CACHE_DIR`, else `midmix-cache` in the temp
 /// directory. Shared by every reader on the machine (DataLoader workers, ranks, later runs); each
-/// dataset has its own directory in it (`MappedDataset::open`).
+/// dataset has its own directory in it (`midmix_core::dataset::open_mapped`).
 fn cache_root() -> PathBuf {
     std::env::var_os("MIDMIX_CACHE_DIR")
         .map(PathBuf::from)
@@ -45,19 +45,8 @@ fn open_samples(dir: &Path) -> PyResult<(Samples, Vec<Column>, Option<u64>)> {
 /// (samples, vocab size) from `midmix.json` — a prepared dataset's `counts.samples` or a mix's
 /// `total_samples` — or None when the dataset has no manifest (MDS written by something else).
 fn manifest_facts(dir: &Path) -> PyResult<Option<(u64, Option<u64>)>> {
-    let Some((path, json)) = midmix_core::report::read_json(dir).map_err(to_py)? else {
-        return Ok(None);
-    };
-    let samples = json["counts"]["samples"]
-        .as_u64()
-        .or_else(|| json["total_samples"].as_u64())
-        .ok_or_else(|| {
-            DatasetError::new_err(format!(
-                "{}: records no sample count (counts.samples or total_samples)",
-                path.display()
-            ))
-        })?;
-    Ok(Some((samples, json["tokenizer"]["vocab_size"].as_u64())))
+    let manifest = midmix_core::manifest::Manifest::read(dir).map_err(to_py)?;
+    Ok(manifest.map(|m| (m.samples(), Some(m.tokenizer().vocab_size))))
 }
 
 /// Gathered tokens [n, seq_len] (stored dtype) and, for mixes, the source of each sample.

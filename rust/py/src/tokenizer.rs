@@ -8,7 +8,6 @@ use numpy::PyArray1;
 use pyo3::prelude::*;
 
 use crate::errors::to_py;
-use crate::options::Parsed;
 
 /// Concatenated ids and the offsets of each text's ids.
 type FlatIds<'py> = (Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<u64>>);
@@ -21,11 +20,12 @@ pub struct PyTokenizer {
 #[pymethods]
 impl PyTokenizer {
     #[new]
-    #[pyo3(signature = (path, encoder=Parsed(EncoderChoice::Auto)))]
-    fn new(path: PathBuf, encoder: Parsed<EncoderChoice>) -> PyResult<Self> {
+    #[pyo3(signature = (path, encoder="auto"))]
+    fn new(path: PathBuf, encoder: &str) -> PyResult<Self> {
+        let encoder = EncoderChoice::parse(encoder).map_err(to_py)?;
         Ok(PyTokenizer {
             // Shared with every prepare and Tokenizer of this process on the same file contents.
-            inner: Encoder::shared(&path, encoder.0).map_err(to_py)?,
+            inner: Encoder::shared(&path, encoder).map_err(to_py)?,
         })
     }
 

@@ -7,9 +7,11 @@
 //! - `encoding`: column encodings and one sample's bytes;
 //! - `shard`: the shard file format, compression, hashes and `index.json`;
 //! - `writer`: `MdsWriter`, which streams samples into shards;
-//! - `reader`: `MdsDataset` and its shards read back, and `MappedDataset` for random access.
+//! - `reader`: `MdsDataset` and its shards read back, and `MappedDataset` for random access;
+//! - `integrity`: shards against `index.json` (counts, sizes, hashes).
 
 mod encoding;
+pub mod integrity;
 mod reader;
 mod shard;
 mod writer;

@@ -321,17 +321,6 @@ fn map_file(path: &Path) -> std::result::Result<memmap2::Mmap, (PathBuf, String)
 }
 
 impl MappedDataset {
-    /// Open `dir` after checking it against its records (`crate::dataset::open`). A compressed shard
-    /// is decompressed once into this dataset's own directory under `cache` and mapped from there;
-    /// later opens (other DataLoader workers, other ranks on the node, later runs) map the same file.
-    pub fn open(dir: &Path, cache: &Path) -> Result<MappedDataset> {
-        let opened = crate::dataset::open(dir)?;
-        let ds = opened.mds.ok_or_else(|| {
-            Error::dataset(dir, "is an index mix, not MDS shards: open it as a mix")
-        })?;
-        Ok(MappedDataset::new(ds, cache))
-    }
-
     /// Random access over `ds`, already opened and checked.
     pub fn new(ds: MdsDataset, cache: &Path) -> MappedDataset {
         let mut starts = Vec::with_capacity(ds.shards.len());
@@ -471,7 +460,7 @@ mod tests {
             w.finish().unwrap();
             let ds = MdsDataset::open(&dir).unwrap();
             assert!(ds.shards.len() > 1);
-            let mapped = MappedDataset::open(&dir, &tmp.path().join("cache")).unwrap();
+            let mapped = crate::dataset::open_mapped(&dir, &tmp.path().join("cache")).unwrap();
             assert_eq!(mapped.num_samples(), 50);
             let mut k = 0;
             for si in 0..ds.shards.len() {
@@ -529,7 +518,7 @@ mod tests {
         let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
         write_compressed(&a, 0);
         write_compressed(&b, 0xff);
-        let first = MappedDataset::open(&a, &cache).unwrap();
+        let first = crate::dataset::open_mapped(&a, &cache).unwrap();
         assert!(!cache.exists(), "opening decompresses nothing");
         read_all(&first);
         let files = cached_files(&cache);
@@ -537,7 +526,7 @@ mod tests {
             .iter()
             .map(|f| fs::metadata(f).unwrap().modified().unwrap())
             .collect();
-        let again = MappedDataset::open(&a, &cache).unwrap();
+        let again = crate::dataset::open_mapped(&a, &cache).unwrap();
         read_all(&again);
         assert_eq!(cached_files(&cache), files);
         let rewritten: Vec<_> = files
@@ -545,7 +534,7 @@ mod tests {
             .map(|f| fs::metadata(f).unwrap().modified().unwrap())
             .collect();
         assert_eq!(written, rewritten, "the second open decompressed again");
-        let other = MappedDataset::open(&b, &cache).unwrap();
+        let other = crate::dataset::open_mapped(&b, &cache).unwrap();
         read_all(&other);
         assert_eq!(fs::read_dir(&cache).unwrap().count(), 2);
         assert_eq!(first.sample(3).unwrap(), again.sample(3).unwrap());
@@ -555,7 +544,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         fs::remove_dir_all(&a).unwrap();
         write_compressed(&a, 0x0f);
-        let fresh = MappedDataset::open(&a, &cache).unwrap();
+        let fresh = crate::dataset::open_mapped(&a, &cache).unwrap();
         assert_eq!(fresh.sample(3).unwrap(), Some(&[3 ^ 0x0f; 8][..]));
         assert_eq!(
             first.sample(3).unwrap(),
@@ -579,7 +568,7 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         fs::write(&shard, &bytes).unwrap();
-        let m = MappedDataset::open(&raw, &tmp.path().join("cache")).unwrap();
+        let m = crate::dataset::open_mapped(&raw, &tmp.path().join("cache")).unwrap();
         assert_eq!(m.sample(0).unwrap(), Some(&[0u8; 8][..])); // shard 0 is intact
         let err = (0..50).find_map(|k| m.sample(k).err()).unwrap().to_string();
         assert!(
@@ -594,14 +583,14 @@ mod tests {
         let zipped = tmp.path().join("zipped");
         let cache = tmp.path().join("cache");
         write(&zipped, 0, Some("zstd"), &[CONTENT_HASH]);
-        read_all(&MappedDataset::open(&zipped, &cache).unwrap());
+        read_all(&crate::dataset::open_mapped(&zipped, &cache).unwrap());
         for f in cached_files(&cache) {
             let mut b = fs::read(&f).unwrap();
             let n = b.len() - 1;
             b[n] ^= 0xff;
             fs::write(&f, b).unwrap();
         }
-        let m = MappedDataset::open(&zipped, &cache).unwrap();
+        let m = crate::dataset::open_mapped(&zipped, &cache).unwrap();
         for k in 0..50u8 {
             assert_eq!(m.sample(k as u64).unwrap(), Some(&[k; 8][..]));
         }

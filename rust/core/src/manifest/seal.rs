@@ -1,141 +1,12 @@
-//! `midmix.json`: what a prepared dataset is and how it was made. Read back by `merge`,
-//! `inspect` and later stages (`build-mix` checks tokenizer fingerprints and seq_len).
+//! The seal of every `midmix.json`: the hashes that pin a dataset's shards and the manifest's own
+//! text, and reading a manifest back only when they hold.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::MANIFEST_FILE;
 use crate::error::{Error, Result};
-
-pub const REPORT_FILE: &str = "midmix.json";
-/// `midmix.json`'s `kind` of a `prepare` or `merge` output, and of a `build-mix` or `export` output.
-pub const KIND_PREPARED: &str = "prepared";
-pub const KIND_MIX: &str = "mix";
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TokenizerInfo {
-    pub path: String,
-    pub sha256: String,
-    pub vocab_size: u64,
-    pub encoder: String,
-    #[serde(default)]
-    pub fallback_reason: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SftInfo {
-    pub prompt_field: String,
-    pub response_field: String,
-    pub mask_prompt: bool,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Counts {
-    /// Records turned into tokens.
-    pub documents: u64,
-    /// Tokens in the written samples.
-    pub tokens: u64,
-    pub samples: u64,
-    /// Tokens produced from documents, BOS/EOS included (before packing or truncation).
-    pub document_tokens: u64,
-    /// UTF-8 bytes of the tokenized text.
-    pub text_bytes: u64,
-    /// Bytes of the input files as stored (compressed size for .gz/.zst).
-    pub input_bytes: u64,
-    /// Bytes of the written shards as stored.
-    pub output_bytes: u64,
-    /// Pretraining: tokens of the final partial sample, not written.
-    pub dropped_tail_tokens: u64,
-    /// SFT: samples cut to seq_len, and the tokens cut off.
-    pub truncated_samples: u64,
-    pub truncated_tokens: u64,
-    /// SFT: tokens with a training label (not -100).
-    pub label_tokens: u64,
-    /// Records not used, by reason.
-    pub skipped: BTreeMap<String, u64>,
-    /// Tokens of the documents' own text equal to the EOS or BOS id (which `prepare` also
-    /// inserts): while 0, statistics can leave those ids out as inserted ones. None: written by a
-    /// midmix that did not count them.
-    #[serde(default)]
-    pub special_in_text: Option<u64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct InputInfo {
-    pub path: String,
-    pub format: String,
-    pub bytes: u64,
-    pub xxh3_128: String,
-    pub documents: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct WriterInfo {
-    pub compression: Option<String>,
-    pub hashes: Vec<String>,
-    pub size_limit: Option<u64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TaskInfo {
-    pub index: usize,
-    pub count: usize,
-    /// The token ids after the last full sample: the next part's stream continues them.
-    pub tail: Vec<u32>,
-    /// The same for every part of one prepare run: xxh3-128 over the whole input list (names and
-    /// sizes, before slicing) and the options that shape the token stream. `merge` refuses parts
-    /// whose run ids differ (empty in parts written before it existed).
-    #[serde(default)]
-    pub run_id: String,
-}
-
-/// Facts about the run that differ between identical runs; kept apart from the rest so the rest
-/// stays byte-identical.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct RunInfo {
-    pub elapsed_s: f64,
-    pub threads: usize,
-    pub text_mb_per_s: f64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Report {
-    pub midmix_version: String,
-    pub kind: String,
-    pub name: String,
-    pub mode: String,
-    pub tokenizer: TokenizerInfo,
-    pub seq_len: usize,
-    pub eos_id: Option<u32>,
-    pub bos_id: Option<u32>,
-    pub dtype: String,
-    pub columns: BTreeMap<String, String>,
-    pub text_field: Option<String>,
-    pub sft: Option<SftInfo>,
-    pub counts: Counts,
-    pub inputs: Vec<InputInfo>,
-    pub writer: WriterInfo,
-    pub task: Option<TaskInfo>,
-    /// Outside the checksum (timings): may be missing.
-    #[serde(default)]
-    pub run: RunInfo,
-    #[serde(flatten)]
-    pub seal: Seal,
-}
-
-/// The hashes `write_json` seals every manifest with (prepared and mix alike, see below); each None
-/// in manifests from before them.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Seal {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub index_xxh3_128: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fingerprint: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checksum: Option<String>,
-}
 
 // -- Identity and integrity ----------------------------------------------------------------------
 //
@@ -258,8 +129,8 @@ pub fn file_xxh3_128(path: &Path) -> Result<String> {
 
 /// Seal `manifest` (its hashes, see above) and write it as `dir/midmix.json`, after the dataset's
 /// `index.json` (if it has one). Returns the sealed manifest.
-pub fn write_json(dir: &Path, manifest: Value) -> Result<Value> {
-    let path = dir.join(REPORT_FILE);
+pub(crate) fn write_json(dir: &Path, manifest: Value) -> Result<Value> {
+    let path = dir.join(MANIFEST_FILE);
     let Value::Object(mut m) = manifest else {
         return Err(Error::dataset(&path, "a manifest must be a JSON object"));
     };
@@ -294,8 +165,8 @@ pub fn write_json(dir: &Path, manifest: Value) -> Result<Value> {
 /// A dataset's `midmix.json` as JSON (prepared datasets and mixes alike), or None when it has none,
 /// with its checksum checked (when it has one). Returns the file's path too, for errors about its
 /// content.
-pub fn read_json(dir: &Path) -> Result<Option<(PathBuf, Value)>> {
-    let path = dir.join(REPORT_FILE);
+pub(crate) fn read_json(dir: &Path) -> Result<Option<(PathBuf, Value)>> {
+    let path = dir.join(MANIFEST_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -336,27 +207,6 @@ pub fn read_json(dir: &Path) -> Result<Option<(PathBuf, Value)>> {
     Ok(Some((path, json)))
 }
 
-impl Report {
-    /// Seal and write `dir/midmix.json` (after the shards and `index.json`); fills in the hashes.
-    pub fn write(&mut self, dir: &Path) -> Result<()> {
-        let path = dir.join(REPORT_FILE);
-        let value =
-            serde_json::to_value(&*self).map_err(|e| Error::dataset(&path, e.to_string()))?;
-        let sealed = write_json(dir, value)?;
-        *self = serde_json::from_value(sealed)
-            .map_err(|e| Error::dataset(&path, format!("not a midmix report: {e}")))?;
-        Ok(())
-    }
-
-    pub fn read(dir: &Path) -> Result<Report> {
-        let path = dir.join(REPORT_FILE);
-        let (_, json) = read_json(dir)?
-            .ok_or_else(|| Error::io(&path, std::io::Error::from(std::io::ErrorKind::NotFound)))?;
-        serde_json::from_value(json)
-            .map_err(|e| Error::dataset(&path, format!("not a midmix report: {e}")))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,7 +230,7 @@ mod tests {
         assert_eq!(v["seed"], json!(1));
         assert_eq!(v["run"], run);
         assert!((v["passes"][0].as_f64().unwrap() - floats[0]).abs() < 1e-12);
-        let path = tmp.path().join(REPORT_FILE);
+        let path = tmp.path().join(MANIFEST_FILE);
         let written = std::fs::read_to_string(&path).unwrap();
         let edits = [
             written.replace("\"seed\": 1", "\"seed\": 2"),
@@ -418,14 +268,14 @@ mod tests {
         let mut v = json!({"kind": "prepared", "seq_len": 8, "fingerprint": "f", "run": {"a": 1}});
         v["checksum"] = json!(checksum_of_values(&v));
         std::fs::write(
-            tmp.path().join(REPORT_FILE),
+            tmp.path().join(MANIFEST_FILE),
             serde_json::to_string_pretty(&v).unwrap(),
         )
         .unwrap();
         assert_eq!(read_json(tmp.path()).unwrap().unwrap().1, v);
         v["seq_len"] = json!(9);
         std::fs::write(
-            tmp.path().join(REPORT_FILE),
+            tmp.path().join(MANIFEST_FILE),
             serde_json::to_string_pretty(&v).unwrap(),
         )
         .unwrap();
