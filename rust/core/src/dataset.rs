@@ -44,7 +44,8 @@ pub fn is_dataset(dir: &Path) -> bool {
 
 /// The kind of midmix output at `path`, its seal unchecked (so a damaged output can still be
 /// replaced), or why it is not one: `midmix.json` must read and its data must be there
-/// (`index.json`, or an index mix's index files). What `--overwrite` may replace.
+/// (`index.json`, or an index mix's index files). `--overwrite` replaces one of its own kind that
+/// holds nothing else (`foreign_entry`).
 pub fn output_kind(path: &Path) -> std::result::Result<Kind, String> {
     if !path.is_dir() {
         return Err("is not a midmix dataset directory".into());
@@ -72,18 +73,23 @@ pub fn output_kind(path: &Path) -> std::result::Result<Kind, String> {
     if !has_data {
         return Err("is a directory but not a midmix dataset (it lacks index.json)".into());
     }
-    // Replacing it deletes everything in it: only what midmix writes may be there.
-    let entries = std::fs::read_dir(path).map_err(|e| format!("cannot be listed: {e}"))?;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if !written_by_midmix(&name) || !entry.file_type().is_ok_and(|t| t.is_file()) {
-            return Err(format!(
-                "holds '{name}', which midmix does not write (move it out, or remove the directory yourself)"
-            ));
-        }
-    }
     Ok(kind)
+}
+
+/// Why the midmix output at `path` cannot be replaced as a whole: the first entry in it that midmix
+/// does not write (replacing deletes everything there), or that it cannot be listed.
+pub fn foreign_entry(path: &Path) -> Option<String> {
+    let entries = match std::fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(e) => return Some(format!("cannot be listed: {e}")),
+    };
+    entries.flatten().find_map(|entry| {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let midmix_file = written_by_midmix(&name) && entry.file_type().is_ok_and(|t| t.is_file());
+        (!midmix_file).then(|| {
+            format!("holds '{name}', which midmix does not write (move it out, or remove the directory yourself)")
+        })
+    })
 }
 
 /// A file name a midmix output holds: its manifest and index, shards (`shard.00000.mds`, compressed

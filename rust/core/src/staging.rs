@@ -56,7 +56,7 @@ pub struct StagedDir {
 }
 
 /// `--overwrite` replaces only what midmix made, and only an output of the kind being written:
-/// what `dataset::output_kind` says it is. Anything else (a file, any other directory, a mix where a
+/// what `dataset::output_kind` says it is, holding nothing midmix does not write. Anything else (a file, any other directory, a mix where a
 /// prepared dataset is written) is refused and left untouched.
 fn check_replaceable(path: &Path, kind: Kind) -> Result<()> {
     // symlink_metadata: a link is not followed to replace what it points at.
@@ -65,7 +65,10 @@ fn check_replaceable(path: &Path, kind: Kind) -> Result<()> {
     }
     let why = if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
         match crate::dataset::output_kind(path) {
-            Ok(found) if found == kind => return Ok(()),
+            Ok(found) if found == kind => match crate::dataset::foreign_entry(path) {
+                None => return Ok(()),
+                Some(why) => why,
+            },
             Ok(found) => format!(
                 "holds a midmix output of kind '{}', not the '{}' this command writes",
                 found.name(),
