@@ -105,3 +105,19 @@ def test_overwrite_replaces_only_what_midmix_wrote(tmp_path: Path) -> None:
     with pytest.raises(midmix.DatasetError, match="thesis.tex"):
         midmix.prepare("fake", [str(PROSE)], tokenizer=TOK, seq_len=128, out=fake, overwrite=True, register=False)
     assert (fake / "thesis.tex").read_text() == "precious"
+
+
+def test_a_global_batch_in_tokens_is_the_same_mix_as_in_samples(tmp_path: Path) -> None:
+    _prepare(tmp_path)  # seq_len 128
+    phases = [Phase.samples(32, {"prose": 1.0})]
+    in_samples = midmix.build_mix(phases, tmp_path / "s", data_root=tmp_path, global_batch=4, register=False)
+    in_tokens = midmix.build_mix(phases, tmp_path / "t", data_root=tmp_path, global_batch_tokens=512, register=False)
+    assert in_tokens.global_batch == 4 and in_tokens.fingerprint == in_samples.fingerprint
+    assert (tmp_path / "t" / "mix.sample.u32").read_bytes() == (tmp_path / "s" / "mix.sample.u32").read_bytes()
+    with pytest.raises(ConfigError, match="--global-batch-tokens 500 is not a multiple of seq_len 128"):
+        midmix.build_mix(phases, tmp_path / "u", data_root=tmp_path, global_batch_tokens=500, register=False)
+    with pytest.raises(ConfigError, match="give --global-batch or --global-batch-tokens, not both"):
+        midmix.build_mix(
+            phases, tmp_path / "u", data_root=tmp_path, global_batch=4, global_batch_tokens=512, register=False
+        )
+    assert not (tmp_path / "u").exists()

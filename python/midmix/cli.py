@@ -226,6 +226,9 @@ def _named_paths(items: tuple[str, ...], option: str) -> dict[str, Path]:
 @click.option("--data-root", type=click.Path(path_type=Path), help="where sources are found by name")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--global-batch", type=click.IntRange(min=1), help="make the total (and phase ends) multiples of G")
+@click.option(
+    "--global-batch-tokens", type=click.IntRange(min=1), help="the global batch in tokens (a multiple of seq_len)"
+)
 @click.option("--exact-per-batch", is_flag=True, help="each global batch holds its exact largest-remainder share")
 @click.option("--on-exhaust", type=click.Choice(["error", "repeat", "stop"]), default="error", show_default=True)
 @click.option("--max-repeat", type=click.IntRange(min=1), help="with repeat: at most this many passes per source")

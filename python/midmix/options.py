@@ -89,6 +89,7 @@ class MixOptions:
     output: OutputOptions
     seed: int = 0
     global_batch: int | None = None
+    global_batch_tokens: int | None = None
     exact_per_batch: bool = False
     on_exhaust: OnExhaust = "error"
     max_repeat: int | None = None

@@ -118,6 +118,7 @@ fn build_mix_stops_when_cancelled() {
         }],
         seed: 0,
         global_batch: None,
+        global_batch_tokens: None,
         exact_per_batch: false,
         on_exhaust: OnExhaust::Error,
         max_repeat: None,

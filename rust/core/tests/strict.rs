@@ -50,6 +50,7 @@ fn mix_options(sources: &[(&str, &Path)], weights: &[f64], out: &Path) -> MixOpt
         }],
         seed: 0,
         global_batch: None,
+        global_batch_tokens: None,
         exact_per_batch: false,
         on_exhaust: OnExhaust::Error,
         max_repeat: None,

@@ -58,6 +58,8 @@ pub struct MixOptions {
     pub phases: Vec<PhaseSpec>,
     pub seed: u64,
     pub global_batch: Option<u64>,
+    /// The global batch in tokens: `global_batch` from the sources' seq_len.
+    pub global_batch_tokens: Option<u64>,
     pub exact_per_batch: bool,
     pub on_exhaust: OnExhaust,
     /// With `on_exhaust` repeat: at most this many passes over each source.
@@ -177,6 +179,24 @@ pub fn build_mix(opts: &MixOptions) -> Result<MixManifest> {
     let (reports, tokens_spec) = sources::read_sources(opts)?;
     let first = &reports[0];
     let seq_len = first.seq_len;
+    let opts = &MixOptions {
+        global_batch: match (opts.global_batch, opts.global_batch_tokens) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Config(
+                    "give --global-batch or --global-batch-tokens, not both".into(),
+                ))
+            }
+            (_, Some(t)) if t % seq_len as u64 != 0 => {
+                return Err(Error::Config(format!(
+                    "--global-batch-tokens {t} is not a multiple of seq_len {seq_len}"
+                )))
+            }
+            (_, Some(t)) => Some(t / seq_len as u64),
+            (g, None) => g,
+        },
+        global_batch_tokens: None,
+        ..opts.clone()
+    };
     let names: Vec<&str> = opts.sources.iter().map(|(n, _)| n.as_str()).collect();
     let phases = planning::phases(opts, &names, seq_len)?;
     let schedule = Schedule::new(&phases)?;
@@ -310,6 +330,7 @@ mod tests {
             }],
             seed: 0,
             global_batch,
+            global_batch_tokens: None,
             exact_per_batch,
             on_exhaust: OnExhaust::Error,
             max_repeat: None,
