@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::path::Path;
 
 use crate::error::Result;
+use crate::manifest::Manifest;
 use crate::mds::{Column, MappedDataset};
 use crate::mixindex::IndexedMix;
 
@@ -16,13 +17,15 @@ pub enum Samples {
 
 impl Samples {
     /// Open `dir` (the validated open, `crate::dataset::open`) as an index mix when its
-    /// `midmix.json` says so, else as MDS. Compressed shards are decompressed into `cache`.
-    pub fn open(dir: &Path, cache: &Path) -> Result<Samples> {
+    /// `midmix.json` says so, else as MDS. Compressed shards are decompressed into `cache`. Returns
+    /// the manifest the open read too (None for MDS written elsewhere).
+    pub fn open(dir: &Path, cache: &Path) -> Result<(Samples, Option<Manifest>)> {
         let opened = crate::dataset::open(dir)?;
-        match opened.mds {
-            Some(ds) => Ok(Samples::Mds(MappedDataset::new(ds, cache))),
-            None => Ok(Samples::Index(Box::new(IndexedMix::open(dir, cache)?))),
-        }
+        let samples = match opened.mds {
+            Some(ds) => Samples::Mds(MappedDataset::new(ds, cache)),
+            None => Samples::Index(Box::new(IndexedMix::open(dir, cache)?)),
+        };
+        Ok((samples, opened.manifest))
     }
 
     pub fn num_samples(&self) -> u64 {

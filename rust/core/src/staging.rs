@@ -56,14 +56,14 @@ pub struct StagedDir {
 }
 
 /// `--overwrite` replaces only what midmix made, and only an output of the kind being written:
-/// what `dataset::output_kind` says it is, holding nothing midmix does not write. Anything else (a file, any other directory, a mix where a
-/// prepared dataset is written) is refused and left untouched.
+/// what `dataset::output_kind` says it is, holding nothing midmix does not write. Anything else (a
+/// file, any other directory, a mix where a prepared dataset is written) is refused and left untouched.
 fn check_replaceable(path: &Path, kind: Kind) -> Result<()> {
     // symlink_metadata: a link is not followed to replace what it points at.
-    if std::fs::symlink_metadata(path).is_err() {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
         return Ok(());
-    }
-    let why = if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+    };
+    let why = if meta.is_dir() {
         match crate::dataset::output_kind(path) {
             Ok(found) if found == kind => match crate::dataset::foreign_entry(path) {
                 None => return Ok(()),

@@ -36,17 +36,10 @@ const CACHE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3
 fn open_samples(dir: &Path) -> PyResult<(Samples, Vec<Column>, Option<u64>)> {
     let cache = cache_root();
     mds::prune_cache(&cache, CACHE_MAX_AGE);
-    let data = Samples::open(dir, &cache).map_err(to_py)?;
-    let vocab = manifest_facts(dir)?.and_then(|(_, v)| v);
+    let (data, manifest) = Samples::open(dir, &cache).map_err(to_py)?;
+    let vocab = manifest.map(|m| m.tokenizer().vocab_size);
     let columns = data.columns().map_err(to_py)?;
     Ok((data, columns, vocab))
-}
-
-/// (samples, vocab size) from `midmix.json` — a prepared dataset's `counts.samples` or a mix's
-/// `total_samples` — or None when the dataset has no manifest (MDS written by something else).
-fn manifest_facts(dir: &Path) -> PyResult<Option<(u64, Option<u64>)>> {
-    let manifest = midmix_core::manifest::Manifest::read(dir).map_err(to_py)?;
-    Ok(manifest.map(|m| (m.samples(), Some(m.tokenizer().vocab_size))))
 }
 
 /// Gathered tokens [n, seq_len] (stored dtype) and, for mixes, the source of each sample.
